@@ -1,0 +1,109 @@
+//! The buffer a packet lives in, as the packet logic sees it.
+//!
+//! Packet code is written against [`PacketBuf`], so it runs the same on a DPDK mbuf
+//! (`dpdk::Mbuf`) and on [`TestBuf`], a plain vector with headroom used by unit tests.
+
+/// A single contiguous packet buffer with headroom and tailroom.
+pub trait PacketBuf {
+    /// The packet bytes, starting at the Ethernet header.
+    fn data(&self) -> &[u8];
+    /// The packet bytes, writable.
+    fn data_mut(&mut self) -> &mut [u8];
+    /// Grow the packet at the front by `n` bytes (uninitialised content); false if no room.
+    fn prepend(&mut self, n: usize) -> bool;
+    /// Remove `n` bytes from the front; false if the packet is shorter.
+    fn adj(&mut self, n: usize) -> bool;
+    /// Remove `n` bytes from the end; false if the packet is shorter.
+    fn trim(&mut self, n: usize) -> bool;
+    /// Grow the packet at the end by `n` bytes; false if no room.
+    fn append(&mut self, n: usize) -> bool;
+    /// Set the length to exactly `len`, growing or shrinking at the end.
+    fn set_len(&mut self, len: usize) -> bool {
+        let cur = self.data().len();
+        if len >= cur {
+            self.append(len - cur)
+        } else {
+            self.trim(cur - len)
+        }
+    }
+}
+
+/// A heap buffer with fixed headroom, for tests and tools (never on the hot path).
+#[derive(Clone, Debug)]
+pub struct TestBuf {
+    storage: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+impl TestBuf {
+    /// Headroom and capacity like a default DPDK mbuf (128 + 2048).
+    pub fn new(bytes: &[u8]) -> Self {
+        let head = 128;
+        let mut storage = vec![0u8; head + 2048.max(bytes.len())];
+        storage[head..head + bytes.len()].copy_from_slice(bytes);
+        TestBuf {
+            storage,
+            start: head,
+            end: head + bytes.len(),
+        }
+    }
+}
+
+impl PacketBuf for TestBuf {
+    fn data(&self) -> &[u8] {
+        &self.storage[self.start..self.end]
+    }
+    fn data_mut(&mut self) -> &mut [u8] {
+        &mut self.storage[self.start..self.end]
+    }
+    fn prepend(&mut self, n: usize) -> bool {
+        if n > self.start {
+            return false;
+        }
+        self.start -= n;
+        true
+    }
+    fn adj(&mut self, n: usize) -> bool {
+        if n > self.end - self.start {
+            return false;
+        }
+        self.start += n;
+        true
+    }
+    fn trim(&mut self, n: usize) -> bool {
+        if n > self.end - self.start {
+            return false;
+        }
+        self.end -= n;
+        true
+    }
+    fn append(&mut self, n: usize) -> bool {
+        if self.end + n > self.storage.len() {
+            return false;
+        }
+        self.end += n;
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn testbuf_grows_and_shrinks_within_bounds() {
+        let mut b = TestBuf::new(&[1, 2, 3]);
+        assert!(b.prepend(2));
+        assert_eq!(b.data().len(), 5);
+        assert_eq!(&b.data()[2..], &[1, 2, 3]);
+        assert!(b.adj(2));
+        assert!(b.trim(1));
+        assert_eq!(b.data(), &[1, 2]);
+        assert!(!b.trim(3));
+        assert!(!b.prepend(1000));
+        assert!(b.set_len(10));
+        assert_eq!(b.data().len(), 10);
+        assert!(!b.append(1 << 20));
+    }
+}

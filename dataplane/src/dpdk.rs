@@ -1,0 +1,861 @@
+//! The thin safe wrapper over DPDK: EAL, mempools, owned mbufs, ports, bursts, lcores,
+//! and `rte_lpm` (for the benchmark). This is the only module of the crate with `unsafe`;
+//! every block says why it holds.
+
+use std::ffi::{c_void, CStr, CString};
+use std::fmt;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use ferry_ffi as ffi;
+
+use crate::buf::PacketBuf;
+
+/// Packets per rx burst, as in l3fwd.
+pub const BURST: usize = 32;
+
+/// Errors from DPDK calls, each naming what failed and DPDK's reason.
+#[derive(Debug, thiserror::Error)]
+pub enum DpdkError {
+    #[error("EAL is already initialised in this process")]
+    AlreadyInitialised,
+    #[error("EAL init failed: {reason}{hint}")]
+    EalInit { reason: String, hint: &'static str },
+    #[error("argument contains a NUL byte: {0:?}")]
+    Nul(String),
+    #[error("mempool {name}: {reason}")]
+    Mempool { name: String, reason: String },
+    #[error("device {devargs:?}: {reason}")]
+    Probe { devargs: String, reason: String },
+    #[error("no DPDK port named {0:?} (is the devargs right and the PMD installed?)")]
+    NoSuchPort(String),
+    #[error("port {port}: {what}: {reason}")]
+    Port {
+        port: u16,
+        what: &'static str,
+        reason: String,
+    },
+    #[error("lcore {lcore}: launch failed: {reason}")]
+    Launch { lcore: u32, reason: String },
+    #[error("rte_lpm: {0}")]
+    Lpm(String),
+}
+
+fn strerror(errnum: i32) -> String {
+    let errnum = errnum.abs();
+    // SAFETY: rte_strerror returns a pointer to a static or thread-local NUL-terminated string.
+    unsafe { CStr::from_ptr(ffi::rte_strerror(errnum)) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn last_error() -> String {
+    // SAFETY: reads the thread-local rte_errno through the shim.
+    strerror(unsafe { ffi::ferry_errno() })
+}
+
+static EAL_UP: AtomicBool = AtomicBool::new(false);
+
+/// The initialised Environment Abstraction Layer. One per process; cleaned up on drop.
+pub struct Eal {
+    _private: (),
+}
+
+impl Eal {
+    /// Initialise the EAL with `args` (without the program name). Once per process.
+    pub fn init<S: AsRef<str>>(args: &[S]) -> Result<Eal, DpdkError> {
+        if EAL_UP.swap(true, Ordering::SeqCst) {
+            return Err(DpdkError::AlreadyInitialised);
+        }
+        let mut owned = vec![CString::new("ferry").expect("literal has no NUL")];
+        for a in args {
+            let a = a.as_ref();
+            owned.push(CString::new(a).map_err(|_| DpdkError::Nul(a.to_string()))?);
+        }
+        let mut argv: Vec<*mut libc::c_char> = owned.iter().map(|s| s.as_ptr() as *mut _).collect();
+        argv.push(std::ptr::null_mut());
+        // SAFETY: argv holds argc valid NUL-terminated strings that outlive the call (EAL may
+        // permute the pointer array, which we own; it does not write into the strings).
+        let rc = unsafe { ffi::rte_eal_init((argv.len() - 1) as i32, argv.as_mut_ptr()) };
+        if rc < 0 {
+            EAL_UP.store(false, Ordering::SeqCst);
+            let reason = last_error();
+            let hint = eal_hint(&reason);
+            return Err(DpdkError::EalInit { reason, hint });
+        }
+        Ok(Eal { _private: () })
+    }
+
+    /// The lcore the caller runs on (the main lcore for the thread that called `init`).
+    pub fn main_lcore(&self) -> u32 {
+        // SAFETY: EAL is initialised (we hold an Eal).
+        unsafe { ffi::rte_get_main_lcore() }
+    }
+
+    /// Worker lcores (all enabled lcores but the main one), in order.
+    pub fn worker_lcores(&self) -> Vec<u32> {
+        let mut out = Vec::new();
+        // SAFETY: EAL is initialised; rte_get_next_lcore only reads EAL's lcore config.
+        let mut i = unsafe { ffi::rte_get_next_lcore(u32::MAX, 1, 0) };
+        while (i as usize) < ffi::RTE_MAX_LCORE as usize {
+            out.push(i);
+            // SAFETY: as above.
+            i = unsafe { ffi::rte_get_next_lcore(i, 1, 0) };
+        }
+        out
+    }
+
+    /// Probe a device given by devargs after init (hotplug), e.g. a `net_tap` for the
+    /// exception path. Returns the port id of the port it created, found by `name`.
+    pub fn probe(&self, devargs: &str, name: &str) -> Result<u16, DpdkError> {
+        let c = CString::new(devargs).map_err(|_| DpdkError::Nul(devargs.to_string()))?;
+        // SAFETY: c is a valid NUL-terminated string; EAL is initialised.
+        let rc = unsafe { ffi::rte_dev_probe(c.as_ptr()) };
+        if rc < 0 {
+            return Err(DpdkError::Probe {
+                devargs: devargs.to_string(),
+                reason: strerror(rc),
+            });
+        }
+        port_by_name(name)
+    }
+
+    /// Launch `f` on worker lcore `lcore`. The closure's return value is the lcore's exit code.
+    pub fn launch<F>(&self, lcore: u32, f: F) -> Result<(), DpdkError>
+    where
+        F: FnOnce() -> i32 + Send + 'static,
+    {
+        type Job = Box<dyn FnOnce() -> i32 + Send>;
+        unsafe extern "C" fn trampoline(arg: *mut c_void) -> i32 {
+            // SAFETY: arg is the Box<Job> leaked by `launch` below, handed over exactly once.
+            let job: Box<Job> = unsafe { Box::from_raw(arg as *mut Job) };
+            job()
+        }
+        let job: Box<Job> = Box::new(Box::new(f));
+        let raw = Box::into_raw(job) as *mut c_void;
+        // SAFETY: trampoline matches lcore_function_t; raw is a valid leaked box reclaimed by
+        // the trampoline, or below if the launch fails.
+        let rc = unsafe { ffi::rte_eal_remote_launch(Some(trampoline), raw, lcore) };
+        if rc < 0 {
+            // SAFETY: the launch failed, so the trampoline never took ownership of raw.
+            drop(unsafe { Box::from_raw(raw as *mut Job) });
+            return Err(DpdkError::Launch {
+                lcore,
+                reason: strerror(rc),
+            });
+        }
+        Ok(())
+    }
+
+    /// Wait for the job on `lcore` to return; its return value.
+    pub fn wait(&self, lcore: u32) -> i32 {
+        // SAFETY: EAL is initialised; waiting on any lcore id is allowed.
+        unsafe { ffi::rte_eal_wait_lcore(lcore) }
+    }
+}
+
+impl Drop for Eal {
+    fn drop(&mut self) {
+        // SAFETY: called once, after all ports and pools the program made were dropped
+        // (they borrow nothing from Eal, so the caller orders drops; ferryd does).
+        unsafe { ffi::rte_eal_cleanup() };
+    }
+}
+
+fn eal_hint(reason: &str) -> &'static str {
+    let hugepages_free = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("HugePages_Free:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .unwrap_or(0);
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        " (run as root, or grant CAP_SYS_ADMIN/CAP_NET_RAW/CAP_IPC_LOCK)"
+    } else if hugepages_free == 0 {
+        " (no free hugepages: echo 512 > /sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages, \
+          or add --no-huge --no-shconf -m 512 to dpdk.args)"
+    } else if reason.contains("exists") || reason.contains("busy") {
+        " (another DPDK process uses the same --file-prefix; give each its own or use --in-memory)"
+    } else {
+        ""
+    }
+}
+
+/// Find a port by its device name (the part of devargs before the first comma).
+pub fn port_by_name(name: &str) -> Result<u16, DpdkError> {
+    let c = CString::new(name).map_err(|_| DpdkError::Nul(name.to_string()))?;
+    let mut id = 0u16;
+    // SAFETY: c is a valid C string and id a valid out pointer.
+    let rc = unsafe { ffi::rte_eth_dev_get_port_by_name(c.as_ptr(), &mut id) };
+    if rc != 0 {
+        return Err(DpdkError::NoSuchPort(name.to_string()));
+    }
+    Ok(id)
+}
+
+/// The id of the lcore the calling thread runs on (u32::MAX for a non-EAL thread).
+#[inline]
+pub fn lcore_id() -> u32 {
+    // SAFETY: reads a thread-local.
+    unsafe { ffi::ferry_lcore_id() }
+}
+
+/// Time-stamp counter.
+#[inline]
+pub fn tsc() -> u64 {
+    // SAFETY: rdtsc has no preconditions.
+    unsafe { ffi::ferry_rdtsc() }
+}
+
+/// TSC ticks per second (EAL must be up).
+pub fn tsc_hz() -> u64 {
+    // SAFETY: reads EAL's calibrated value; 0 before init.
+    unsafe { ffi::rte_get_tsc_hz() }
+}
+
+/// Register a non-EAL thread with EAL so it gets an lcore id (and a mempool cache).
+pub fn register_thread() -> bool {
+    // SAFETY: allowed from any thread after EAL init; returns -1 on failure.
+    unsafe { ffi::rte_thread_register() == 0 }
+}
+
+/// A packet mempool. Thread-safe (DPDK mempools are MP/MC with per-lcore caches).
+pub struct Mempool {
+    raw: NonNull<ffi::rte_mempool>,
+}
+
+// SAFETY: rte_mempool operations are safe from several threads at once (MP/MC ring backend).
+unsafe impl Send for Mempool {}
+// SAFETY: as above; &Mempool only allows alloc, which is multi-thread safe.
+unsafe impl Sync for Mempool {}
+
+impl Mempool {
+    /// Create a packet mempool of `n` mbufs with `data_room` bytes each (headroom included).
+    pub fn new(name: &str, n: u32, cache: u32, data_room: u16) -> Result<Mempool, DpdkError> {
+        let c = CString::new(name).map_err(|_| DpdkError::Nul(name.to_string()))?;
+        // SAFETY: c is a valid C string; EAL is up (checked by DPDK, errors via NULL).
+        let raw = unsafe { ffi::rte_pktmbuf_pool_create(c.as_ptr(), n, cache, 0, data_room, -1) };
+        NonNull::new(raw)
+            .map(|raw| Mempool { raw })
+            .ok_or_else(|| DpdkError::Mempool {
+                name: name.to_string(),
+                reason: last_error(),
+            })
+    }
+
+    /// One mbuf, or None when the pool is empty.
+    #[inline]
+    pub fn alloc(&self) -> Option<Mbuf> {
+        // SAFETY: raw is a live mempool.
+        NonNull::new(unsafe { ffi::ferry_pktmbuf_alloc(self.raw.as_ptr()) }).map(|raw| Mbuf { raw })
+    }
+
+    /// Mbufs available in the pool.
+    pub fn available(&self) -> u32 {
+        // SAFETY: raw is a live mempool.
+        unsafe { ffi::rte_mempool_avail_count(self.raw.as_ptr()) }
+    }
+
+    fn as_ptr(&self) -> *mut ffi::rte_mempool {
+        self.raw.as_ptr()
+    }
+}
+
+impl Drop for Mempool {
+    fn drop(&mut self) {
+        // SAFETY: the pool is ours; ports using it were stopped by the owner before drop.
+        unsafe { ffi::rte_mempool_free(self.raw.as_ptr()) };
+    }
+}
+
+/// An owned single-segment packet buffer; freed on drop.
+#[repr(transparent)]
+pub struct Mbuf {
+    raw: NonNull<ffi::rte_mbuf>,
+}
+
+// SAFETY: an Mbuf is uniquely owned; mbufs may be freed from any lcore.
+unsafe impl Send for Mbuf {}
+
+impl Mbuf {
+    #[inline]
+    fn m(&self) -> &ffi::rte_mbuf {
+        // SAFETY: raw points to a live mbuf we own for as long as self lives.
+        unsafe { self.raw.as_ref() }
+    }
+
+    /// DPDK port id the packet came in on.
+    #[inline]
+    pub fn port(&self) -> u16 {
+        self.m().port
+    }
+
+    /// True if the packet is in one segment (Ferry drops chained mbufs).
+    #[inline]
+    pub fn is_contiguous(&self) -> bool {
+        self.m().nb_segs == 1
+    }
+
+    /// The RSS hash the NIC computed, if it did.
+    #[inline]
+    pub fn rss_hash(&self) -> Option<u32> {
+        const RTE_MBUF_F_RX_RSS_HASH: u64 = 1 << 1;
+        if self.m().ol_flags & RTE_MBUF_F_RX_RSS_HASH != 0 {
+            // SAFETY: the flag says the hash union holds the RSS value.
+            Some(unsafe { self.m().__bindgen_anon_2.hash.rss })
+        } else {
+            None
+        }
+    }
+
+    /// Prefetch the first cache line of packet data.
+    #[inline]
+    pub fn prefetch_data(&self) {
+        let m = self.m();
+        // SAFETY: pointer arithmetic stays inside the mbuf's buffer; prefetch never faults.
+        unsafe {
+            ffi::ferry_prefetch0((m.buf_addr as *const u8).add(m.data_off as usize) as *const c_void)
+        };
+    }
+
+    fn into_raw(self) -> *mut ffi::rte_mbuf {
+        let p = self.raw.as_ptr();
+        std::mem::forget(self);
+        p
+    }
+}
+
+impl Drop for Mbuf {
+    fn drop(&mut self) {
+        // SAFETY: we own the mbuf; it is freed exactly once here.
+        unsafe { ffi::ferry_pktmbuf_free(self.raw.as_ptr()) };
+    }
+}
+
+impl PacketBuf for Mbuf {
+    #[inline]
+    fn data(&self) -> &[u8] {
+        let m = self.m();
+        // SAFETY: data_off..data_off+data_len lies within the mbuf's buffer (DPDK invariant),
+        // and the slice borrows self so the mbuf outlives it.
+        unsafe {
+            std::slice::from_raw_parts(
+                (m.buf_addr as *const u8).add(m.data_off as usize),
+                m.data_len as usize,
+            )
+        }
+    }
+    #[inline]
+    fn data_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in data(); &mut self makes the access unique.
+        unsafe {
+            let m = self.raw.as_mut();
+            std::slice::from_raw_parts_mut(
+                (m.buf_addr as *mut u8).add(m.data_off as usize),
+                m.data_len as usize,
+            )
+        }
+    }
+    fn prepend(&mut self, n: usize) -> bool {
+        // SAFETY: rte_pktmbuf_prepend checks headroom and returns NULL when short.
+        n <= u16::MAX as usize
+            && !unsafe { ffi::ferry_pktmbuf_prepend(self.raw.as_ptr(), n as u16) }.is_null()
+    }
+    fn adj(&mut self, n: usize) -> bool {
+        // SAFETY: rte_pktmbuf_adj checks the length and returns NULL when short.
+        n <= u16::MAX as usize
+            && !unsafe { ffi::ferry_pktmbuf_adj(self.raw.as_ptr(), n as u16) }.is_null()
+    }
+    fn trim(&mut self, n: usize) -> bool {
+        // SAFETY: rte_pktmbuf_trim checks the length and returns -1 when short.
+        n <= u16::MAX as usize
+            && unsafe { ffi::ferry_pktmbuf_trim(self.raw.as_ptr(), n as u16) } == 0
+    }
+    fn append(&mut self, n: usize) -> bool {
+        // SAFETY: rte_pktmbuf_append checks tailroom and returns NULL when short.
+        n <= u16::MAX as usize
+            && !unsafe { ffi::ferry_pktmbuf_append(self.raw.as_ptr(), n as u16) }.is_null()
+    }
+}
+
+/// A burst of received mbufs; the ones not taken are freed on drop.
+pub struct RxBurst {
+    ptrs: [*mut ffi::rte_mbuf; BURST],
+    len: usize,
+    next: usize,
+}
+
+impl Default for RxBurst {
+    fn default() -> Self {
+        RxBurst {
+            ptrs: [std::ptr::null_mut(); BURST],
+            len: 0,
+            next: 0,
+        }
+    }
+}
+
+impl RxBurst {
+    /// Receive up to BURST packets from (port, queue), replacing what the burst held.
+    #[inline]
+    pub fn recv(&mut self, port: u16, queue: u16) -> usize {
+        self.free_rest();
+        // SAFETY: ptrs has room for BURST pointers; rx_burst writes at most that many owned mbufs.
+        let n = unsafe { ffi::ferry_rx_burst(port, queue, self.ptrs.as_mut_ptr(), BURST as u16) };
+        self.len = n as usize;
+        self.next = 0;
+        self.len
+    }
+
+    /// Prefetch packet data of the mbuf at `i` positions ahead of the cursor.
+    #[inline]
+    pub fn prefetch(&self, ahead: usize) {
+        let i = self.next + ahead;
+        if i < self.len {
+            let p = self.ptrs[i];
+            // SAFETY: p is an owned, live mbuf from rx_burst not yet handed out.
+            unsafe {
+                let m = &*p;
+                ffi::ferry_prefetch0(
+                    (m.buf_addr as *const u8).add(m.data_off as usize) as *const c_void
+                );
+            }
+        }
+    }
+
+    fn free_rest(&mut self) {
+        while self.next < self.len {
+            // SAFETY: pointers in next..len are owned mbufs not yet handed out.
+            unsafe { ffi::ferry_pktmbuf_free(self.ptrs[self.next]) };
+            self.next += 1;
+        }
+        self.len = 0;
+        self.next = 0;
+    }
+}
+
+impl Iterator for RxBurst {
+    type Item = Mbuf;
+    #[inline]
+    fn next(&mut self) -> Option<Mbuf> {
+        if self.next >= self.len {
+            return None;
+        }
+        let p = self.ptrs[self.next];
+        self.next += 1;
+        // SAFETY: p came from rx_burst, is non-null and is handed out exactly once.
+        Some(Mbuf {
+            raw: unsafe { NonNull::new_unchecked(p) },
+        })
+    }
+}
+
+impl Drop for RxBurst {
+    fn drop(&mut self) {
+        self.free_rest();
+    }
+}
+
+/// Packets buffered for one (port, queue), sent in bursts.
+pub struct TxBuffer {
+    port: u16,
+    queue: u16,
+    ptrs: [*mut ffi::rte_mbuf; TX_BUFFER],
+    len: usize,
+}
+
+const TX_BUFFER: usize = 2 * BURST;
+
+// SAFETY: the buffer owns its mbufs; it moves with the worker that owns the queue.
+unsafe impl Send for TxBuffer {}
+
+impl TxBuffer {
+    pub fn new(port: u16, queue: u16) -> Self {
+        TxBuffer {
+            port,
+            queue,
+            ptrs: [std::ptr::null_mut(); TX_BUFFER],
+            len: 0,
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Queue a packet; flushes when full. Returns the number of packets dropped by a flush.
+    #[inline]
+    pub fn push(&mut self, m: Mbuf) -> usize {
+        let mut dropped = 0;
+        if self.len == TX_BUFFER {
+            dropped = self.flush();
+        }
+        self.ptrs[self.len] = m.into_raw();
+        self.len += 1;
+        dropped
+    }
+
+    /// Send everything buffered; what the queue did not take is freed. Returns that count.
+    #[inline]
+    pub fn flush(&mut self) -> usize {
+        if self.len == 0 {
+            return 0;
+        }
+        let mut sent = 0usize;
+        // Retry a little: virtual PMDs take partial bursts when their ring is briefly full.
+        for _ in 0..4 {
+            // SAFETY: ptrs[sent..len] are owned mbufs; tx_burst takes ownership of those it sends.
+            let n = unsafe {
+                ffi::ferry_tx_burst(
+                    self.port,
+                    self.queue,
+                    self.ptrs.as_mut_ptr().add(sent),
+                    (self.len - sent) as u16,
+                )
+            };
+            sent += n as usize;
+            if sent == self.len {
+                break;
+            }
+        }
+        let dropped = self.len - sent;
+        if dropped > 0 {
+            // SAFETY: the unsent tail is still ours; free it in bulk.
+            unsafe {
+                ffi::ferry_pktmbuf_free_bulk(self.ptrs.as_mut_ptr().add(sent), dropped as u32)
+            };
+        }
+        self.len = 0;
+        dropped
+    }
+}
+
+impl Drop for TxBuffer {
+    fn drop(&mut self) {
+        // SAFETY: the buffered mbufs are ours and are freed exactly once.
+        unsafe { ffi::ferry_pktmbuf_free_bulk(self.ptrs.as_mut_ptr(), self.len as u32) };
+    }
+}
+
+/// Link state of a port.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Link {
+    pub up: bool,
+    pub speed_mbps: u32,
+}
+
+impl fmt::Display for Link {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.up {
+            write!(f, "up {} Mbps", self.speed_mbps)
+        } else {
+            write!(f, "down")
+        }
+    }
+}
+
+/// Device counters of a port (from the PMD).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PortStats {
+    pub ipackets: u64,
+    pub opackets: u64,
+    pub ibytes: u64,
+    pub obytes: u64,
+    pub imissed: u64,
+    pub ierrors: u64,
+    pub oerrors: u64,
+    pub rx_nombuf: u64,
+}
+
+/// How to set a port up.
+#[derive(Clone, Debug)]
+pub struct PortConfig {
+    pub rx_queues: u16,
+    pub tx_queues: u16,
+    pub rx_desc: u16,
+    pub tx_desc: u16,
+    pub mtu: Option<u16>,
+}
+
+/// What a port turned out to be after configuration.
+#[derive(Clone, Debug)]
+pub struct PortInfo {
+    pub id: u16,
+    pub driver: String,
+    pub mac: [u8; 6],
+    pub mtu: u16,
+    pub rss: bool,
+    pub rx_queues: u16,
+    pub tx_queues: u16,
+}
+
+/// A configured, started Ethernet port. Stopped and closed on drop.
+pub struct Port {
+    info: PortInfo,
+}
+
+impl Port {
+    /// Configure and start port `id` with its rx queues on `pool`. Offloads are limited to
+    /// what the device offers; RSS is enabled when there are several rx queues and the PMD
+    /// supports it.
+    pub fn start(id: u16, cfg: &PortConfig, pool: &Mempool) -> Result<Port, DpdkError> {
+        let err = |what: &'static str, rc: i32| DpdkError::Port {
+            port: id,
+            what,
+            reason: strerror(rc),
+        };
+        let mut dev = ffi::rte_eth_dev_info::default();
+        // SAFETY: dev is a valid out pointer.
+        let rc = unsafe { ffi::rte_eth_dev_info_get(id, &mut dev) };
+        if rc != 0 {
+            return Err(err("device info", rc));
+        }
+        let driver = if dev.driver_name.is_null() {
+            String::from("?")
+        } else {
+            // SAFETY: driver_name is a static C string owned by the PMD.
+            unsafe { CStr::from_ptr(dev.driver_name) }
+                .to_string_lossy()
+                .into_owned()
+        };
+        if cfg.rx_queues > dev.max_rx_queues || cfg.tx_queues > dev.max_tx_queues {
+            return Err(DpdkError::Port {
+                port: id,
+                what: "queues",
+                reason: format!(
+                    "{driver} offers {} rx / {} tx queues, {} rx / {} tx needed (one per worker); \
+                     use fewer workers or give the device more queues (e.g. qpairs= / rxq=)",
+                    dev.max_rx_queues, dev.max_tx_queues, cfg.rx_queues, cfg.tx_queues
+                ),
+            });
+        }
+        let mut conf = ffi::rte_eth_conf::default();
+        let rss_hf = ferry_rss_hf() & dev.flow_type_rss_offloads;
+        let rss = cfg.rx_queues > 1 && rss_hf != 0;
+        if rss {
+            conf.rxmode.mq_mode = ffi_mq_rss();
+            conf.rx_adv_conf.rss_conf.rss_hf = rss_hf;
+        }
+        // SAFETY: reads a const global from the shim.
+        let fast_free = unsafe { ffi::ferry_eth_tx_offload_mbuf_fast_free };
+        conf.txmode.offloads = fast_free & dev.tx_offload_capa;
+        if let Some(mtu) = cfg.mtu {
+            conf.rxmode.mtu = mtu as u32;
+        }
+        // SAFETY: conf is a fully initialised rte_eth_conf.
+        let rc = unsafe { ffi::rte_eth_dev_configure(id, cfg.rx_queues, cfg.tx_queues, &conf) };
+        if rc != 0 {
+            return Err(err("configure", rc));
+        }
+        let mut rxd = cfg.rx_desc;
+        let mut txd = cfg.tx_desc;
+        // SAFETY: valid out pointers.
+        let rc = unsafe { ffi::rte_eth_dev_adjust_nb_rx_tx_desc(id, &mut rxd, &mut txd) };
+        if rc != 0 {
+            return Err(err("descriptor counts", rc));
+        }
+        for q in 0..cfg.rx_queues {
+            // SAFETY: port is configured; NULL rxconf means the device default; pool is live
+            // and outlives the port (ferryd drops ports before pools).
+            let rc = unsafe {
+                ffi::rte_eth_rx_queue_setup(
+                    id,
+                    q,
+                    rxd,
+                    ffi::SOCKET_ID_ANY as u32,
+                    std::ptr::null(),
+                    pool.as_ptr(),
+                )
+            };
+            if rc != 0 {
+                return Err(err("rx queue setup", rc));
+            }
+        }
+        let mut txconf = dev.default_txconf;
+        txconf.offloads = conf.txmode.offloads;
+        for q in 0..cfg.tx_queues {
+            // SAFETY: port is configured; txconf is the device default with our offloads.
+            let rc = unsafe {
+                ffi::rte_eth_tx_queue_setup(id, q, txd, ffi::SOCKET_ID_ANY as u32, &txconf)
+            };
+            if rc != 0 {
+                return Err(err("tx queue setup", rc));
+            }
+        }
+        if let Some(mtu) = cfg.mtu {
+            // SAFETY: plain call on a configured port. Some vdevs cannot change MTU: not fatal.
+            let rc = unsafe { ffi::rte_eth_dev_set_mtu(id, mtu) };
+            if rc != 0 {
+                tracing::debug!(port = id, mtu, "set_mtu: {}", strerror(rc));
+            }
+        }
+        // SAFETY: plain call on a configured port.
+        let rc = unsafe { ffi::rte_eth_dev_start(id) };
+        if rc != 0 {
+            return Err(err("start", rc));
+        }
+        // SAFETY: plain call on a started port; failure (unsupported) is harmless.
+        unsafe { ffi::rte_eth_promiscuous_enable(id) };
+        // SAFETY: as above.
+        unsafe { ffi::rte_eth_allmulticast_enable(id) };
+        let mut mac = ffi::rte_ether_addr::default();
+        // SAFETY: valid out pointer.
+        unsafe { ffi::rte_eth_macaddr_get(id, &mut mac) };
+        let mut mtu = 0u16;
+        // SAFETY: valid out pointer.
+        if unsafe { ffi::rte_eth_dev_get_mtu(id, &mut mtu) } != 0 {
+            mtu = cfg.mtu.unwrap_or(1500);
+        }
+        Ok(Port {
+            info: PortInfo {
+                id,
+                driver,
+                mac: mac.addr_bytes,
+                mtu,
+                rss,
+                rx_queues: cfg.rx_queues,
+                tx_queues: cfg.tx_queues,
+            },
+        })
+    }
+
+    pub fn info(&self) -> &PortInfo {
+        &self.info
+    }
+
+    pub fn id(&self) -> u16 {
+        self.info.id
+    }
+
+    /// Link state without waiting.
+    pub fn link(&self) -> Link {
+        link(self.info.id)
+    }
+
+    /// Device counters.
+    pub fn stats(&self) -> PortStats {
+        stats(self.info.id)
+    }
+}
+
+/// Link state of any port id.
+pub fn link(id: u16) -> Link {
+    let mut l = ffi::rte_eth_link::default();
+    // SAFETY: valid out pointer; the call does not block.
+    unsafe { ffi::rte_eth_link_get_nowait(id, &mut l) };
+    Link {
+        up: l.link_status() != 0,
+        speed_mbps: l.link_speed,
+    }
+}
+
+/// Device counters of any port id.
+pub fn stats(id: u16) -> PortStats {
+    let mut s = ffi::rte_eth_stats::default();
+    // SAFETY: valid out pointer.
+    unsafe { ffi::rte_eth_stats_get(id, &mut s) };
+    PortStats {
+        ipackets: s.ipackets,
+        opackets: s.opackets,
+        ibytes: s.ibytes,
+        obytes: s.obytes,
+        imissed: s.imissed,
+        ierrors: s.ierrors,
+        oerrors: s.oerrors,
+        rx_nombuf: s.rx_nombuf,
+    }
+}
+
+impl Drop for Port {
+    fn drop(&mut self) {
+        // SAFETY: the port is ours; workers using it have returned before ports drop.
+        unsafe {
+            ffi::rte_eth_dev_stop(self.info.id);
+            ffi::rte_eth_dev_close(self.info.id);
+        }
+    }
+}
+
+fn ferry_rss_hf() -> u64 {
+    // SAFETY: reads const globals from the shim.
+    unsafe { ffi::ferry_eth_rss_ip | ffi::ferry_eth_rss_udp | ffi::ferry_eth_rss_tcp }
+}
+
+fn ffi_mq_rss() -> ffi::rte_eth_rx_mq_mode {
+    // SAFETY: reads a const global from the shim.
+    unsafe { ffi::ferry_eth_mq_rx_rss as ffi::rte_eth_rx_mq_mode }
+}
+
+/// DPDK's own `rte_lpm`, for comparison benchmarks. Needs the EAL.
+pub struct DpdkLpm {
+    raw: NonNull<ffi::rte_lpm>,
+}
+
+impl DpdkLpm {
+    pub fn new(name: &str, max_rules: u32, tbl8s: u32) -> Result<DpdkLpm, DpdkError> {
+        let c = CString::new(name).map_err(|_| DpdkError::Nul(name.to_string()))?;
+        let cfg = ffi::rte_lpm_config {
+            max_rules,
+            number_tbl8s: tbl8s,
+            flags: 0,
+        };
+        // SAFETY: valid name and config pointers.
+        let raw = unsafe { ffi::rte_lpm_create(c.as_ptr(), -1, &cfg) };
+        NonNull::new(raw)
+            .map(|raw| DpdkLpm { raw })
+            .ok_or_else(|| DpdkError::Lpm(format!("create {name}: {}", last_error())))
+    }
+
+    pub fn add(&mut self, ip: u32, depth: u8, next_hop: u32) -> Result<(), DpdkError> {
+        // SAFETY: raw is live and uniquely borrowed.
+        let rc = unsafe { ffi::rte_lpm_add(self.raw.as_ptr(), ip, depth, next_hop) };
+        if rc < 0 {
+            return Err(DpdkError::Lpm(format!(
+                "add {ip:#x}/{depth}: {}",
+                strerror(rc)
+            )));
+        }
+        Ok(())
+    }
+
+    #[inline]
+    pub fn lookup(&self, ip: u32) -> Option<u32> {
+        let mut nh = 0u32;
+        // SAFETY: raw is live; nh is a valid out pointer.
+        let rc = unsafe { ffi::ferry_lpm_lookup(self.raw.as_ptr(), ip, &mut nh) };
+        (rc == 0).then_some(nh)
+    }
+
+    /// rte_lpm_lookupx4 over `ips` in fours (the tail with single lookups); misses give `miss`.
+    #[inline]
+    pub fn lookup_x4(&self, ips: &[u32], out: &mut [u32], miss: u32) {
+        let n = ips.len().min(out.len());
+        let mut i = 0;
+        while i + 4 <= n {
+            // SAFETY: ips[i..i+4] and out[i..i+4] are in bounds; raw is live.
+            unsafe {
+                ffi::ferry_lpm_lookupx4(
+                    self.raw.as_ptr(),
+                    ips.as_ptr().add(i),
+                    out.as_mut_ptr().add(i),
+                    miss,
+                )
+            };
+            i += 4;
+        }
+        while i < n {
+            out[i] = self.lookup(ips[i]).unwrap_or(miss);
+            i += 1;
+        }
+    }
+}
+
+impl Drop for DpdkLpm {
+    fn drop(&mut self) {
+        // SAFETY: raw is ours and freed once.
+        unsafe { ffi::rte_lpm_free(self.raw.as_ptr()) };
+    }
+}

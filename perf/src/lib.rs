@@ -1,0 +1,1 @@
+//! Benchmarks and the packet generator (see perf/README.md).
