@@ -1,2 +1,8 @@
-//! Control side: the configuration model, its validation and the snapshot compiler.
+//! Control side: the configuration model, its validation, the snapshot compiler, the
+//! neighbour cache and `ferryd`'s runtime (EAL, ports, workers, the control loop).
 #![forbid(unsafe_code)]
+
+pub mod compile;
+pub mod config;
+pub mod neighbor;
+pub mod runtime;

@@ -447,9 +447,8 @@ impl Iterator for RxBurst {
         let p = self.ptrs[self.next];
         self.next += 1;
         // SAFETY: p came from rx_burst, is non-null and is handed out exactly once.
-        Some(Mbuf {
-            raw: unsafe { NonNull::new_unchecked(p) },
-        })
+        let raw = unsafe { NonNull::new_unchecked(p) };
+        Some(Mbuf { raw })
     }
 }
 

@@ -2,7 +2,11 @@
 //! wrapper over DPDK. Only `dpdk` may use `unsafe`.
 
 pub mod buf;
+pub mod counters;
 pub mod dpdk;
+pub mod lpm;
+pub mod router;
 pub mod snapshot;
-// pub mod lpm;
-// pub mod wire;
+pub mod tables;
+pub mod wire;
+pub mod worker;

@@ -262,12 +262,23 @@ mod tests {
     #[test]
     fn emit_request_roundtrip() {
         let mut out = [0xaau8; 40];
-        let n = emit(&mut out, OP_REQUEST, [2; 6], [10, 0, 0, 1], [0; 6], [10, 0, 0, 2]).unwrap();
+        let n = emit(
+            &mut out,
+            OP_REQUEST,
+            [2; 6],
+            [10, 0, 0, 1],
+            [0; 6],
+            [10, 0, 0, 2],
+        )
+        .unwrap();
         assert_eq!(&out[..8], &REQUEST[..8]);
         assert_eq!(out[28], 0xaa, "must not write past 28 bytes");
         let p = Packet::new_checked(&out[..n]).unwrap();
         assert_eq!(p.target_ip(), [10, 0, 0, 2]);
-        assert_eq!(emit(&mut out[..27], 1, [0; 6], [0; 4], [0; 6], [0; 4]), Err(WireError::Truncated));
+        assert_eq!(
+            emit(&mut out[..27], 1, [0; 6], [0; 4], [0; 6], [0; 4]),
+            Err(WireError::Truncated)
+        );
     }
 
     #[test]
@@ -275,7 +286,11 @@ mod tests {
         for (i, v) in [(1usize, 0x06u8), (3, 0xdd), (4, 8), (5, 16)] {
             let mut b = REQUEST;
             b[i] = v;
-            assert_eq!(Packet::new_checked(&b[..]), Err(WireError::Unsupported), "byte {i}");
+            assert_eq!(
+                Packet::new_checked(&b[..]),
+                Err(WireError::Unsupported),
+                "byte {i}"
+            );
         }
     }
 

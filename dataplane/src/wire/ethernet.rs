@@ -200,7 +200,12 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Frame<T> {
 }
 
 /// Write an untagged Ethernet header; returns [`HEADER_LEN`].
-pub fn emit(buf: &mut [u8], dst: MacAddr, src: MacAddr, ethertype: u16) -> Result<usize, WireError> {
+pub fn emit(
+    buf: &mut [u8],
+    dst: MacAddr,
+    src: MacAddr,
+    ethertype: u16,
+) -> Result<usize, WireError> {
     if buf.len() < HEADER_LEN {
         return Err(WireError::Truncated);
     }
@@ -328,7 +333,10 @@ mod tests {
         assert_eq!(emit(&mut out, BROADCAST, [2; 6], ETHERTYPE_ARP), Ok(14));
         assert_eq!(&out[..6], &BROADCAST);
         assert_eq!(&out[12..], &[0x08, 0x06]);
-        assert_eq!(emit(&mut out[..13], BROADCAST, [2; 6], 0), Err(WireError::Truncated));
+        assert_eq!(
+            emit(&mut out[..13], BROADCAST, [2; 6], 0),
+            Err(WireError::Truncated)
+        );
     }
 
     #[test]
@@ -369,7 +377,10 @@ mod tests {
         let m = [0x52, 0x54, 0x00, 0xab, 0xcd, 0xef];
         assert_eq!(format_mac(&m).to_string(), "52:54:00:ab:cd:ef");
         assert_eq!(parse_mac("52:54:00:AB:cd:ef"), Some(m));
-        assert_eq!(parse_mac(&format_mac(&BROADCAST).to_string()), Some(BROADCAST));
+        assert_eq!(
+            parse_mac(&format_mac(&BROADCAST).to_string()),
+            Some(BROADCAST)
+        );
         for bad in [
             "",
             "52:54:00:ab:cd",
@@ -382,8 +393,14 @@ mod tests {
         ] {
             assert_eq!(parse_mac(bad), None, "{bad}");
         }
-        assert_eq!(ipv4_multicast_mac([224, 0, 0, 251]), [0x01, 0x00, 0x5e, 0, 0, 0xfb]);
-        assert_eq!(ipv4_multicast_mac([239, 255, 1, 2]), [0x01, 0x00, 0x5e, 0x7f, 1, 2]);
+        assert_eq!(
+            ipv4_multicast_mac([224, 0, 0, 251]),
+            [0x01, 0x00, 0x5e, 0, 0, 0xfb]
+        );
+        assert_eq!(
+            ipv4_multicast_mac([239, 255, 1, 2]),
+            [0x01, 0x00, 0x5e, 0x7f, 1, 2]
+        );
         let mut ip = [0u8; 16];
         ip[0] = 0xff;
         ip[1] = 0x02;
@@ -398,7 +415,10 @@ mod tests {
             sn,
             [0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, 0x3a, 0x4f, 0x80]
         );
-        assert_eq!(ipv6_multicast_mac(&sn), [0x33, 0x33, 0xff, 0x3a, 0x4f, 0x80]);
+        assert_eq!(
+            ipv6_multicast_mac(&sn),
+            [0x33, 0x33, 0xff, 0x3a, 0x4f, 0x80]
+        );
     }
 
     #[test]
@@ -412,7 +432,17 @@ mod tests {
 
     proptest! {
         #[test]
-        fn never_panics(data in proptest::collection::vec(any::<u8>(), 0..64)) {
+        fn never_panics(
+            mut data in proptest::collection::vec(any::<u8>(), 0..64),
+            tags in proptest::collection::vec(prop_oneof![Just(ETHERTYPE_VLAN), Just(ETHERTYPE_QINQ), any::<u16>()], 0..3),
+        ) {
+            // Steer towards tagged frames: write TPIDs at 12, 16, 20.
+            for (i, t) in tags.iter().enumerate() {
+                let at = 12 + 4 * i;
+                if data.len() >= at + 2 {
+                    data[at..at + 2].copy_from_slice(&t.to_be_bytes());
+                }
+            }
             if let Ok(f) = Frame::new_checked(&data[..]) {
                 let _ = (f.dst(), f.src(), f.ethertype(), f.payload().len());
             }

@@ -1,0 +1,471 @@
+//! `ferryd`'s process: EAL, ports, exception interfaces, workers, and the control loop
+//! (neighbour learning and ageing, SIGHUP reloads, counters, shutdown).
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ferry_dataplane::counters::WorkerCounters;
+use ferry_dataplane::dpdk::{self, Eal, Mempool, Port, PortConfig as DevConfig, TxBuffer};
+use ferry_dataplane::router::Learned;
+use ferry_dataplane::snapshot::Publisher;
+use ferry_dataplane::tables::Tables;
+use ferry_dataplane::wire::ethernet::format_mac;
+use ferry_dataplane::worker::{RxQueue, Worker};
+
+use crate::compile::{timed, Plan};
+use crate::config::{Config, PortConfig};
+use crate::neighbor::NeighborCache;
+
+/// Options from the command line.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub config: PathBuf,
+    /// Write counters as JSON here every second (and at exit).
+    pub stats_file: Option<PathBuf>,
+    /// Log a counters line this often (0: never).
+    pub stats_interval: Duration,
+}
+
+/// A fatal start-up error: one line, saying how to fix it where we can tell.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("config {path}: {source}")]
+    Config {
+        path: String,
+        source: crate::config::ConfigError,
+    },
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Dpdk(#[from] dpdk::DpdkError),
+    #[error("port {name:?}: {source}")]
+    Port {
+        name: String,
+        source: dpdk::DpdkError,
+    },
+    #[error("compiling tables: {0}")]
+    Compile(#[from] crate::compile::CompileError),
+}
+
+pub fn load(path: &Path) -> Result<Config, StartError> {
+    let text = std::fs::read_to_string(path).map_err(|source| StartError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    Config::from_yaml(&text).map_err(|source| StartError::Config {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// EAL arguments for a config: lcores, the main lcore, one --vdev or -a per port.
+pub fn eal_args(cfg: &Config) -> Vec<String> {
+    let lcores: Vec<String> = cfg.dpdk.lcores.iter().map(|l| l.to_string()).collect();
+    let mut args = vec![
+        "-l".to_string(),
+        lcores.join(","),
+        "--main-lcore".to_string(),
+        cfg.dpdk.lcores[0].to_string(),
+    ];
+    let mut any_pci = false;
+    for p in &cfg.ports {
+        if p.device.starts_with("net_") {
+            args.push(format!("--vdev={}", p.devargs));
+        } else {
+            any_pci = true;
+            args.push("-a".into());
+            args.push(p.devargs.clone());
+        }
+    }
+    if !any_pci {
+        args.push("--no-pci".into());
+    }
+    args.extend(cfg.dpdk.args.iter().cloned());
+    args
+}
+
+struct KernelIf {
+    name: String,
+    port: Port,
+}
+
+/// Run until SIGINT/SIGTERM. Returns the process exit code.
+pub fn run(opts: Options) -> Result<(), StartError> {
+    let mut cfg = load(&opts.config)?;
+    let workers = cfg.workers();
+    let eal = Eal::init(&eal_args(&cfg))?;
+    tracing::info!(workers, lcores = ?cfg.dpdk.lcores, "EAL up");
+
+    let pool = Arc::new(Mempool::new("ferry_pkt", cfg.dpdk.mbufs, 256, 2048 + 128)?);
+    let queues = workers as u16;
+    let dev = |mtu: Option<u16>| DevConfig {
+        rx_queues: queues,
+        tx_queues: queues,
+        rx_desc: cfg.tuning.rx_desc,
+        tx_desc: cfg.tuning.tx_desc,
+        mtu,
+    };
+    let mut ports = Vec::new();
+    for p in &cfg.ports {
+        let wrap = |source| StartError::Port {
+            name: p.name.clone(),
+            source,
+        };
+        let id = dpdk::port_by_name(&p.device).map_err(wrap)?;
+        let port = Port::start(id, &dev(Some(p.mtu)), &pool).map_err(wrap)?;
+        let i = port.info();
+        tracing::info!(
+            port = %p.name, id, driver = %i.driver, mac = %format_mac(&i.mac), mtu = p.mtu,
+            rss = i.rss, queues, link = %port.link(), "port up"
+        );
+        ports.push(port);
+    }
+    let macs: Vec<[u8; 6]> = ports.iter().map(|p| p.info().mac).collect();
+
+    // Exception path: a TAP per port, with the port's MAC and addresses.
+    let mut kernel: Vec<Option<KernelIf>> = Vec::new();
+    for (i, p) in cfg.ports.iter().enumerate() {
+        if !p.exception {
+            kernel.push(None);
+            continue;
+        }
+        let name = format!("fx-{}", p.name);
+        let vdev = format!("net_tap_fx{i}");
+        let devargs = format!("{vdev},iface={name},mac={}", format_mac(&macs[i]));
+        let wrap = |source| StartError::Port {
+            name: format!("{} (kernel interface {name})", p.name),
+            source,
+        };
+        let id = eal.probe(&devargs, &vdev).map_err(wrap)?;
+        let port = Port::start(id, &dev(None), &pool).map_err(wrap)?;
+        configure_kernel_if(&name, p);
+        tracing::info!(port = %p.name, kernel_if = %name, "exception path up");
+        kernel.push(Some(KernelIf { name, port }));
+    }
+
+    let (plan, took) = timed(|| Plan::build(&cfg, &macs));
+    let mut plan = plan?;
+    tracing::info!(
+        routes4 = plan.routes4,
+        routes6 = plan.routes6,
+        ms = took.as_millis() as u64,
+        fib_mib = (plan.fib4.memory_bytes() + plan.fib6.memory_bytes()) >> 20,
+        "tables compiled"
+    );
+    let mut cache = NeighborCache::new(
+        Duration::from_secs(cfg.tuning.neighbor_reachable_s),
+        Duration::from_secs(cfg.tuning.neighbor_stale_s),
+    );
+    let (mut publisher, subs) = Publisher::new(plan.tables(&cache), workers);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut counters = Vec::new();
+    let mut learned_rx = Vec::new();
+    let lcores = eal.worker_lcores();
+    for (w, (sub, lcore)) in subs.into_iter().zip(lcores.iter().copied()).enumerate() {
+        let q = w as u16;
+        let mut rx = Vec::new();
+        for (i, p) in ports.iter().enumerate() {
+            rx.push(RxQueue {
+                port: i as u16,
+                dpdk_port: p.id(),
+                queue: q,
+                from_kernel: false,
+            });
+        }
+        for (i, k) in kernel.iter().enumerate() {
+            if let Some(k) = k {
+                rx.push(RxQueue {
+                    port: i as u16,
+                    dpdk_port: k.port.id(),
+                    queue: q,
+                    from_kernel: true,
+                });
+            }
+        }
+        let c = Arc::new(WorkerCounters::default());
+        let (ltx, lrx) = rtrb::RingBuffer::new(1024);
+        let worker = Worker {
+            index: w,
+            rx,
+            tx: ports.iter().map(|p| TxBuffer::new(p.id(), q)).collect(),
+            kernel_tx: kernel
+                .iter()
+                .map(|k| k.as_ref().map(|k| TxBuffer::new(k.port.id(), q)))
+                .collect(),
+            snapshots: sub,
+            counters: c.clone(),
+            learned: ltx,
+            pool: pool.clone(),
+            stop: stop.clone(),
+            icmp_rate: cfg.tuning.icmp_rate,
+        };
+        eal.launch(lcore, move || worker.run())?;
+        counters.push(c);
+        learned_rx.push(lrx);
+    }
+    tracing::info!(workers, generation = publisher.generation(), "forwarding");
+
+    let hup = Arc::new(AtomicBool::new(false));
+    let term = Arc::new(AtomicBool::new(false));
+    for (sig, flag) in [
+        (signal_hook::consts::SIGHUP, &hup),
+        (signal_hook::consts::SIGINT, &term),
+        (signal_hook::consts::SIGTERM, &term),
+    ] {
+        if let Err(e) = signal_hook::flag::register(sig, flag.clone()) {
+            tracing::warn!("cannot handle signal {sig}: {e}");
+        }
+    }
+
+    let mut last_age = Instant::now();
+    let mut last_stats = Instant::now();
+    let mut last_log = Instant::now();
+    while !term.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(1));
+        let now = Instant::now();
+        let mut changed = false;
+        for r in learned_rx.iter_mut() {
+            while let Ok(Learned { port, ip, mac }) = r.pop() {
+                if plan.learnable(port, ip) && cache.learn(port, ip, mac, now) {
+                    tracing::debug!(port, %ip, mac = %format_mac(&mac), "neighbour learned");
+                    changed = true;
+                }
+            }
+        }
+        if now.duration_since(last_age) >= Duration::from_millis(500) {
+            last_age = now;
+            changed |= cache.age(now);
+        }
+        if hup.swap(false, Ordering::Relaxed) {
+            match reload(&opts.config, &cfg, &macs) {
+                Ok((new_cfg, new_plan)) => {
+                    for (i, (a, b)) in new_cfg.ports.iter().zip(&cfg.ports).enumerate() {
+                        if a.addresses != b.addresses {
+                            cache.flush_port(i as u16);
+                        }
+                    }
+                    cfg = new_cfg;
+                    plan = new_plan;
+                    changed = true;
+                    tracing::info!(
+                        routes4 = plan.routes4,
+                        routes6 = plan.routes6,
+                        generation = publisher.generation() + 1,
+                        "config reloaded"
+                    );
+                }
+                Err(e) => tracing::error!(
+                    generation = publisher.generation(),
+                    "config reload refused, running tables kept: {e}"
+                ),
+            }
+        }
+        if changed {
+            publisher.publish(plan.tables(&cache));
+        }
+        publisher.reclaim();
+        if let Some(path) = &opts.stats_file {
+            if now.duration_since(last_stats) >= Duration::from_secs(1) {
+                last_stats = now;
+                write_stats(path, &publisher, &counters, &ports, &cache);
+            }
+        }
+        if !opts.stats_interval.is_zero() && now.duration_since(last_log) >= opts.stats_interval {
+            last_log = now;
+            let t = total(&counters);
+            tracing::info!(
+                rx = t.rx.get(),
+                tx = t.tx.get(),
+                to_kernel = t.to_kernel.get(),
+                dropped = t.drops.iter().map(|d| d.get()).sum::<u64>(),
+                generation = publisher.generation(),
+                "counters"
+            );
+        }
+    }
+
+    tracing::info!("stopping");
+    stop.store(true, Ordering::Relaxed);
+    for l in &lcores[..workers.min(lcores.len())] {
+        eal.wait(*l);
+    }
+    publisher.reclaim();
+    if let Some(path) = &opts.stats_file {
+        write_stats(path, &publisher, &counters, &ports, &cache);
+    }
+    print_final(&cfg, &counters, &ports, &kernel);
+    drop(kernel);
+    drop(ports);
+    drop(publisher);
+    drop(pool);
+    drop(eal);
+    Ok(())
+}
+
+fn reload(path: &Path, running: &Config, macs: &[[u8; 6]]) -> Result<(Config, Plan), String> {
+    let cfg = load(path).map_err(|e| e.to_string())?;
+    if let Some(e) = cfg.reload_blocker(running) {
+        return Err(e.to_string());
+    }
+    let plan = Plan::build(&cfg, macs).map_err(|e| e.to_string())?;
+    Ok((cfg, plan))
+}
+
+/// Bring the TAP up with the port's addresses; the kernel must not autoconfigure or
+/// send router solicitations on it.
+fn configure_kernel_if(name: &str, p: &PortConfig) {
+    let run = |args: &[&str]| match Command::new("ip").args(args).output() {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => tracing::warn!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&o.stderr).trim()
+        ),
+        Err(e) => tracing::warn!("cannot run ip ({e}); install iproute2"),
+    };
+    for (k, v) in [
+        ("accept_ra", "0"),
+        ("autoconf", "0"),
+        ("router_solicitations", "0"),
+    ] {
+        let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{name}/{k}"), v);
+    }
+    run(&["link", "set", "dev", name, "mtu", &p.mtu.to_string()]);
+    for a in &p.addresses {
+        let s = a.to_string();
+        match a.addr {
+            IpAddr::V4(_) => run(&["addr", "add", &s, "dev", name]),
+            IpAddr::V6(_) => run(&["-6", "addr", "add", &s, "dev", name, "nodad"]),
+        }
+    }
+    run(&["link", "set", "dev", name, "up"]);
+}
+
+fn total(counters: &[Arc<WorkerCounters>]) -> WorkerCounters {
+    let t = WorkerCounters::default();
+    for c in counters {
+        t.rx.add(c.rx.get());
+        t.tx.add(c.tx.get());
+        t.to_kernel.add(c.to_kernel.get());
+        t.from_kernel.add(c.from_kernel.get());
+        t.arp_replies.add(c.arp_replies.get());
+        t.nd_adverts.add(c.nd_adverts.get());
+        t.echo_replies.add(c.echo_replies.get());
+        t.icmp_errors.add(c.icmp_errors.get());
+        t.solicits.add(c.solicits.get());
+        t.consumed.add(c.consumed.get());
+        t.busy_cycles.add(c.busy_cycles.get());
+        t.busy_packets.add(c.busy_packets.get());
+        for (a, b) in t.drops.iter().zip(c.drops.iter()) {
+            a.add(b.get());
+        }
+    }
+    t
+}
+
+fn counters_json(c: &WorkerCounters) -> serde_json::Value {
+    let mut m = serde_json::Map::new();
+    for (k, v) in c.named() {
+        m.insert(k, v.into());
+    }
+    let bp = c.busy_packets.get();
+    let cpp = if bp == 0 {
+        0.0
+    } else {
+        c.busy_cycles.get() as f64 / bp as f64
+    };
+    m.insert("cycles_per_packet".into(), cpp.into());
+    m.into()
+}
+
+fn write_stats(
+    path: &Path,
+    publisher: &Publisher<Tables>,
+    counters: &[Arc<WorkerCounters>],
+    ports: &[Port],
+    cache: &NeighborCache,
+) {
+    let workers: Vec<serde_json::Value> = counters
+        .iter()
+        .map(|c| {
+            let mut v = counters_json(c);
+            v["generation"] = c.generation.get().into();
+            v
+        })
+        .collect();
+    let ports: Vec<serde_json::Value> = ports
+        .iter()
+        .map(|p| {
+            let s = p.stats();
+            serde_json::json!({
+                "id": p.id(), "ipackets": s.ipackets, "opackets": s.opackets,
+                "imissed": s.imissed, "ierrors": s.ierrors, "oerrors": s.oerrors,
+                "rx_nombuf": s.rx_nombuf, "link_up": p.link().up,
+            })
+        })
+        .collect();
+    let v = serde_json::json!({
+        "generation": publisher.generation(),
+        "workers_seen": publisher.seen(),
+        "retired": publisher.retired(),
+        "neighbors": cache.len(),
+        "total": counters_json(&total(counters)),
+        "workers": workers,
+        "ports": ports,
+    });
+    let tmp = path.with_extension("tmp");
+    if std::fs::write(&tmp, v.to_string())
+        .and_then(|_| std::fs::rename(&tmp, path))
+        .is_err()
+    {
+        tracing::warn!(path = %path.display(), "cannot write stats file");
+    }
+}
+
+fn print_final(
+    cfg: &Config,
+    counters: &[Arc<WorkerCounters>],
+    ports: &[Port],
+    kernel: &[Option<KernelIf>],
+) {
+    println!("ferryd final counters:");
+    for (w, c) in counters.iter().enumerate() {
+        let bp = c.busy_packets.get();
+        let cpp = if bp == 0 { 0 } else { c.busy_cycles.get() / bp };
+        println!(
+            "  worker {w}: rx {} tx {} to_kernel {} from_kernel {} cycles/packet {cpp}",
+            c.rx.get(),
+            c.tx.get(),
+            c.to_kernel.get(),
+            c.from_kernel.get()
+        );
+    }
+    let t = total(counters);
+    for (k, v) in t.named() {
+        if v != 0 {
+            println!("  total {k}: {v}");
+        }
+    }
+    for (p, pc) in ports.iter().zip(&cfg.ports) {
+        let s = p.stats();
+        println!(
+            "  port {}: ipackets {} opackets {} imissed {} ierrors {} oerrors {}",
+            pc.name, s.ipackets, s.opackets, s.imissed, s.ierrors, s.oerrors
+        );
+    }
+    for k in kernel.iter().flatten() {
+        let s = k.port.stats();
+        println!(
+            "  kernel {}: to kernel {} from kernel {}",
+            k.name, s.opackets, s.ipackets
+        );
+    }
+}

@@ -1,0 +1,277 @@
+//! Per-worker counters.
+//!
+//! Each worker owns one [`WorkerCounters`]; only that worker writes it, with a plain load
+//! and store (Relaxed atomics compile to ordinary `mov`s on x86: no locked instruction on
+//! the hot path). The control side reads them at any time and sums across workers.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::wire::WireError;
+
+/// A counter written by one thread only.
+#[derive(Default, Debug)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    /// Add `n`. Only the owning worker may call this (load + store, not an atomic RMW).
+    #[inline]
+    pub fn add(&self, n: u64) {
+        self.0.store(
+            self.0.load(Ordering::Relaxed).wrapping_add(n),
+            Ordering::Relaxed,
+        );
+    }
+    #[inline]
+    pub fn set(&self, v: u64) {
+        self.0.store(v, Ordering::Relaxed);
+    }
+    #[inline]
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Where in the packet a parse failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layer {
+    Ethernet,
+    Arp,
+    Ipv4,
+    Ipv6,
+    Icmp,
+}
+
+impl Layer {
+    pub const ALL: [Layer; 5] = [
+        Layer::Ethernet,
+        Layer::Arp,
+        Layer::Ipv4,
+        Layer::Ipv6,
+        Layer::Icmp,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Layer::Ethernet => "eth",
+            Layer::Arp => "arp",
+            Layer::Ipv4 => "ipv4",
+            Layer::Ipv6 => "ipv6",
+            Layer::Icmp => "icmp",
+        }
+    }
+}
+
+/// Why a packet was dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropReason {
+    /// Failed to parse at a layer.
+    Malformed(Layer, WireError),
+    /// Unicast to a MAC that is not the port's.
+    NotForUs,
+    /// VLAN tag absent, present or different from the port's.
+    VlanMismatch,
+    UnknownEthertype,
+    /// Source address that may not appear on the wire (multicast, loopback, ...).
+    Martian,
+    /// Multicast, broadcast or link-local destination Ferry does not route.
+    NotRouted,
+    NoRoute,
+    TtlExceeded,
+    NeighborUnresolved,
+    /// Bigger than the egress MTU (an ICMP error was sent if allowed).
+    TooBig,
+    /// For the node itself, but the port has no kernel interface.
+    LocalNoKernel,
+    /// Chained mbuf (Ferry handles single-segment packets only).
+    MultiSegment,
+    /// The tx queue did not take the packet.
+    TxFull,
+    /// No mbuf for a packet Ferry wanted to originate.
+    NoMbuf,
+    /// ICMP error suppressed by the rate limit.
+    IcmpRateLimited,
+}
+
+const SIMPLE: [DropReason; 14] = [
+    DropReason::NotForUs,
+    DropReason::VlanMismatch,
+    DropReason::UnknownEthertype,
+    DropReason::Martian,
+    DropReason::NotRouted,
+    DropReason::NoRoute,
+    DropReason::TtlExceeded,
+    DropReason::NeighborUnresolved,
+    DropReason::TooBig,
+    DropReason::LocalNoKernel,
+    DropReason::MultiSegment,
+    DropReason::TxFull,
+    DropReason::NoMbuf,
+    DropReason::IcmpRateLimited,
+];
+
+impl DropReason {
+    /// Number of distinct counters.
+    pub const COUNT: usize = Layer::ALL.len() * WireError::COUNT + SIMPLE.len();
+
+    #[inline]
+    pub fn index(self) -> usize {
+        match self {
+            DropReason::Malformed(l, e) => l as usize * WireError::COUNT + e.index(),
+            other => {
+                Layer::ALL.len() * WireError::COUNT
+                    + SIMPLE.iter().position(|s| *s == other).unwrap_or(0)
+            }
+        }
+    }
+
+    /// The reason at counter index `i`.
+    pub fn from_index(i: usize) -> Option<DropReason> {
+        let m = Layer::ALL.len() * WireError::COUNT;
+        if i < m {
+            Some(DropReason::Malformed(
+                Layer::ALL[i / WireError::COUNT],
+                WireError::ALL[i % WireError::COUNT],
+            ))
+        } else {
+            SIMPLE.get(i - m).copied()
+        }
+    }
+
+    /// snake_case label, e.g. `ipv4_bad_checksum`, `no_route`.
+    pub fn label(self) -> String {
+        match self {
+            DropReason::Malformed(l, e) => format!("{}_{}", l.as_str(), e.as_str()),
+            DropReason::NotForUs => "not_for_us".into(),
+            DropReason::VlanMismatch => "vlan_mismatch".into(),
+            DropReason::UnknownEthertype => "unknown_ethertype".into(),
+            DropReason::Martian => "martian".into(),
+            DropReason::NotRouted => "not_routed".into(),
+            DropReason::NoRoute => "no_route".into(),
+            DropReason::TtlExceeded => "ttl_exceeded".into(),
+            DropReason::NeighborUnresolved => "neighbor_unresolved".into(),
+            DropReason::TooBig => "too_big".into(),
+            DropReason::LocalNoKernel => "local_no_kernel".into(),
+            DropReason::MultiSegment => "multi_segment".into(),
+            DropReason::TxFull => "tx_full".into(),
+            DropReason::NoMbuf => "no_mbuf".into(),
+            DropReason::IcmpRateLimited => "icmp_rate_limited".into(),
+        }
+    }
+}
+
+/// One worker's counters. Cache-line aligned so workers do not share lines.
+#[repr(align(64))]
+#[derive(Debug)]
+pub struct WorkerCounters {
+    pub rx: Counter,
+    pub tx: Counter,
+    pub to_kernel: Counter,
+    pub from_kernel: Counter,
+    /// ARP replies and NAs sent for our addresses, echo replies, ICMP errors.
+    pub arp_replies: Counter,
+    pub nd_adverts: Counter,
+    pub echo_replies: Counter,
+    pub icmp_errors: Counter,
+    pub solicits: Counter,
+    /// Packets consumed without a drop (ARP for others, NA without kernel, ...).
+    pub consumed: Counter,
+    /// TSC cycles spent in bursts that carried packets, and the packets in them.
+    pub busy_cycles: Counter,
+    pub busy_packets: Counter,
+    /// Snapshot generation this worker runs.
+    pub generation: Counter,
+    pub drops: [Counter; DropReason::COUNT],
+}
+
+impl Default for WorkerCounters {
+    fn default() -> Self {
+        WorkerCounters {
+            rx: Counter::default(),
+            tx: Counter::default(),
+            to_kernel: Counter::default(),
+            from_kernel: Counter::default(),
+            arp_replies: Counter::default(),
+            nd_adverts: Counter::default(),
+            echo_replies: Counter::default(),
+            icmp_errors: Counter::default(),
+            solicits: Counter::default(),
+            consumed: Counter::default(),
+            busy_cycles: Counter::default(),
+            busy_packets: Counter::default(),
+            generation: Counter::default(),
+            drops: std::array::from_fn(|_| Counter::default()),
+        }
+    }
+}
+
+impl WorkerCounters {
+    #[inline]
+    pub fn drop(&self, r: DropReason) {
+        self.drops[r.index()].add(1);
+    }
+
+    pub fn dropped(&self, r: DropReason) -> u64 {
+        self.drops[r.index()].get()
+    }
+
+    /// Named values, for printing and the stats file.
+    pub fn named(&self) -> Vec<(String, u64)> {
+        let mut v: Vec<(String, u64)> = [
+            ("rx", &self.rx),
+            ("tx", &self.tx),
+            ("to_kernel", &self.to_kernel),
+            ("from_kernel", &self.from_kernel),
+            ("arp_replies", &self.arp_replies),
+            ("nd_adverts", &self.nd_adverts),
+            ("echo_replies", &self.echo_replies),
+            ("icmp_errors", &self.icmp_errors),
+            ("solicits", &self.solicits),
+            ("consumed", &self.consumed),
+            ("busy_cycles", &self.busy_cycles),
+            ("busy_packets", &self.busy_packets),
+        ]
+        .iter()
+        .map(|(k, c)| (k.to_string(), c.get()))
+        .collect();
+        for (i, c) in self.drops.iter().enumerate() {
+            if let Some(r) = DropReason::from_index(i) {
+                v.push((format!("drop_{}", r.label()), c.get()));
+            }
+        }
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drop_indexes_are_a_bijection() {
+        let mut seen = vec![false; DropReason::COUNT];
+        for i in 0..DropReason::COUNT {
+            let r = DropReason::from_index(i).unwrap();
+            assert_eq!(r.index(), i, "{r:?}");
+            assert!(!seen[i]);
+            seen[i] = true;
+        }
+        assert!(DropReason::from_index(DropReason::COUNT).is_none());
+        assert_eq!(
+            DropReason::Malformed(Layer::Ipv4, WireError::BadChecksum).label(),
+            "ipv4_bad_checksum"
+        );
+    }
+
+    #[test]
+    fn counters_add() {
+        let c = WorkerCounters::default();
+        c.rx.add(3);
+        c.rx.add(4);
+        c.drop(DropReason::NoRoute);
+        assert_eq!(c.rx.get(), 7);
+        assert_eq!(c.dropped(DropReason::NoRoute), 1);
+        assert!(c
+            .named()
+            .iter()
+            .any(|(k, v)| k == "drop_no_route" && *v == 1));
+    }
+}

@@ -1,0 +1,972 @@
+//! The packet path: one packet in, one decision out.
+//!
+//! [`process`] takes a packet's bytes (any [`PacketBuf`]), the snapshot's [`Tables`] and the
+//! worker's [`Scratch`], rewrites the packet in place and says where it goes. It never
+//! allocates, locks or panics; a packet it cannot handle is dropped and counted by reason.
+//! Replies Ferry originates for a packet (ARP reply, NA, echo reply, ICMP errors) are built
+//! in the packet's own buffer and sent back to the previous hop on the ingress port.
+//! Neighbour solicitations need a fresh buffer; they are queued in [`Scratch`] and built by
+//! the worker with [`build_solicit`] after the burst.
+
+use std::net::IpAddr;
+
+use crate::buf::PacketBuf;
+use crate::counters::{DropReason, Layer, WorkerCounters};
+use crate::tables::{Hop, Mac, Tables};
+use crate::wire::{arp, checksum, ethernet, icmpv4, icmpv6, ipv4, ipv6, l4, WireError};
+
+/// Where a packet goes after [`process`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Transmit on port index `p`.
+    Tx(u16),
+    /// Hand to the kernel interface of port index `p` (exception path).
+    Kernel(u16),
+    /// Free the buffer (the reason, if any, has been counted).
+    Free,
+}
+
+/// Something a worker learned from ARP / ND, for the control side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Learned {
+    pub port: u16,
+    pub ip: IpAddr,
+    pub mac: Mac,
+}
+
+/// A small fixed-capacity list (no allocation on the hot path).
+pub struct FixedVec<T: Copy, const N: usize> {
+    items: [Option<T>; N],
+    len: usize,
+}
+
+impl<T: Copy, const N: usize> Default for FixedVec<T, N> {
+    fn default() -> Self {
+        FixedVec {
+            items: [None; N],
+            len: 0,
+        }
+    }
+}
+
+impl<T: Copy, const N: usize> FixedVec<T, N> {
+    /// Push; false (and nothing stored) when full.
+    pub fn push(&mut self, t: T) -> bool {
+        if self.len == N {
+            return false;
+        }
+        self.items[self.len] = Some(t);
+        self.len += 1;
+        true
+    }
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
+    pub fn iter(&self) -> impl Iterator<Item = T> + '_ {
+        self.items[..self.len].iter().flatten().copied()
+    }
+}
+
+const SOLICIT_SLOTS: usize = 64;
+
+/// A worker's mutable side state for the packet path.
+pub struct Scratch {
+    /// Neighbours learned in this burst.
+    pub learned: FixedVec<Learned, 32>,
+    /// Neighbours to solicit after this burst: (port, address).
+    pub solicit: FixedVec<(u16, IpAddr), 16>,
+    /// Current TSC.
+    pub now: u64,
+    /// TSC ticks per second.
+    pub hz: u64,
+    icmp_tokens: u64,
+    icmp_last: u64,
+    icmp_rate: u64,
+    /// Last solicitation per address hash slot: (address, tsc).
+    solicited: [(Option<IpAddr>, u64); SOLICIT_SLOTS],
+}
+
+impl Scratch {
+    /// `icmp_rate`: ICMP errors per second this worker may send (burst of the same size).
+    pub fn new(hz: u64, icmp_rate: u32) -> Scratch {
+        Scratch {
+            learned: FixedVec::default(),
+            solicit: FixedVec::default(),
+            now: 0,
+            hz: hz.max(1),
+            icmp_tokens: icmp_rate as u64,
+            icmp_last: 0,
+            icmp_rate: icmp_rate as u64,
+            solicited: [(None, 0); SOLICIT_SLOTS],
+        }
+    }
+
+    fn icmp_allowed(&mut self) -> bool {
+        let elapsed = self.now.saturating_sub(self.icmp_last);
+        let refill = elapsed.saturating_mul(self.icmp_rate) / self.hz;
+        if refill > 0 {
+            self.icmp_tokens = (self.icmp_tokens + refill).min(self.icmp_rate);
+            self.icmp_last = self.now;
+        }
+        if self.icmp_tokens > 0 {
+            self.icmp_tokens -= 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Ask for a solicitation of `ip` on `port`, at most one per address per 200 ms.
+    fn want_solicit(&mut self, port: u16, ip: IpAddr) {
+        let h = match ip {
+            IpAddr::V4(a) => u32::from(a) as u64,
+            IpAddr::V6(a) => {
+                let x = u128::from(a);
+                (x as u64) ^ ((x >> 64) as u64)
+            }
+        };
+        let slot = (h.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 58) as usize % SOLICIT_SLOTS;
+        let (last_ip, last_t) = self.solicited[slot];
+        if last_ip == Some(ip) && self.now.saturating_sub(last_t) < self.hz / 5 {
+            return;
+        }
+        if self.solicit.push((port, ip)) {
+            self.solicited[slot] = (Some(ip), self.now);
+        }
+    }
+
+    fn learn(&mut self, port: u16, ip: IpAddr, mac: Mac) {
+        // If the list is full the entry is learned from the next ARP/ND packet instead.
+        let _ = self.learned.push(Learned { port, ip, mac });
+    }
+}
+
+/// The per-packet context: tables, worker state, counters.
+pub struct Ctx<'a> {
+    pub t: &'a Tables,
+    pub s: &'a mut Scratch,
+    pub c: &'a WorkerCounters,
+}
+
+impl Ctx<'_> {
+    #[inline]
+    fn drop(&self, r: DropReason) -> Action {
+        self.c.drop(r);
+        Action::Free
+    }
+}
+
+/// Process a packet that arrived on port index `in_port` from the wire.
+#[inline]
+pub fn process<B: PacketBuf>(ctx: &mut Ctx, in_port: u16, b: &mut B) -> Action {
+    let Some(port) = ctx.t.ports.get(in_port as usize) else {
+        return Action::Free;
+    };
+    let l2 = match ethernet::parse_l2(b.data()) {
+        Ok(l2) => l2,
+        Err(e) => return ctx.drop(DropReason::Malformed(Layer::Ethernet, e)),
+    };
+    if l2.vlan_id() != port.vlan {
+        return ctx.drop(DropReason::VlanMismatch);
+    }
+    let dst_mac: Mac = b.data()[0..6].try_into().unwrap_or([0; 6]);
+    if dst_mac != port.mac && !ethernet::is_multicast(&dst_mac) {
+        return ctx.drop(DropReason::NotForUs);
+    }
+    match l2.ethertype {
+        ethernet::ETHERTYPE_IPV4 => ipv4_in(ctx, in_port, l2.l3_offset, b),
+        ethernet::ETHERTYPE_IPV6 => ipv6_in(ctx, in_port, l2.l3_offset, b),
+        ethernet::ETHERTYPE_ARP => arp_in(ctx, in_port, l2.l3_offset, b),
+        _ => ctx.drop(DropReason::UnknownEthertype),
+    }
+}
+
+/// Process a packet the kernel sent on the exception interface of port `port`: it leaves
+/// on that port as it is, with the port's VLAN tag added if it has one.
+#[inline]
+pub fn process_from_kernel<B: PacketBuf>(ctx: &mut Ctx, port: u16, b: &mut B) -> Action {
+    let Some(p) = ctx.t.ports.get(port as usize) else {
+        return Action::Free;
+    };
+    let l2 = match ethernet::parse_l2(b.data()) {
+        Ok(l2) => l2,
+        Err(e) => return ctx.drop(DropReason::Malformed(Layer::Ethernet, e)),
+    };
+    if p.vlan.is_some() && l2.vlan_tci.is_none() {
+        let dst: Mac = b.data()[0..6].try_into().unwrap_or([0; 6]);
+        let src: Mac = b.data()[6..12].try_into().unwrap_or([0; 6]);
+        if !write_l2(b, l2.l3_offset, p.vlan, dst, src, l2.ethertype) {
+            return ctx.drop(DropReason::Malformed(Layer::Ethernet, WireError::Truncated));
+        }
+    }
+    Action::Tx(port)
+}
+
+/// Rewrite the L2 header in front of the L3 header at `l3`: destination, source, an 802.1Q
+/// tag if `vlan`, and the ethertype. Grows or shrinks the front as needed.
+#[inline]
+fn write_l2<B: PacketBuf>(
+    b: &mut B,
+    l3: usize,
+    vlan: Option<u16>,
+    dst: Mac,
+    src: Mac,
+    ethertype: u16,
+) -> bool {
+    let want = if vlan.is_some() { 18 } else { 14 };
+    if want > l3 {
+        if !b.prepend(want - l3) {
+            return false;
+        }
+    } else if want < l3 && !b.adj(l3 - want) {
+        return false;
+    }
+    let d = b.data_mut();
+    if d.len() < want {
+        return false;
+    }
+    d[0..6].copy_from_slice(&dst);
+    d[6..12].copy_from_slice(&src);
+    match vlan {
+        Some(v) => {
+            d[12..14].copy_from_slice(&ethernet::ETHERTYPE_VLAN.to_be_bytes());
+            d[14..16].copy_from_slice(&(v & 0x0fff).to_be_bytes());
+            d[16..18].copy_from_slice(&ethertype.to_be_bytes());
+        }
+        None => d[12..14].copy_from_slice(&ethertype.to_be_bytes()),
+    }
+    true
+}
+
+/// Swap the MACs for a reply to the previous hop (our port MAC as the source).
+#[inline]
+fn reply_l2(b: &mut [u8], my_mac: Mac) {
+    let mut src = [0u8; 6];
+    src.copy_from_slice(&b[6..12]);
+    b[0..6].copy_from_slice(&src);
+    b[6..12].copy_from_slice(&my_mac);
+}
+
+/// Cut Ethernet padding (or trailing junk) after the L3 packet.
+#[inline]
+fn trim_to<B: PacketBuf>(b: &mut B, len: usize) {
+    let have = b.data().len();
+    if have > len {
+        b.trim(have - len);
+    }
+}
+
+fn arp_in<B: PacketBuf>(ctx: &mut Ctx, in_port: u16, l3: usize, b: &mut B) -> Action {
+    let port = &ctx.t.ports[in_port as usize];
+    let (op, sender_ip, sender_mac, target_ip) = match arp::Packet::new_checked(&b.data()[l3..]) {
+        Ok(p) => (p.operation(), p.sender_ip(), p.sender_mac(), p.target_ip()),
+        Err(e) => return ctx.drop(DropReason::Malformed(Layer::Arp, e)),
+    };
+    let sender_known = sender_ip != [0; 4] && ethernet::is_unicast(&sender_mac);
+    if op == arp::OP_REQUEST && port.has_v4(target_ip) {
+        if sender_known {
+            ctx.s.learn(in_port, IpAddr::from(sender_ip), sender_mac);
+        }
+        let my_mac = port.mac;
+        let d = b.data_mut();
+        let mut p = arp::Packet::new_unchecked(&mut d[l3..]);
+        p.make_reply(my_mac);
+        reply_l2(d, my_mac);
+        ctx.c.arp_replies.add(1);
+        return Action::Tx(in_port);
+    }
+    if op == arp::OP_REPLY || sender_ip == target_ip {
+        // A reply (to us or the kernel), or a gratuitous announcement.
+        if sender_known {
+            ctx.s.learn(in_port, IpAddr::from(sender_ip), sender_mac);
+        }
+        if port.kernel {
+            return Action::Kernel(in_port);
+        }
+    }
+    ctx.c.consumed.add(1);
+    Action::Free
+}
+
+/// What a resolved hop says: egress port and destination MAC.
+enum Resolved {
+    Out(u16, Mac),
+    Unresolved,
+}
+
+#[inline]
+fn flow_hash(a: u64, b: u64, proto: u8, ports: (u16, u16)) -> u64 {
+    let mut h = a.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    h = (h ^ b).wrapping_mul(0xc2b2_ae3d_27d4_eb4f);
+    h ^= ((proto as u64) << 32) | ((ports.0 as u64) << 16) | ports.1 as u64;
+    h = h.wrapping_mul(0x1656_67b1_9e37_79f9);
+    h ^ (h >> 29)
+}
+
+/// Resolve a FIB hop to (port, MAC) for destination `dst`; queue a solicitation if needed.
+#[inline]
+fn resolve(
+    ctx: &mut Ctx,
+    hop: u32,
+    dst: IpAddr,
+    hash: impl FnOnce() -> u64,
+) -> Option<(u16, Resolved)> {
+    let t = ctx.t;
+    let mut h = t.hops.get(hop as usize)?;
+    if let Hop::Ecmp { start, len } = h {
+        if *len == 0 {
+            return None;
+        }
+        let i = (hash() % *len as u64) as usize + *start as usize;
+        let m = *t.ecmp.get(i)?;
+        h = t.hops.get(m as usize)?;
+    }
+    match h {
+        Hop::Gateway {
+            port,
+            gw,
+            mac,
+            stale,
+        } => {
+            if mac.is_none() || *stale {
+                ctx.s.want_solicit(*port, *gw);
+            }
+            Some((
+                *port,
+                mac.map_or(Resolved::Unresolved, |m| Resolved::Out(*port, m)),
+            ))
+        }
+        Hop::Connected { port } => {
+            let n = match dst {
+                IpAddr::V4(a) => t.neigh4.get(&(*port, u32::from(a))),
+                IpAddr::V6(a) => t.neigh6.get(&(*port, u128::from(a))),
+            };
+            if n.is_none_or(|n| n.stale) {
+                ctx.s.want_solicit(*port, dst);
+            }
+            Some((
+                *port,
+                n.map_or(Resolved::Unresolved, |n| Resolved::Out(*port, n.mac)),
+            ))
+        }
+        Hop::Local { .. } | Hop::Ecmp { .. } => None,
+    }
+}
+
+fn ipv4_in<B: PacketBuf>(ctx: &mut Ctx, in_port: u16, l3: usize, b: &mut B) -> Action {
+    let (total, src, dst, ttl, proto, df, frag_off, hlen) = {
+        let p = match ipv4::Packet::new_checked(&b.data()[l3..]) {
+            Ok(p) => p,
+            Err(e) => return ctx.drop(DropReason::Malformed(Layer::Ipv4, e)),
+        };
+        if !p.verify_checksum() {
+            return ctx.drop(DropReason::Malformed(Layer::Ipv4, WireError::BadChecksum));
+        }
+        (
+            p.total_len() as usize,
+            p.src_u32(),
+            p.dst_u32(),
+            p.ttl(),
+            p.protocol(),
+            p.dont_frag(),
+            p.frag_offset(),
+            p.header_len(),
+        )
+    };
+    trim_to(b, l3 + total);
+    let src_first = (src >> 24) as u8;
+    if src_first >= 224 || src_first == 127 || src == 0 {
+        return ctx.drop(DropReason::Martian);
+    }
+    let dst_first = (dst >> 24) as u8;
+    let t = ctx.t;
+    if dst_first >= 224 {
+        // Multicast and limited broadcast: for the kernel (routing protocols), not routed.
+        if t.ports[in_port as usize].kernel {
+            return Action::Kernel(in_port);
+        }
+        return ctx.drop(DropReason::NotRouted);
+    }
+    let Some(hop) = t.fib4.lookup(dst) else {
+        return icmp4_error(
+            ctx,
+            in_port,
+            l3,
+            b,
+            DropReason::NoRoute,
+            icmpv4::TYPE_DEST_UNREACHABLE,
+            icmpv4::CODE_NET_UNREACHABLE,
+            0,
+        );
+    };
+    if let Some(Hop::Local { .. }) = t.hops.get(hop as usize) {
+        return ipv4_local(ctx, in_port, l3, hlen, proto, b);
+    }
+    if ttl <= 1 {
+        return icmp4_error(
+            ctx,
+            in_port,
+            l3,
+            b,
+            DropReason::TtlExceeded,
+            icmpv4::TYPE_TIME_EXCEEDED,
+            icmpv4::CODE_TTL_EXCEEDED,
+            0,
+        );
+    }
+    let data = b.data();
+    let ports = if frag_off == 0 {
+        l4::ports(proto, data.get(l3 + hlen..).unwrap_or(&[])).unwrap_or((0, 0))
+    } else {
+        (0, 0)
+    };
+    let Some((out, res)) = resolve(ctx, hop, IpAddr::from(dst.to_be_bytes()), || {
+        flow_hash(src as u64, dst as u64, proto, ports)
+    }) else {
+        return ctx.drop(DropReason::NoRoute);
+    };
+    let out_port = &t.ports[out as usize];
+    if total > out_port.mtu as usize {
+        if df {
+            let mtu = out_port.mtu as u32;
+            return icmp4_error(
+                ctx,
+                in_port,
+                l3,
+                b,
+                DropReason::TooBig,
+                icmpv4::TYPE_DEST_UNREACHABLE,
+                icmpv4::CODE_FRAG_NEEDED,
+                mtu,
+            );
+        }
+        // Fragmentation is not implemented: count it.
+        return ctx.drop(DropReason::TooBig);
+    }
+    let Resolved::Out(out, mac) = res else {
+        return ctx.drop(DropReason::NeighborUnresolved);
+    };
+    {
+        let d = b.data_mut();
+        let mut p = ipv4::Packet::new_unchecked(&mut d[l3..]);
+        p.decrement_ttl();
+    }
+    let out_port = &t.ports[out as usize];
+    if l3 == 14 && out_port.vlan.is_none() {
+        let d = b.data_mut();
+        d[0..6].copy_from_slice(&mac);
+        d[6..12].copy_from_slice(&out_port.mac);
+    } else if !write_l2(
+        b,
+        l3,
+        out_port.vlan,
+        mac,
+        out_port.mac,
+        ethernet::ETHERTYPE_IPV4,
+    ) {
+        return ctx.drop(DropReason::Malformed(Layer::Ethernet, WireError::Truncated));
+    }
+    Action::Tx(out)
+}
+
+fn ipv4_local<B: PacketBuf>(
+    ctx: &mut Ctx,
+    in_port: u16,
+    l3: usize,
+    hlen: usize,
+    proto: u8,
+    b: &mut B,
+) -> Action {
+    let port = &ctx.t.ports[in_port as usize];
+    if proto == ipv4::PROTO_ICMP {
+        let d = b.data();
+        let icmp = &d[l3 + hlen..];
+        let p = match icmpv4::Packet::new_checked(icmp) {
+            Ok(p) => p,
+            Err(e) => return ctx.drop(DropReason::Malformed(Layer::Icmp, e)),
+        };
+        if p.msg_type() == icmpv4::TYPE_ECHO_REQUEST && p.code() == 0 {
+            if !p.verify_checksum() {
+                return ctx.drop(DropReason::Malformed(Layer::Icmp, WireError::BadChecksum));
+            }
+            let my_mac = port.mac;
+            let d = b.data_mut();
+            {
+                let mut ip = ipv4::Packet::new_unchecked(&mut d[l3..]);
+                let (s, t) = (ip.src(), ip.dst());
+                ip.set_src(t);
+                ip.set_dst(s);
+                ip.set_ttl(64);
+                ip.fill_checksum();
+                let mut ic = icmpv4::Packet::new_unchecked(ip.payload_mut());
+                let old = u16::from_be_bytes([icmpv4::TYPE_ECHO_REQUEST, 0]);
+                let new = u16::from_be_bytes([icmpv4::TYPE_ECHO_REPLY, 0]);
+                let c = checksum::update16(ic.checksum(), old, new);
+                ic.set_msg_type(icmpv4::TYPE_ECHO_REPLY);
+                ic.set_checksum(c);
+            }
+            reply_l2(d, my_mac);
+            ctx.c.echo_replies.add(1);
+            return Action::Tx(in_port);
+        }
+    }
+    if port.kernel {
+        return Action::Kernel(in_port);
+    }
+    ctx.drop(DropReason::LocalNoKernel)
+}
+
+/// Turn the packet into an ICMPv4 error about itself, sent back to the previous hop.
+#[allow(clippy::too_many_arguments)]
+fn icmp4_error<B: PacketBuf>(
+    ctx: &mut Ctx,
+    in_port: u16,
+    l3: usize,
+    b: &mut B,
+    reason: DropReason,
+    ty: u8,
+    code: u8,
+    rest: u32,
+) -> Action {
+    ctx.c.drop(reason);
+    let port = &ctx.t.ports[in_port as usize];
+    let (orig_src, quote_len, suppress) = {
+        let Ok(p) = ipv4::Packet::new_checked(&b.data()[l3..]) else {
+            return Action::Free;
+        };
+        // RFC 1812 4.3.2.7: no errors about non-first fragments or ICMP errors.
+        let icmp_error = p.protocol() == ipv4::PROTO_ICMP
+            && p.payload()
+                .first()
+                .is_some_and(|t| icmpv4::is_error_type(*t));
+        (
+            p.src(),
+            p.total_len() as usize,
+            p.frag_offset() != 0 || icmp_error,
+        )
+    };
+    if suppress {
+        return Action::Free;
+    }
+    let Some(my_ip) = port.v4_source_for(orig_src) else {
+        return Action::Free;
+    };
+    if !ctx.s.icmp_allowed() {
+        ctx.c.drop(DropReason::IcmpRateLimited);
+        return Action::Free;
+    }
+    let mut quote = [0u8; icmpv4::MAX_ERROR_LEN];
+    let q = quote_len
+        .min(icmpv4::MAX_ERROR_LEN - 28)
+        .min(b.data().len() - l3);
+    quote[..q].copy_from_slice(&b.data()[l3..l3 + q]);
+    if !b.set_len(l3 + 28 + q) {
+        return Action::Free;
+    }
+    let my_mac = port.mac;
+    let d = b.data_mut();
+    match icmpv4::emit_error(
+        &mut d[l3..],
+        my_ip,
+        orig_src,
+        64,
+        ty,
+        code,
+        rest,
+        &quote[..q],
+    ) {
+        Ok(n) => {
+            reply_l2(d, my_mac);
+            b.set_len(l3 + n);
+            ctx.c.icmp_errors.add(1);
+            Action::Tx(in_port)
+        }
+        Err(_) => Action::Free,
+    }
+}
+
+fn is_v6_multicast(a: &[u8; 16]) -> bool {
+    a[0] == 0xff
+}
+
+fn ipv6_in<B: PacketBuf>(ctx: &mut Ctx, in_port: u16, l3: usize, b: &mut B) -> Action {
+    let (plen, src, dst, hop_limit, next) = match ipv6::Packet::new_checked(&b.data()[l3..]) {
+        Ok(p) => (
+            p.payload_len() as usize,
+            p.src(),
+            p.dst(),
+            p.hop_limit(),
+            p.next_header(),
+        ),
+        Err(e) => return ctx.drop(DropReason::Malformed(Layer::Ipv6, e)),
+    };
+    trim_to(b, l3 + ipv6::HEADER_LEN + plen);
+    if is_v6_multicast(&src) || src == std::net::Ipv6Addr::LOCALHOST.octets() {
+        return ctx.drop(DropReason::Martian);
+    }
+    let t = ctx.t;
+    let port = &t.ports[in_port as usize];
+    if next == ipv6::NEXT_HEADER_ICMPV6 {
+        if let Some(a) = nd_in(ctx, in_port, l3, b, &src, &dst, hop_limit) {
+            return a;
+        }
+    }
+    if is_v6_multicast(&dst) {
+        if port.kernel {
+            return Action::Kernel(in_port);
+        }
+        return ctx.drop(DropReason::NotRouted);
+    }
+    let dst128 = u128::from_be_bytes(dst);
+    let Some(hop) = t.fib6.lookup(dst128) else {
+        if crate::tables::is_link_local(&dst) {
+            return ctx.drop(DropReason::NotRouted);
+        }
+        return icmp6_error(
+            ctx,
+            in_port,
+            l3,
+            b,
+            DropReason::NoRoute,
+            icmpv6::TYPE_DEST_UNREACHABLE,
+            0,
+            0,
+        );
+    };
+    if let Some(Hop::Local { .. }) = t.hops.get(hop as usize) {
+        return ipv6_local(ctx, in_port, l3, next, b);
+    }
+    if crate::tables::is_link_local(&dst) || crate::tables::is_link_local(&src) {
+        // Link-local scope never crosses a router (RFC 4291 2.5.6).
+        return ctx.drop(DropReason::NotRouted);
+    }
+    if src == [0; 16] {
+        return ctx.drop(DropReason::Martian);
+    }
+    if hop_limit <= 1 {
+        return icmp6_error(
+            ctx,
+            in_port,
+            l3,
+            b,
+            DropReason::TtlExceeded,
+            icmpv6::TYPE_TIME_EXCEEDED,
+            0,
+            0,
+        );
+    }
+    let ports = {
+        let d = b.data();
+        match ipv6::Packet::new_unchecked(&d[l3..]).upper_layer() {
+            Ok((proto, off)) => (
+                proto,
+                l4::ports(proto, d.get(l3 + ipv6::HEADER_LEN + off..).unwrap_or(&[]))
+                    .unwrap_or((0, 0)),
+            ),
+            Err(_) => (next, (0, 0)),
+        }
+    };
+    let s128 = u128::from_be_bytes(src);
+    let Some((out, res)) = resolve(ctx, hop, IpAddr::from(dst), || {
+        flow_hash(
+            (s128 ^ (s128 >> 64)) as u64,
+            (dst128 ^ (dst128 >> 64)) as u64,
+            ports.0,
+            ports.1,
+        )
+    }) else {
+        return ctx.drop(DropReason::NoRoute);
+    };
+    let out_port = &t.ports[out as usize];
+    if ipv6::HEADER_LEN + plen > out_port.mtu as usize {
+        let mtu = out_port.mtu as u32;
+        return icmp6_error(
+            ctx,
+            in_port,
+            l3,
+            b,
+            DropReason::TooBig,
+            icmpv6::TYPE_PACKET_TOO_BIG,
+            0,
+            mtu,
+        );
+    }
+    let Resolved::Out(out, mac) = res else {
+        return ctx.drop(DropReason::NeighborUnresolved);
+    };
+    {
+        let d = b.data_mut();
+        let mut p = ipv6::Packet::new_unchecked(&mut d[l3..]);
+        p.set_hop_limit(hop_limit - 1);
+    }
+    let out_port = &t.ports[out as usize];
+    if l3 == 14 && out_port.vlan.is_none() {
+        let d = b.data_mut();
+        d[0..6].copy_from_slice(&mac);
+        d[6..12].copy_from_slice(&out_port.mac);
+    } else if !write_l2(
+        b,
+        l3,
+        out_port.vlan,
+        mac,
+        out_port.mac,
+        ethernet::ETHERTYPE_IPV6,
+    ) {
+        return ctx.drop(DropReason::Malformed(Layer::Ethernet, WireError::Truncated));
+    }
+    Action::Tx(out)
+}
+
+/// Neighbour discovery addressed to us (NS for our address, NA). None: not ND for us.
+fn nd_in<B: PacketBuf>(
+    ctx: &mut Ctx,
+    in_port: u16,
+    l3: usize,
+    b: &mut B,
+    src: &[u8; 16],
+    dst: &[u8; 16],
+    hop_limit: u8,
+) -> Option<Action> {
+    let port = &ctx.t.ports[in_port as usize];
+    let icmp_off = l3 + ipv6::HEADER_LEN;
+    let (ty, target, lladdr) = {
+        let p = icmpv6::Packet::new_checked(b.data().get(icmp_off..)?).ok()?;
+        let ty = p.msg_type();
+        if ty != icmpv6::TYPE_NEIGHBOR_SOLICIT && ty != icmpv6::TYPE_NEIGHBOR_ADVERT {
+            return None;
+        }
+        if hop_limit != 255 || p.code() != 0 || !p.verify_checksum(src, dst) {
+            return Some(ctx.drop(DropReason::Malformed(Layer::Icmp, WireError::Malformed)));
+        }
+        let Some(target) = p.ndp_target() else {
+            return Some(ctx.drop(DropReason::Malformed(Layer::Icmp, WireError::Truncated)));
+        };
+        let opt = if ty == icmpv6::TYPE_NEIGHBOR_SOLICIT {
+            icmpv6::NDP_OPT_SOURCE_LLADDR
+        } else {
+            icmpv6::NDP_OPT_TARGET_LLADDR
+        };
+        (ty, target, p.ndp_lladdr_option(opt))
+    };
+    if ty == icmpv6::TYPE_NEIGHBOR_ADVERT {
+        if let Some(mac) = lladdr {
+            ctx.s.learn(in_port, IpAddr::from(target), mac);
+        }
+        if port.kernel {
+            return Some(Action::Kernel(in_port));
+        }
+        ctx.c.consumed.add(1);
+        return Some(Action::Free);
+    }
+    // Neighbour solicitation.
+    if !port.has_v6(&target) {
+        // For someone else (or for the kernel's own business): not ours to answer.
+        return if is_v6_multicast(dst) || !port.has_v6(dst) {
+            ctx.c.consumed.add(1);
+            Some(Action::Free)
+        } else {
+            None
+        };
+    }
+    let dad = *src == [0; 16];
+    if let (false, Some(mac)) = (dad, lladdr) {
+        ctx.s.learn(in_port, IpAddr::from(*src), mac);
+    }
+    let reply_to = if dad {
+        [0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]
+    } else {
+        *src
+    };
+    let flags = if dad { 0x80 | 0x20 } else { 0x80 | 0x40 | 0x20 };
+    let my_mac = port.mac;
+    let len = ipv6::HEADER_LEN + 32;
+    if !b.set_len(l3 + len) {
+        return Some(Action::Free);
+    }
+    let d = b.data_mut();
+    match icmpv6::emit_neighbor_advert(&mut d[l3..], &target, &reply_to, &target, my_mac, flags) {
+        Ok(_) => {
+            if dad {
+                d[0..6].copy_from_slice(&ethernet::ipv6_multicast_mac(&reply_to));
+                d[6..12].copy_from_slice(&my_mac);
+            } else {
+                reply_l2(d, my_mac);
+            }
+            ctx.c.nd_adverts.add(1);
+            Some(Action::Tx(in_port))
+        }
+        Err(_) => Some(Action::Free),
+    }
+}
+
+fn ipv6_local<B: PacketBuf>(ctx: &mut Ctx, in_port: u16, l3: usize, next: u8, b: &mut B) -> Action {
+    let port = &ctx.t.ports[in_port as usize];
+    if next == ipv6::NEXT_HEADER_ICMPV6 {
+        let off = l3 + ipv6::HEADER_LEN;
+        let is_echo = {
+            let d = b.data();
+            let (s, t) = {
+                let ip = ipv6::Packet::new_unchecked(&d[l3..]);
+                (ip.src(), ip.dst())
+            };
+            match icmpv6::Packet::new_checked(&d[off..]) {
+                Ok(p) => {
+                    p.msg_type() == icmpv6::TYPE_ECHO_REQUEST
+                        && p.code() == 0
+                        && p.verify_checksum(&s, &t)
+                }
+                Err(e) => return ctx.drop(DropReason::Malformed(Layer::Icmp, e)),
+            }
+        };
+        if is_echo {
+            let my_mac = port.mac;
+            let d = b.data_mut();
+            {
+                let mut ip = ipv6::Packet::new_unchecked(&mut d[l3..]);
+                let (s, t) = (ip.src(), ip.dst());
+                ip.set_src(&t);
+                ip.set_dst(&s);
+                ip.set_hop_limit(64);
+                // Swapping source and destination leaves the pseudo-header sum unchanged.
+                let mut ic = icmpv6::Packet::new_unchecked(ip.payload_mut());
+                let old = u16::from_be_bytes([icmpv6::TYPE_ECHO_REQUEST, 0]);
+                let new = u16::from_be_bytes([icmpv6::TYPE_ECHO_REPLY, 0]);
+                let c = checksum::update16(ic.checksum(), old, new);
+                ic.set_msg_type(icmpv6::TYPE_ECHO_REPLY);
+                ic.set_checksum(c);
+            }
+            reply_l2(d, my_mac);
+            ctx.c.echo_replies.add(1);
+            return Action::Tx(in_port);
+        }
+    }
+    if port.kernel {
+        return Action::Kernel(in_port);
+    }
+    ctx.drop(DropReason::LocalNoKernel)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn icmp6_error<B: PacketBuf>(
+    ctx: &mut Ctx,
+    in_port: u16,
+    l3: usize,
+    b: &mut B,
+    reason: DropReason,
+    ty: u8,
+    code: u8,
+    param: u32,
+) -> Action {
+    ctx.c.drop(reason);
+    let port = &ctx.t.ports[in_port as usize];
+    let (orig_src, suppress) = {
+        let Ok(p) = ipv6::Packet::new_checked(&b.data()[l3..]) else {
+            return Action::Free;
+        };
+        let src = p.src();
+        // RFC 4443 2.4(e): no errors about ICMPv6 errors or to unspecified/multicast sources.
+        let icmp_error = p.next_header() == ipv6::NEXT_HEADER_ICMPV6
+            && p.payload()
+                .first()
+                .is_some_and(|t| icmpv6::is_error_type(*t));
+        (src, icmp_error || src == [0; 16] || is_v6_multicast(&src))
+    };
+    if suppress {
+        return Action::Free;
+    }
+    let Some(my_ip) = port.v6_source_for(&orig_src) else {
+        return Action::Free;
+    };
+    if !ctx.s.icmp_allowed() {
+        ctx.c.drop(DropReason::IcmpRateLimited);
+        return Action::Free;
+    }
+    const MAX: usize = 1280;
+    let mut quote = [0u8; MAX];
+    let q = (b.data().len() - l3).min(MAX - 48);
+    quote[..q].copy_from_slice(&b.data()[l3..l3 + q]);
+    if !b.set_len(l3 + 48 + q) {
+        return Action::Free;
+    }
+    let my_mac = port.mac;
+    let d = b.data_mut();
+    match icmpv6::emit_error(
+        &mut d[l3..],
+        &my_ip,
+        &orig_src,
+        ty,
+        code,
+        param,
+        &quote[..q],
+    ) {
+        Ok(n) => {
+            reply_l2(d, my_mac);
+            b.set_len(l3 + n);
+            ctx.c.icmp_errors.add(1);
+            Action::Tx(in_port)
+        }
+        Err(_) => Action::Free,
+    }
+}
+
+/// Build an ARP request or neighbour solicitation for `ip` on port `port` into `b` (whose
+/// current content is overwritten). False if the port has no source address for it.
+pub fn build_solicit<B: PacketBuf>(t: &Tables, port: u16, ip: IpAddr, b: &mut B) -> bool {
+    let Some(p) = t.ports.get(port as usize) else {
+        return false;
+    };
+    let l2 = if p.vlan.is_some() { 18 } else { 14 };
+    match ip {
+        IpAddr::V4(a) => {
+            let Some(src) = p.v4_source_for(a.octets()) else {
+                return false;
+            };
+            if !b.set_len(l2 + arp::PACKET_LEN) {
+                return false;
+            }
+            if arp::emit(
+                &mut b.data_mut()[l2..],
+                arp::OP_REQUEST,
+                p.mac,
+                src,
+                [0; 6],
+                a.octets(),
+            )
+            .is_err()
+            {
+                return false;
+            }
+            write_l2(
+                b,
+                l2,
+                p.vlan,
+                ethernet::BROADCAST,
+                p.mac,
+                ethernet::ETHERTYPE_ARP,
+            )
+        }
+        IpAddr::V6(a) => {
+            let target = a.octets();
+            let Some(src) = p.v6_source_for(&target) else {
+                return false;
+            };
+            if !b.set_len(l2 + ipv6::HEADER_LEN + 32) {
+                return false;
+            }
+            let Ok(n) =
+                icmpv6::emit_neighbor_solicit(&mut b.data_mut()[l2..], &src, &target, p.mac)
+            else {
+                return false;
+            };
+            b.set_len(l2 + n);
+            let dst_mac = ethernet::ipv6_multicast_mac(&ethernet::ipv6_solicited_node(&target));
+            write_l2(b, l2, p.vlan, dst_mac, p.mac, ethernet::ETHERTYPE_IPV6)
+        }
+    }
+}
