@@ -4,7 +4,9 @@
 #   [fy-client] c0 ──veth── veth-in [fy-node: ferryd, fx-* TAPs] veth-out ──veth── s0 [fy-server]
 #   10.10.1.2/24                                                               10.10.2.2/24
 #   fd10:1::2/64          (ferryd owns veth-in / veth-out through DPDK)        fd10:2::2/64
-#                                                                   s1 10.10.2.3 (second ECMP hop)
+#                                                     [fy-server2] m1 10.10.2.3/24 (macvlan on s0)
+# Both servers accept anything in 10.20.0.0/16 and 10.40.0.0/16 (local routes), so they
+# are the two next hops of an ECMP route and the target of routes added on reload.
 #
 # Usage: hack/netns.sh up|down [PREFIX]   (PREFIX lets tests run side by side; default "fy")
 set -euo pipefail
@@ -12,7 +14,7 @@ cmd=${1:-up}
 P=${2:-fy}
 
 down() {
-  for ns in "$P-client" "$P-node" "$P-server"; do
+  for ns in "$P-client" "$P-node" "$P-server" "$P-server2"; do
     ip netns del "$ns" 2>/dev/null || true
   done
 }
@@ -24,7 +26,7 @@ quiet_if() { # ns ifname: no offloads (af_packet/af_xdp see real frames), no IPv
 
 up() {
   down
-  for ns in "$P-client" "$P-node" "$P-server"; do
+  for ns in "$P-client" "$P-node" "$P-server" "$P-server2"; do
     ip netns add "$ns"
     ip -n "$ns" link set lo up
   done
@@ -58,10 +60,23 @@ up() {
   quiet_if "$P-server" s0
   ip -n "$P-server" link set s0 up
   ip -n "$P-server" addr add 10.10.2.2/24 dev s0
-  ip -n "$P-server" addr add 10.10.2.3/24 dev s0
   ip -n "$P-server" addr add fd10:2::2/64 dev s0 nodad
   ip -n "$P-server" route add default via 10.10.2.1
   ip -n "$P-server" -6 route add default via fd10:2::1
+
+  ip netns exec "$P-server" ip link add link s0 name m1 type macvlan mode bridge
+  ip netns exec "$P-server" ip link set m1 netns "$P-server2"
+  quiet_if "$P-server2" m1
+  ip -n "$P-server2" link set m1 up
+  ip -n "$P-server2" addr add 10.10.2.3/24 dev m1
+  ip -n "$P-server2" addr add fd10:2::3/64 dev m1 nodad
+  ip -n "$P-server2" route add default via 10.10.2.1
+  ip -n "$P-server2" -6 route add default via fd10:2::1
+  for ns in "$P-server" "$P-server2"; do
+    ip -n "$ns" route add local 10.20.0.0/16 dev lo
+    ip -n "$ns" route add local 10.40.0.0/16 dev lo
+    ip -n "$ns" -6 route add local fd20::/48 dev lo
+  done
 }
 
 case "$cmd" in

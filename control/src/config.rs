@@ -143,12 +143,20 @@ pub struct RawConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawDpdk {
-    pub lcores: Vec<u32>,
+    /// Lcore ids; "L@C" runs lcore L on CPU C (several lcores may share a CPU in tests).
+    pub lcores: Vec<RawLcore>,
     #[serde(default)]
     pub args: Vec<String>,
     /// Mbufs in the packet pool (default 16384 per worker, at least 8191).
     #[serde(default)]
     pub mbufs: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawLcore {
+    Id(u32),
+    Mapped(String),
 }
 
 #[derive(Debug, Deserialize)]
@@ -210,6 +218,8 @@ pub struct Config {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DpdkConfig {
     pub lcores: Vec<u32>,
+    /// CPU each lcore runs on, if mapped ("L@C"); None: the CPU with the lcore's id.
+    pub cpus: Vec<Option<u32>>,
     pub args: Vec<String>,
     pub mbufs: u32,
 }
@@ -268,25 +278,40 @@ impl Config {
             return Err(err(
                 "dpdk.lcores",
                 format!(
-                    "{:?}: need the main lcore and at least one worker lcore",
-                    raw.dpdk.lcores
+                    "{} given: need the main lcore and at least one worker lcore",
+                    raw.dpdk.lcores.len()
                 ),
             ));
         }
-        let mut seen = std::collections::HashSet::new();
+        let mut lcores = Vec::new();
+        let mut cpus = Vec::new();
         for (i, l) in raw.dpdk.lcores.iter().enumerate() {
-            if *l >= 128 {
-                return Err(err(
-                    format!("dpdk.lcores[{i}]"),
-                    format!("{l}: lcore ids are 0..127"),
-                ));
+            let f = format!("dpdk.lcores[{i}]");
+            let (id, cpu) = match l {
+                RawLcore::Id(id) => (*id, None),
+                RawLcore::Mapped(s) => {
+                    let parsed = s
+                        .split_once('@')
+                        .and_then(|(a, b)| Some((a.trim().parse().ok()?, b.trim().parse().ok()?)));
+                    match parsed {
+                        Some((a, b)) => (a, Some(b)),
+                        None => {
+                            return Err(err(
+                                f,
+                                format!("{s:?}: an lcore id, or \"L@C\" for lcore L on CPU C"),
+                            ))
+                        }
+                    }
+                }
+            };
+            if id >= 128 || cpu.is_some_and(|c| c >= 1024) {
+                return Err(err(f, format!("{l:?}: lcore ids are 0..127, CPUs 0..1023")));
             }
-            if !seen.insert(*l) {
-                return Err(err(
-                    format!("dpdk.lcores[{i}]"),
-                    format!("{l} is listed twice"),
-                ));
+            if lcores.contains(&id) {
+                return Err(err(f, format!("lcore {id} is listed twice")));
             }
+            lcores.push(id);
+            cpus.push(cpu);
         }
         for (i, a) in raw.dpdk.args.iter().enumerate() {
             for reserved in ["-l", "--lcores", "--main-lcore", "--vdev", "-a", "--allow"] {
@@ -521,7 +546,8 @@ impl Config {
 
         Ok(Config {
             dpdk: DpdkConfig {
-                lcores: raw.dpdk.lcores,
+                lcores,
+                cpus,
                 args: raw.dpdk.args,
                 mbufs,
             },
@@ -641,6 +667,13 @@ neighbors:
         let e = bad("lcores: [0, 1]", "lcores: [0]");
         assert_eq!(e.field, "dpdk.lcores");
 
+        let e = bad("lcores: [0, 1]", "lcores: [0, \"1@x\"]");
+        assert_eq!(e.field, "dpdk.lcores[1]");
+        assert!(e.message.contains("1@x"), "{e}");
+
+        let e = bad("lcores: [0, 1]", "lcores: [0, 1, \"1@0\"]");
+        assert_eq!(e.field, "dpdk.lcores[2]");
+
         let e = bad("mtu: 1500", "mtu: 100");
         assert_eq!(e.field, "ports[1].mtu");
         assert!(e.message.contains("100"));
@@ -663,6 +696,15 @@ neighbors:
             "args: [\"--in-memory\", \"--vdev=net_null0\"]",
         );
         assert_eq!(e.field, "dpdk.args[1]");
+    }
+
+    #[test]
+    fn lcores_may_be_mapped_onto_cpus() {
+        let c = Config::from_yaml(&EXAMPLE.replace("lcores: [0, 1]", "lcores: [0, 1, \"2@1\"]"))
+            .unwrap();
+        assert_eq!(c.dpdk.lcores, vec![0, 1, 2]);
+        assert_eq!(c.dpdk.cpus, vec![None, None, Some(1)]);
+        assert_eq!(c.workers(), 2);
     }
 
     #[test]

@@ -67,13 +67,22 @@ pub fn load(path: &Path) -> Result<Config, StartError> {
 
 /// EAL arguments for a config: lcores, the main lcore, one --vdev or -a per port.
 pub fn eal_args(cfg: &Config) -> Vec<String> {
-    let lcores: Vec<String> = cfg.dpdk.lcores.iter().map(|l| l.to_string()).collect();
-    let mut args = vec![
-        "-l".to_string(),
-        lcores.join(","),
-        "--main-lcore".to_string(),
-        cfg.dpdk.lcores[0].to_string(),
-    ];
+    let mapped = cfg.dpdk.cpus.iter().any(|c| c.is_some());
+    let mut args = if mapped {
+        let list: Vec<String> = cfg
+            .dpdk
+            .lcores
+            .iter()
+            .zip(&cfg.dpdk.cpus)
+            .map(|(l, c)| format!("{l}@{}", c.unwrap_or(*l)))
+            .collect();
+        vec![format!("--lcores={}", list.join(","))]
+    } else {
+        let list: Vec<String> = cfg.dpdk.lcores.iter().map(|l| l.to_string()).collect();
+        vec!["-l".to_string(), list.join(",")]
+    };
+    args.push("--main-lcore".to_string());
+    args.push(cfg.dpdk.lcores[0].to_string());
     let mut any_pci = false;
     for p in &cfg.ports {
         if p.device.starts_with("net_") {

@@ -970,3 +970,7 @@ pub fn build_solicit<B: PacketBuf>(t: &Tables, port: u16, ip: IpAddr, b: &mut B)
         }
     }
 }
+
+#[cfg(test)]
+#[path = "router_tests.rs"]
+mod tests;

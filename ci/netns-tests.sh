@@ -1,0 +1,324 @@
+#!/usr/bin/env bash
+# Namespace tests: the real ferryd between kernel clients and servers in network
+# namespaces (hack/netns.sh), with real ping, traceroute, TCP, UDP and signals.
+#
+# Usage: ci/netns-tests.sh FERRYD WORKERS     (WORKERS 1 or 2; run as root)
+# Prints one line per test and "N passed, N failed" at the end; exits non-zero on failure.
+set -uo pipefail
+
+FERRYD=$(readlink -f "${1:?usage: $0 FERRYD WORKERS}")
+WORKERS=${2:-1}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+P=ft$WORKERS
+WORK=$(mktemp -d /tmp/ferry-netns.XXXXXX)
+CFG=$WORK/ferry.yaml
+STATS=$WORK/stats.json
+LOG=$WORK/ferryd.log
+OUT=$WORK/ferryd.out
+PY=/usr/bin/python3
+passed=0
+failed=0
+FERRY_PID=
+
+C() { ip netns exec "$P-client" "$@"; }
+N() { ip netns exec "$P-node" "$@"; }
+S() { ip netns exec "$P-server" "$@"; }
+S2() { ip netns exec "$P-server2" "$@"; }
+
+cleanup() {
+  [ -n "$FERRY_PID" ] && kill -INT "$FERRY_PID" 2>/dev/null && wait "$FERRY_PID" 2>/dev/null
+  for ns in "$P-client" "$P-node" "$P-server" "$P-server2"; do
+    ip netns pids "$ns" 2>/dev/null | xargs -r kill 2>/dev/null
+  done
+  "$ROOT/hack/netns.sh" down "$P"
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+ok() { echo "ok   [$WORKERS worker(s)] $1"; passed=$((passed + 1)); }
+fail() {
+  echo "FAIL [$WORKERS worker(s)] $1: $2"
+  failed=$((failed + 1))
+}
+
+# The config: af_packet ports (qpairs = workers), lcores mapped onto the 2 CPUs.
+write_config() { # extra-routes-yaml
+  local lcores="[0, 1]"
+  [ "$WORKERS" = 2 ] && lcores='[0, 1, "2@1"]'
+  cat > "$CFG" <<EOF
+dpdk:
+  lcores: $lcores
+  args: ["--in-memory", "--file-prefix=$P", "--log-level=pmd.net.af_packet:warning", "--log-level=pmd.net.tap:error"]
+ports:
+  - name: inside
+    devargs: net_af_packet_$P-0,iface=veth-in,qpairs=$WORKERS
+    addresses: [10.10.1.1/24, "fd10:1::1/64"]
+  - name: outside
+    devargs: net_af_packet_$P-1,iface=veth-out,qpairs=$WORKERS
+    addresses: [10.10.2.1/24, "fd10:2::1/64"]
+routes:
+  - prefix: 10.20.0.0/16
+    via: [10.10.2.2, 10.10.2.3]
+  - prefix: "fd20::/48"
+    via: ["fd10:2::2"]
+$1
+EOF
+}
+
+stat() { # key in "total"
+  $PY -c "import json,sys; print(json.load(open('$STATS'))['total'].get('$1', 0))" 2>/dev/null || echo 0
+}
+generation() {
+  $PY -c "import json; print(json.load(open('$STATS'))['generation'])" 2>/dev/null || echo 0
+}
+# True if every worker has acknowledged the newest generation.
+all_workers_acked() {
+  $PY -c "import json,sys; s=json.load(open('$STATS')); sys.exit(0 if all(g == s['generation'] for g in s['workers_seen']) else 1)"
+}
+
+start_ferry() {
+  rm -f "$STATS"
+  # Not through N(): $! must be ferryd itself (ip netns exec execs it), not a subshell.
+  ip netns exec "$P-node" "$FERRYD" --config "$CFG" --stats-file "$STATS" > "$OUT" 2> "$LOG" &
+  FERRY_PID=$!
+  for _ in $(seq 1 100); do
+    if grep -q "forwarding" "$LOG" && [ -s "$STATS" ]; then
+      return 0
+    fi
+    if ! kill -0 "$FERRY_PID" 2>/dev/null; then
+      echo "ferryd exited during start:"; cat "$LOG"; FERRY_PID=; return 1
+    fi
+    sleep 0.2
+  done
+  echo "ferryd did not start in 20 s:"; cat "$LOG"; return 1
+}
+
+stop_ferry() { # returns ferryd's exit code
+  kill -INT "$FERRY_PID"
+  local rc=0
+  wait "$FERRY_PID" || rc=$?
+  FERRY_PID=
+  return $rc
+}
+
+# Resolve the neighbours once, so that loss counts below measure forwarding only.
+warm_up() {
+  C ping -c 1 -W 1 10.10.2.2 >/dev/null 2>&1
+  C ping -c 1 -W 1 fd10:2::2 >/dev/null 2>&1
+  S2 ping -c 1 -W 1 10.10.2.1 >/dev/null 2>&1
+  S ping -c 1 -W 1 10.10.1.2 >/dev/null 2>&1
+  S2 ping -c 1 -W 1 10.10.1.2 >/dev/null 2>&1
+  sleep 0.3
+}
+
+t_ping() {
+  local o
+  o=$(C ping -c 5 -i 0.1 -W 2 10.10.2.2 2>&1)
+  if grep -q " 0% packet loss" <<<"$o" && grep -q "ttl=63" <<<"$o"; then
+    ok "IPv4 ping across Ferry, TTL decremented (ttl=63)"
+  else fail "IPv4 ping" "$o"; fi
+  o=$(C ping -6 -c 5 -i 0.1 -W 2 fd10:2::2 2>&1)
+  if grep -q " 0% packet loss" <<<"$o" && grep -q "ttl=63" <<<"$o"; then
+    ok "IPv6 ping across Ferry, hop limit decremented"
+  else fail "IPv6 ping" "$o"; fi
+  o=$(C ping -c 3 -i 0.1 -W 2 10.10.1.1 2>&1)
+  if grep -q " 0% packet loss" <<<"$o" && ! grep -q DUP <<<"$o"; then
+    ok "Ferry answers ping for its own address, once"
+  else fail "ping own address" "$o"; fi
+}
+
+t_ttl_exceeded() {
+  local o
+  o=$(C ping -c 1 -t 1 -W 2 10.10.2.2 2>&1)
+  if grep -q "From 10.10.1.1.*Time to live exceeded" <<<"$o"; then
+    ok "TTL 1 gets ICMP time exceeded from 10.10.1.1"
+  else fail "ICMP time exceeded" "$o"; fi
+  o=$(C ping -6 -c 1 -t 1 -W 2 fd10:2::2 2>&1)
+  if grep -q "From fd10:1::1.*Time exceeded" <<<"$o"; then
+    ok "hop limit 1 gets ICMPv6 time exceeded from fd10:1::1"
+  else fail "ICMPv6 time exceeded" "$o"; fi
+  o=$(C traceroute -n -w 1 -q 1 -m 4 10.10.2.2 2>&1)
+  if grep -qE "^ 1  10\.10\.1\.1 " <<<"$o" && grep -qE "^ 2  10\.10\.2\.2 " <<<"$o"; then
+    ok "traceroute shows Ferry as hop 1"
+  else fail "traceroute" "$o"; fi
+}
+
+t_tcp_transfer() {
+  mkdir -p "$WORK/www"
+  head -c 100000000 /dev/urandom > "$WORK/www/blob"
+  local want got
+  want=$(sha256sum < "$WORK/www/blob" | cut -d' ' -f1)
+  S $PY "$ROOT/hack/httpd.py" 10.10.2.2 8080 "$WORK/www" &
+  S $PY "$ROOT/hack/httpd.py" fd10:2::2 8080 "$WORK/www" &
+  sleep 1
+  got=$(C curl -sS -m 120 http://10.10.2.2:8080/blob | sha256sum | cut -d' ' -f1)
+  if [ "$got" = "$want" ]; then ok "100 MB TCP transfer across Ferry (IPv4), SHA-256 matches"
+  else fail "100 MB TCP transfer" "sha256 $got != $want"; fi
+  got=$(C curl -sS -m 120 "http://[fd10:2::2]:8080/blob" | sha256sum | cut -d' ' -f1)
+  if [ "$got" = "$want" ]; then ok "100 MB TCP transfer across Ferry (IPv6), SHA-256 matches"
+  else fail "100 MB TCP transfer IPv6" "sha256 $got != $want"; fi
+}
+
+# Named nft counters in each server: all UDP to port 9999, and the one sticky flow.
+counter() { # ns name
+  ip netns exec "$1" nft list counter inet ferrytest "$2" | awk '/packets/ { for (i=1;i<=NF;i++) if ($i=="packets") print $(i+1) }'
+}
+
+t_ecmp() {
+  for ns in "$P-server" "$P-server2"; do
+    ip netns exec "$ns" nft -f - <<'EOF'
+table inet ferrytest {
+  counter flows {}
+  counter sticky {}
+  chain input {
+    type filter hook input priority 0;
+    udp dport 9999 udp sport 40000 counter name sticky
+    udp dport 9999 udp sport != 40000 counter name flows
+  }
+}
+EOF
+  done
+  # 400 flows (distinct source ports), then one flow 100 times.
+  C $PY - <<'EOF'
+import socket, time
+for i in range(400):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("10.10.1.2", 20000 + i))
+    s.sendto(b"x" * 32, ("10.20.%d.%d" % (i % 7, 1 + i % 250), 9999))
+    s.close()
+    if i % 50 == 0:
+        time.sleep(0.01)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("10.10.1.2", 40000))
+for i in range(100):
+    s.sendto(b"y" * 32, ("10.20.9.9", 9999))
+    if i % 20 == 0:
+        time.sleep(0.01)
+EOF
+  sleep 0.5
+  local a b a1 b1
+  a=$(counter "$P-server" flows); b=$(counter "$P-server2" flows)
+  a1=$(counter "$P-server" sticky); b1=$(counter "$P-server2" sticky)
+  if [ $((a + b)) -ge 390 ] && [ "$a" -ge 80 ] && [ "$b" -ge 80 ]; then
+    ok "ECMP spreads 400 flows over two next hops ($a / $b)"
+  else fail "ECMP spreading" "server got $a, server2 got $b of 400"; fi
+  if { [ "$a1" = 100 ] && [ "$b1" = 0 ]; } || { [ "$a1" = 0 ] && [ "$b1" = 100 ]; }; then
+    ok "ECMP keeps one flow on one next hop ($a1 / $b1)"
+  else fail "ECMP stickiness" "flow split $a1 / $b1"; fi
+}
+
+# A ping flow that must see no loss while the config is reloaded (sets BG_PING).
+background_ping() {
+  ip netns exec "$P-client" ping -i 0.02 -c 200 -W 1 10.10.2.2 > "$WORK/bgping" 2>&1 &
+  BG_PING=$!
+}
+
+t_sighup_route() {
+  local o gen0 gen1
+  o=$(C ping -c 1 -W 1 10.40.0.1 2>&1)
+  if grep -q "Unreachable" <<<"$o"; then ok "before reload: 10.40.0.1 is net-unreachable"
+  else fail "before reload" "$o"; fi
+  gen0=$(generation)
+  background_ping
+  sleep 1
+  write_config "  - prefix: 10.40.0.0/16
+    via: [10.10.2.3]"
+  kill -HUP "$FERRY_PID"
+  sleep 1.5
+  o=$(C ping -c 3 -i 0.1 -W 1 10.40.0.1 2>&1)
+  if grep -qE " [0-9]% packet loss|33\.3333% packet loss" <<<"$o" && grep -q "bytes from 10.40.0.1" <<<"$o"; then
+    ok "SIGHUP: new route 10.40.0.0/16 takes effect"
+  else fail "SIGHUP route" "$o"; fi
+  wait "$BG_PING"
+  if grep -q " 0% packet loss" "$WORK/bgping"; then
+    ok "SIGHUP: no loss on an unrelated flow (200 pings)"
+  else fail "SIGHUP loss" "$(tail -2 "$WORK/bgping")"; fi
+  sleep 1
+  gen1=$(generation)
+  if [ "$gen1" -gt "$gen0" ] && all_workers_acked; then ok "SIGHUP: generation $gen0 -> $gen1, acknowledged by workers"
+  else fail "SIGHUP generation" "$gen0 -> $gen1"; fi
+}
+
+t_sighup_bad() {
+  local gen0 gen1 o
+  gen0=$(generation)
+  cp "$CFG" "$WORK/good.yaml"
+  background_ping
+  sleep 0.5
+  sed -i 's|prefix: 10.20.0.0/16|prefix: 10.20.0.0/33|' "$CFG"
+  kill -HUP "$FERRY_PID"
+  sleep 1.5
+  wait "$BG_PING"
+  gen1=$(generation)
+  if kill -0 "$FERRY_PID" && grep -q "config reload refused.*routes\[0\]\.prefix.*10.20.0.0/33" "$LOG"; then
+    ok "bad SIGHUP config refused, naming routes[0].prefix and the value"
+  else fail "bad SIGHUP refused" "$(grep -i reload "$LOG" | tail -2)"; fi
+  if [ "$gen1" = "$gen0" ]; then ok "bad SIGHUP config: running tables kept (generation $gen0)"
+  else fail "bad SIGHUP generation" "$gen0 -> $gen1"; fi
+  if grep -q " 0% packet loss" "$WORK/bgping"; then ok "bad SIGHUP config: traffic continues (200 pings, no loss)"
+  else fail "bad SIGHUP loss" "$(tail -2 "$WORK/bgping")"; fi
+  o=$(C ping -c 2 -i 0.1 -W 1 10.40.0.1 2>&1)
+  if grep -q " 0% packet loss" <<<"$o"; then ok "bad SIGHUP config: previous route still there"
+  else fail "bad SIGHUP previous route" "$o"; fi
+  cp "$WORK/good.yaml" "$CFG"
+}
+
+t_exception_path() {
+  mkdir -p "$WORK/local"
+  head -c 1000000 /dev/urandom > "$WORK/local/f"
+  local want got
+  want=$(sha256sum < "$WORK/local/f" | cut -d' ' -f1)
+  N $PY "$ROOT/hack/httpd.py" 10.10.1.1 8081 "$WORK/local" &
+  N $PY "$ROOT/hack/httpd.py" fd10:1::1 8081 "$WORK/local" &
+  sleep 1
+  got=$(C curl -sS -m 20 http://10.10.1.1:8081/f | sha256sum | cut -d' ' -f1)
+  if [ "$got" = "$want" ]; then ok "TCP from the client to the node's kernel (exception path, IPv4)"
+  else fail "exception path IPv4" "got $got"; fi
+  got=$(C curl -sS -m 20 "http://[fd10:1::1]:8081/f" | sha256sum | cut -d' ' -f1)
+  if [ "$got" = "$want" ]; then ok "TCP from the client to the node's kernel (exception path, IPv6)"
+  else fail "exception path IPv6" "got $got"; fi
+  local k
+  sleep 1.2 # the stats file is written once a second
+  k=$(stat to_kernel)
+  if [ "$k" -gt 100 ]; then ok "to_kernel counter counts exception traffic ($k)"
+  else fail "to_kernel counter" "$k"; fi
+}
+
+t_bad_start() {
+  local bad=$WORK/bad.yaml rc=0 o
+  sed 's|via: \[10.10.2.2, 10.10.2.3\]|via: [10.10.2.2, 10.99.0.1]|' "$CFG" > "$bad"
+  o=$(N "$FERRYD" --config "$bad" 2>&1) || rc=$?
+  if [ "$rc" -ne 0 ] && grep -q "routes\[0\]\.via\[1\].*10.99.0.1" <<<"$o"; then
+    ok "bad config at start: exit $rc, message names routes[0].via[1] and the value"
+  else fail "bad config at start" "rc=$rc: $o"; fi
+}
+
+# ---- run ----
+"$ROOT/hack/netns.sh" up "$P" || { echo "cannot build the namespaces"; exit 1; }
+write_config ""
+t_bad_start
+if start_ferry; then
+  warm_up
+  t_ping
+  t_ttl_exceeded
+  t_ecmp
+  t_tcp_transfer
+  t_exception_path
+  t_sighup_route
+  t_sighup_bad
+  rc=0
+  stop_ferry || rc=$?
+  if [ "$rc" = 0 ] && grep -q "final counters" "$OUT"; then
+    ok "SIGINT stops ferryd cleanly and prints final counters"
+  else fail "clean stop" "rc=$rc $(tail -3 "$LOG")"; fi
+  if [ "$WORKERS" = 2 ]; then
+    rx1=$($PY -c "import json; print(json.load(open('$STATS'))['workers'][1]['rx'])")
+    if [ "$rx1" -gt 0 ]; then ok "second worker received traffic from its own queues ($rx1 packets)"
+    else fail "second worker" "rx $rx1"; fi
+  fi
+else
+  fail "start ferryd" "see log above"
+fi
+
+echo "netns: $passed passed, $failed failed"
+[ "$failed" = 0 ]
