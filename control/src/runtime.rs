@@ -448,7 +448,7 @@ fn print_final(
     println!("ferryd final counters:");
     for (w, c) in counters.iter().enumerate() {
         let bp = c.busy_packets.get();
-        let cpp = if bp == 0 { 0 } else { c.busy_cycles.get() / bp };
+        let cpp = c.busy_cycles.get().checked_div(bp).unwrap_or(0);
         println!(
             "  worker {w}: rx {} tx {} to_kernel {} from_kernel {} cycles/packet {cpp}",
             c.rx.get(),
