@@ -112,7 +112,11 @@ impl Scratch {
         let refill = elapsed.saturating_mul(self.icmp_rate) / self.hz;
         if refill > 0 {
             self.icmp_tokens = (self.icmp_tokens + refill).min(self.icmp_rate);
-            self.icmp_last = self.now;
+            // Advance by the time the tokens cost, keeping the remainder.
+            self.icmp_last += refill.saturating_mul(self.hz) / self.icmp_rate.max(1);
+            if self.icmp_tokens == self.icmp_rate {
+                self.icmp_last = self.now;
+            }
         }
         if self.icmp_tokens > 0 {
             self.icmp_tokens -= 1;
@@ -176,12 +180,13 @@ pub fn process<B: PacketBuf>(ctx: &mut Ctx, in_port: u16, b: &mut B) -> Action {
         return ctx.drop(DropReason::VlanMismatch);
     }
     let dst_mac: Mac = b.data()[0..6].try_into().unwrap_or([0; 6]);
-    if dst_mac != port.mac && !ethernet::is_multicast(&dst_mac) {
+    let l2_multicast = ethernet::is_multicast(&dst_mac);
+    if dst_mac != port.mac && !l2_multicast {
         return ctx.drop(DropReason::NotForUs);
     }
     match l2.ethertype {
-        ethernet::ETHERTYPE_IPV4 => ipv4_in(ctx, in_port, l2.l3_offset, b),
-        ethernet::ETHERTYPE_IPV6 => ipv6_in(ctx, in_port, l2.l3_offset, b),
+        ethernet::ETHERTYPE_IPV4 => ipv4_in(ctx, in_port, l2.l3_offset, l2_multicast, b),
+        ethernet::ETHERTYPE_IPV6 => ipv6_in(ctx, in_port, l2.l3_offset, l2_multicast, b),
         ethernet::ETHERTYPE_ARP => arp_in(ctx, in_port, l2.l3_offset, b),
         _ => ctx.drop(DropReason::UnknownEthertype),
     }
@@ -359,8 +364,14 @@ fn resolve(
     }
 }
 
-fn ipv4_in<B: PacketBuf>(ctx: &mut Ctx, in_port: u16, l3: usize, b: &mut B) -> Action {
-    let (total, src, dst, ttl, proto, df, frag_off, hlen) = {
+fn ipv4_in<B: PacketBuf>(
+    ctx: &mut Ctx,
+    in_port: u16,
+    l3: usize,
+    l2_multicast: bool,
+    b: &mut B,
+) -> Action {
+    let (total, src, dst, ttl, proto, df, fragment, hlen) = {
         let p = match ipv4::Packet::new_checked(&b.data()[l3..]) {
             Ok(p) => p,
             Err(e) => return ctx.drop(DropReason::Malformed(Layer::Ipv4, e)),
@@ -375,7 +386,7 @@ fn ipv4_in<B: PacketBuf>(ctx: &mut Ctx, in_port: u16, l3: usize, b: &mut B) -> A
             p.ttl(),
             p.protocol(),
             p.dont_frag(),
-            p.frag_offset(),
+            p.is_fragment(),
             p.header_len(),
         )
     };
@@ -385,6 +396,10 @@ fn ipv4_in<B: PacketBuf>(ctx: &mut Ctx, in_port: u16, l3: usize, b: &mut B) -> A
         return ctx.drop(DropReason::Martian);
     }
     let dst_first = (dst >> 24) as u8;
+    if dst_first == 127 {
+        // Loopback never appears on the wire (RFC 1812 5.3.7).
+        return ctx.drop(DropReason::Martian);
+    }
     let t = ctx.t;
     if dst_first >= 224 {
         // Multicast and limited broadcast: for the kernel (routing protocols), not routed.
@@ -406,7 +421,12 @@ fn ipv4_in<B: PacketBuf>(ctx: &mut Ctx, in_port: u16, l3: usize, b: &mut B) -> A
         );
     };
     if let Some(Hop::Local { .. }) = t.hops.get(hop as usize) {
-        return ipv4_local(ctx, in_port, l3, hlen, proto, b);
+        return ipv4_local(ctx, in_port, l3, hlen, proto, fragment, b);
+    }
+    if l2_multicast {
+        // A unicast datagram in a link-layer broadcast is not forwarded (RFC 1812 5.3.4),
+        // and gets no ICMP error either (4.3.2.7).
+        return ctx.drop(DropReason::NotRouted);
     }
     if ttl <= 1 {
         return icmp4_error(
@@ -421,10 +441,11 @@ fn ipv4_in<B: PacketBuf>(ctx: &mut Ctx, in_port: u16, l3: usize, b: &mut B) -> A
         );
     }
     let data = b.data();
-    let ports = if frag_off == 0 {
-        l4::ports(proto, data.get(l3 + hlen..).unwrap_or(&[])).unwrap_or((0, 0))
-    } else {
+    // Fragments hash on addresses only, so all of a datagram's fragments take one path.
+    let ports = if fragment {
         (0, 0)
+    } else {
+        l4::ports(proto, data.get(l3 + hlen..).unwrap_or(&[])).unwrap_or((0, 0))
     };
     let Some((out, res)) = resolve(ctx, hop, IpAddr::from(dst.to_be_bytes()), || {
         flow_hash(src as u64, dst as u64, proto, ports)
@@ -481,10 +502,12 @@ fn ipv4_local<B: PacketBuf>(
     l3: usize,
     hlen: usize,
     proto: u8,
+    fragment: bool,
     b: &mut B,
 ) -> Action {
     let port = &ctx.t.ports[in_port as usize];
-    if proto == ipv4::PROTO_ICMP {
+    // Fragments go to the kernel, which reassembles (and answers a large ping).
+    if proto == ipv4::PROTO_ICMP && !fragment {
         let d = b.data();
         let icmp = &d[l3 + hlen..];
         let p = match icmpv4::Packet::new_checked(icmp) {
@@ -595,7 +618,13 @@ fn is_v6_multicast(a: &[u8; 16]) -> bool {
     a[0] == 0xff
 }
 
-fn ipv6_in<B: PacketBuf>(ctx: &mut Ctx, in_port: u16, l3: usize, b: &mut B) -> Action {
+fn ipv6_in<B: PacketBuf>(
+    ctx: &mut Ctx,
+    in_port: u16,
+    l3: usize,
+    l2_multicast: bool,
+    b: &mut B,
+) -> Action {
     let (plen, src, dst, hop_limit, next) = match ipv6::Packet::new_checked(&b.data()[l3..]) {
         Ok(p) => (
             p.payload_len() as usize,
@@ -624,6 +653,10 @@ fn ipv6_in<B: PacketBuf>(ctx: &mut Ctx, in_port: u16, l3: usize, b: &mut B) -> A
         return ctx.drop(DropReason::NotRouted);
     }
     let dst128 = u128::from_be_bytes(dst);
+    if dst128 == 1 {
+        // ::1 never appears on the wire (RFC 4291 2.5.3).
+        return ctx.drop(DropReason::Martian);
+    }
     let Some(hop) = t.fib6.lookup(dst128) else {
         if crate::tables::is_link_local(&dst) {
             return ctx.drop(DropReason::NotRouted);
@@ -649,6 +682,9 @@ fn ipv6_in<B: PacketBuf>(ctx: &mut Ctx, in_port: u16, l3: usize, b: &mut B) -> A
     if src == [0; 16] {
         return ctx.drop(DropReason::Martian);
     }
+    if l2_multicast {
+        return ctx.drop(DropReason::NotRouted);
+    }
     if hop_limit <= 1 {
         return icmp6_error(
             ctx,
@@ -664,6 +700,9 @@ fn ipv6_in<B: PacketBuf>(ctx: &mut Ctx, in_port: u16, l3: usize, b: &mut B) -> A
     let ports = {
         let d = b.data();
         match ipv6::Packet::new_unchecked(&d[l3..]).upper_layer() {
+            // Any fragment (first or not) hashes on addresses only.
+            _ if next == ipv6::NEXT_HEADER_FRAGMENT => (ipv6::NEXT_HEADER_FRAGMENT, (0, 0)),
+            Ok((ipv6::NEXT_HEADER_FRAGMENT, _)) => (ipv6::NEXT_HEADER_FRAGMENT, (0, 0)),
             Ok((proto, off)) => (
                 proto,
                 l4::ports(proto, d.get(l3 + ipv6::HEADER_LEN + off..).unwrap_or(&[]))

@@ -40,14 +40,20 @@ impl PortTable {
             .map(|(a, _)| *a)
     }
 
-    /// The IPv6 source for packets towards `dst`: a global on the same prefix, else link-local.
+    /// The IPv6 source for packets towards `dst` (RFC 6724 in short): link-local for a
+    /// link-local destination; else a global on the same prefix, else any global (an
+    /// off-link sender must get a routable source), else the link-local.
     pub fn v6_source_for(&self, dst: &[u8; 16]) -> Option<[u8; 16]> {
         let d = u128::from_be_bytes(*dst);
+        let link_local = self.v6.iter().find(|(a, _)| is_link_local(a));
+        if is_link_local(dst) {
+            return link_local.or(self.v6.first()).map(|(a, _)| *a);
+        }
         self.v6
             .iter()
             .find(|(a, len)| !is_link_local(a) && same_prefix128(u128::from_be_bytes(*a), d, *len))
-            .or_else(|| self.v6.iter().find(|(a, _)| is_link_local(a)))
-            .or(self.v6.first())
+            .or_else(|| self.v6.iter().find(|(a, _)| !is_link_local(a)))
+            .or(link_local)
             .map(|(a, _)| *a)
     }
 

@@ -1,0 +1,1968 @@
+//! Packet-path tests: a two-port router, a frame in, a decision and a frame out.
+//!
+//! Inputs are built with the `crate::wire` emitters or written out as hex. Outputs are read
+//! with the wire views and, independently, byte by byte, with every checksum recomputed from
+//! scratch. Each test starts with one line saying what it shows.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::{Arc, OnceLock};
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::buf::TestBuf;
+use crate::lpm::{Lpm4, Lpm6};
+use crate::tables::{link_local_of, FastMap, Neighbor, PortTable};
+
+// ---------------------------------------------------------------------------------------------
+// Fixture
+// ---------------------------------------------------------------------------------------------
+
+/// TSC ticks per second in the fixture.
+const HZ: u64 = 1_000_000;
+
+/// Port 0 ("inside": 10.10.1.1/24, fd10:1::1/64) and port 1 ("outside": 10.10.2.1/24,
+/// fd10:2::1/64).
+const M0: Mac = [0x02, 0, 0, 0, 0, 0x01];
+const M1: Mac = [0x02, 0, 0, 0, 0, 0x02];
+/// Host 10.10.1.2 / fd10:1::2 on port 0 (in neigh4/neigh6).
+const H1_MAC: Mac = [0x02, 0, 0, 0, 0x01, 0x02];
+/// Host 10.10.2.5 / fd10:2::5 on port 1 (in neigh4/neigh6).
+const H5_MAC: Mac = [0x02, 0, 0, 0, 0x02, 0x05];
+/// Host 10.10.2.50 on port 1, stale neighbour entry.
+const STALE_MAC: Mac = [0x02, 0, 0, 0, 0x02, 0x50];
+/// ECMP members for 10.20.0.0/16: 10.10.2.2 and 10.10.2.3.
+const GW_A: Mac = [0x02, 0, 0, 0, 0, 0x22];
+const GW_B: Mac = [0x02, 0, 0, 0, 0, 0x23];
+/// Stale gateway 10.10.2.4 for 10.40.0.0/16.
+const GW_C: Mac = [0x02, 0, 0, 0, 0, 0x24];
+/// Gateway fd10:2::2 for fd20::/48.
+const GW6_MAC: Mac = [0x02, 0, 0, 0, 0, 0x62];
+
+const HOP_CONN0: u32 = 0;
+const HOP_CONN1: u32 = 1;
+const HOP_LOCAL0: u32 = 2;
+const HOP_LOCAL1: u32 = 3;
+const HOP_GW_A: u32 = 4;
+const HOP_GW_B: u32 = 5;
+const HOP_ECMP: u32 = 6;
+const HOP_UNRESOLVED: u32 = 7;
+const HOP_STALE_GW: u32 = 8;
+const HOP_GW6: u32 = 9;
+
+fn v4(s: &str) -> [u8; 4] {
+    s.parse::<Ipv4Addr>().expect("test IPv4 address").octets()
+}
+
+fn v6(s: &str) -> [u8; 16] {
+    s.parse::<Ipv6Addr>().expect("test IPv6 address").octets()
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().expect("test address")
+}
+
+fn a4(s: &str) -> u32 {
+    u32::from_be_bytes(v4(s))
+}
+
+fn a6(s: &str) -> u128 {
+    u128::from_be_bytes(v6(s))
+}
+
+fn routes4() -> Vec<(u32, u8, u32)> {
+    vec![
+        (a4("10.10.1.0"), 24, HOP_CONN0),
+        (a4("10.10.2.0"), 24, HOP_CONN1),
+        (a4("10.10.1.1"), 32, HOP_LOCAL0),
+        (a4("10.10.2.1"), 32, HOP_LOCAL1),
+        (a4("10.20.0.0"), 16, HOP_ECMP),
+        (a4("10.30.0.0"), 16, HOP_UNRESOLVED),
+        (a4("10.40.0.0"), 16, HOP_STALE_GW),
+    ]
+}
+
+fn routes6() -> Vec<(u128, u8, u32)> {
+    vec![
+        (a6("fd10:1::"), 64, HOP_CONN0),
+        (a6("fd10:2::"), 64, HOP_CONN1),
+        (a6("fd10:1::1"), 128, HOP_LOCAL0),
+        (u128::from_be_bytes(link_local_of(M0)), 128, HOP_LOCAL0),
+        (a6("fd10:2::1"), 128, HOP_LOCAL1),
+        (u128::from_be_bytes(link_local_of(M1)), 128, HOP_LOCAL1),
+        (a6("fd20::"), 48, HOP_GW6),
+    ]
+}
+
+type Fibs = (Arc<Lpm4>, Arc<Lpm6>);
+
+/// The FIBs are big (two 2^24-entry root tables): build each variant once for all tests.
+fn fibs(with_default: bool) -> Fibs {
+    static PLAIN: OnceLock<Fibs> = OnceLock::new();
+    static DEFAULT: OnceLock<Fibs> = OnceLock::new();
+    let build = |with_default: bool| {
+        let mut r4 = routes4();
+        let mut r6 = routes6();
+        if with_default {
+            r4.insert(0, (0, 0, HOP_GW_A));
+            r6.insert(0, (0, 0, HOP_GW6));
+        }
+        (
+            Arc::new(Lpm4::build(&r4).expect("fixture v4 routes")),
+            Arc::new(Lpm6::build(&r6).expect("fixture v6 routes")),
+        )
+    };
+    let cell = if with_default { &DEFAULT } else { &PLAIN };
+    cell.get_or_init(|| build(with_default)).clone()
+}
+
+fn port(name: &str, mac: Mac, addr4: &str, addr6: &str) -> PortTable {
+    PortTable {
+        name: name.into(),
+        mac,
+        mtu: 1500,
+        vlan: None,
+        v4: vec![(v4(addr4), 24)],
+        v6: vec![(v6(addr6), 64), (link_local_of(mac), 64)],
+        kernel: true,
+    }
+}
+
+fn tables(with_default: bool) -> Tables {
+    let (fib4, fib6) = fibs(with_default);
+    let gw = |gw: &str, mac: Option<Mac>, stale: bool| Hop::Gateway {
+        port: 1,
+        gw: ip(gw),
+        mac,
+        stale,
+    };
+    let hops = vec![
+        Hop::Connected { port: 0 },
+        Hop::Connected { port: 1 },
+        Hop::Local { port: 0 },
+        Hop::Local { port: 1 },
+        gw("10.10.2.2", Some(GW_A), false),
+        gw("10.10.2.3", Some(GW_B), false),
+        Hop::Ecmp { start: 0, len: 2 },
+        gw("10.10.2.9", None, false),
+        gw("10.10.2.4", Some(GW_C), true),
+        gw("fd10:2::2", Some(GW6_MAC), false),
+    ];
+    let fresh = |mac| Neighbor { mac, stale: false };
+    let mut neigh4 = FastMap::default();
+    neigh4.insert((0, a4("10.10.1.2")), fresh(H1_MAC));
+    neigh4.insert((1, a4("10.10.2.5")), fresh(H5_MAC));
+    neigh4.insert(
+        (1, a4("10.10.2.50")),
+        Neighbor {
+            mac: STALE_MAC,
+            stale: true,
+        },
+    );
+    let mut neigh6 = FastMap::default();
+    neigh6.insert((0, a6("fd10:1::2")), fresh(H1_MAC));
+    neigh6.insert((1, a6("fd10:2::5")), fresh(H5_MAC));
+    Tables {
+        ports: vec![
+            port("inside", M0, "10.10.1.1", "fd10:1::1"),
+            port("outside", M1, "10.10.2.1", "fd10:2::1"),
+        ],
+        fib4,
+        fib6,
+        hops,
+        ecmp: vec![HOP_GW_A, HOP_GW_B],
+        neigh4,
+        neigh6,
+    }
+}
+
+/// Tables, a worker's scratch and counters; `run` pushes one frame through `process`.
+struct Fx {
+    t: Tables,
+    s: Scratch,
+    c: WorkerCounters,
+}
+
+impl Fx {
+    fn new() -> Fx {
+        Fx::build(false, 1000)
+    }
+
+    fn with_default_routes() -> Fx {
+        Fx::build(true, 1000)
+    }
+
+    fn with_icmp_rate(rate: u32) -> Fx {
+        Fx::build(false, rate)
+    }
+
+    fn build(with_default: bool, icmp_rate: u32) -> Fx {
+        let mut s = Scratch::new(HZ, icmp_rate);
+        s.now = 10 * HZ;
+        Fx {
+            t: tables(with_default),
+            s,
+            c: WorkerCounters::default(),
+        }
+    }
+
+    fn run(&mut self, in_port: u16, frame: &[u8]) -> (Action, Vec<u8>) {
+        let mut b = TestBuf::new(frame);
+        let mut ctx = Ctx {
+            t: &self.t,
+            s: &mut self.s,
+            c: &self.c,
+        };
+        let a = process(&mut ctx, in_port, &mut b);
+        (a, b.data().to_vec())
+    }
+
+    fn run_from_kernel(&mut self, port: u16, frame: &[u8]) -> (Action, Vec<u8>) {
+        let mut b = TestBuf::new(frame);
+        let mut ctx = Ctx {
+            t: &self.t,
+            s: &mut self.s,
+            c: &self.c,
+        };
+        let a = process_from_kernel(&mut ctx, port, &mut b);
+        (a, b.data().to_vec())
+    }
+
+    fn dropped(&self, r: DropReason) -> u64 {
+        self.c.dropped(r)
+    }
+
+    fn total_drops(&self) -> u64 {
+        self.c.drops.iter().map(|c| c.get()).sum()
+    }
+
+    fn solicits(&self) -> Vec<(u16, IpAddr)> {
+        self.s.solicit.iter().collect()
+    }
+
+    fn learned(&self) -> Vec<Learned> {
+        self.s.learned.iter().collect()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Packet builders (inputs)
+// ---------------------------------------------------------------------------------------------
+
+const ET_IPV4: u16 = ethernet::ETHERTYPE_IPV4;
+const ET_IPV6: u16 = ethernet::ETHERTYPE_IPV6;
+const ET_ARP: u16 = ethernet::ETHERTYPE_ARP;
+
+/// "02 00 ..." to bytes (whitespace ignored).
+fn hex(s: &str) -> Vec<u8> {
+    let digits: Vec<u8> = s.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+    digits
+        .chunks(2)
+        .map(|d| u8::from_str_radix(std::str::from_utf8(d).expect("ascii"), 16).expect("hex"))
+        .collect()
+}
+
+fn eth(dst: Mac, src: Mac, ethertype: u16, l3: &[u8]) -> Vec<u8> {
+    let mut f = vec![0u8; ethernet::HEADER_LEN];
+    ethernet::emit(&mut f, dst, src, ethertype).expect("ethernet header");
+    f.extend_from_slice(l3);
+    f
+}
+
+fn eth_tagged(dst: Mac, src: Mac, vid: u16, ethertype: u16, l3: &[u8]) -> Vec<u8> {
+    let mut f = Vec::with_capacity(18 + l3.len());
+    f.extend_from_slice(&dst);
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&0x8100u16.to_be_bytes());
+    f.extend_from_slice(&vid.to_be_bytes());
+    f.extend_from_slice(&ethertype.to_be_bytes());
+    f.extend_from_slice(l3);
+    f
+}
+
+/// Recognisable payload bytes.
+fn data(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i * 7 + 3) as u8).collect()
+}
+
+fn ipv4_pkt(src: [u8; 4], dst: [u8; 4], proto: u8, ttl: u8, payload: &[u8]) -> Vec<u8> {
+    let mut p = vec![0u8; ipv4::MIN_HEADER_LEN + payload.len()];
+    ipv4::emit_header(&mut p, src, dst, proto, ttl, payload.len() as u16, 0x4242)
+        .expect("ipv4 header");
+    p[ipv4::MIN_HEADER_LEN..].copy_from_slice(payload);
+    p
+}
+
+/// Set DF / MF / fragment offset (in 8-byte units) and refill the header checksum.
+fn set_frag(p: &mut [u8], df: bool, mf: bool, offset: u16) {
+    let mut v = ipv4::Packet::new_unchecked(p);
+    v.set_flags_frag(df, mf, offset);
+    v.fill_checksum();
+}
+
+/// UDP header + data, checksum 0 ("none", allowed over IPv4; the router does not look).
+fn udp(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let mut u = Vec::with_capacity(8 + payload.len());
+    u.extend_from_slice(&sport.to_be_bytes());
+    u.extend_from_slice(&dport.to_be_bytes());
+    u.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    u.extend_from_slice(&[0, 0]);
+    u.extend_from_slice(payload);
+    u
+}
+
+fn tcp_syn(sport: u16, dport: u16) -> Vec<u8> {
+    let mut t = vec![0u8; 20];
+    t[0..2].copy_from_slice(&sport.to_be_bytes());
+    t[2..4].copy_from_slice(&dport.to_be_bytes());
+    t[4..8].copy_from_slice(&0x0102_0304u32.to_be_bytes());
+    t[12] = 5 << 4;
+    t[13] = 0x02;
+    t[14..16].copy_from_slice(&64240u16.to_be_bytes());
+    t
+}
+
+/// ICMPv4 message with its checksum filled.
+fn icmp4(ty: u8, code: u8, rest: u32, body: &[u8]) -> Vec<u8> {
+    let mut m = vec![ty, code, 0, 0];
+    m.extend_from_slice(&rest.to_be_bytes());
+    m.extend_from_slice(body);
+    let c = checksum::checksum(&m);
+    m[2..4].copy_from_slice(&c.to_be_bytes());
+    m
+}
+
+fn ipv6_pkt(src: [u8; 16], dst: [u8; 16], next: u8, hop_limit: u8, payload: &[u8]) -> Vec<u8> {
+    let mut p = vec![0u8; ipv6::HEADER_LEN + payload.len()];
+    ipv6::emit_header(&mut p, &src, &dst, next, hop_limit, payload.len() as u16)
+        .expect("ipv6 header");
+    p[ipv6::HEADER_LEN..].copy_from_slice(payload);
+    p
+}
+
+/// ICMPv6 checksum of `msg` (its checksum field taken as it is) over the pseudo-header.
+fn icmp6_sum(src: &[u8; 16], dst: &[u8; 16], msg: &[u8]) -> u16 {
+    checksum::finish(checksum::add(
+        checksum::pseudo_v6(src, dst, ipv6::NEXT_HEADER_ICMPV6, msg.len() as u32),
+        checksum::sum(msg),
+    ))
+}
+
+/// ICMPv6 message with its checksum filled.
+fn icmp6(src: &[u8; 16], dst: &[u8; 16], ty: u8, code: u8, word: u32, body: &[u8]) -> Vec<u8> {
+    let mut m = vec![ty, code, 0, 0];
+    m.extend_from_slice(&word.to_be_bytes());
+    m.extend_from_slice(body);
+    let c = icmp6_sum(src, dst, &m);
+    m[2..4].copy_from_slice(&c.to_be_bytes());
+    m
+}
+
+/// UDP from host 10.10.1.2 (port 0) to `dst`.
+fn udp4_from_h1(dst: &str, ttl: u8, len: usize) -> Vec<u8> {
+    let ip = ipv4_pkt(
+        v4("10.10.1.2"),
+        v4(dst),
+        17,
+        ttl,
+        &udp(5000, 53, &data(len)),
+    );
+    eth(M0, H1_MAC, ET_IPV4, &ip)
+}
+
+/// UDP from host fd10:1::2 (port 0) to `dst`.
+fn udp6_from_h1(dst: &str, hop_limit: u8, len: usize) -> Vec<u8> {
+    let ip = ipv6_pkt(
+        v6("fd10:1::2"),
+        v6(dst),
+        ipv6::NEXT_HEADER_UDP,
+        hop_limit,
+        &udp(5000, 53, &data(len)),
+    );
+    eth(M0, H1_MAC, ET_IPV6, &ip)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Output checks (independent of the emitters)
+// ---------------------------------------------------------------------------------------------
+
+/// The IPv4 header checksum verifies: the sum over the whole header is 0.
+fn ipv4_header_valid(ip: &[u8]) -> bool {
+    let ihl = usize::from(ip[0] & 0x0f) * 4;
+    ihl >= 20 && ip.len() >= ihl && checksum::checksum(&ip[..ihl]) == 0
+}
+
+fn mac_at(f: &[u8], at: usize) -> Mac {
+    f[at..at + 6].try_into().expect("6 bytes")
+}
+
+fn be16(f: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([f[at], f[at + 1]])
+}
+
+fn be32(f: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes([f[at], f[at + 1], f[at + 2], f[at + 3]])
+}
+
+/// Check an untagged frame carrying an ICMPv4 error from `from` (our port `from_mac`) to
+/// `to` (MAC `to_mac`): L2, IPv4 header fields and checksum, ICMP checksum. Returns the
+/// ICMP message.
+fn check_icmp4_error(out: &[u8], to_mac: Mac, from_mac: Mac, from: &str, to: &str) -> Vec<u8> {
+    assert_eq!(mac_at(out, 0), to_mac, "eth dst");
+    assert_eq!(mac_at(out, 6), from_mac, "eth src");
+    assert_eq!(be16(out, 12), ET_IPV4);
+    let ip = &out[14..];
+    assert_eq!(ip[0], 0x45, "version 4, IHL 5");
+    assert_eq!(usize::from(be16(ip, 2)), ip.len(), "total length = frame");
+    assert!(ip[8] > 1, "usable TTL");
+    assert_eq!(ip[9], ipv4::PROTO_ICMP);
+    assert!(ipv4_header_valid(ip), "IPv4 header checksum");
+    assert_eq!(ip[12..16], v4(from));
+    assert_eq!(ip[16..20], v4(to));
+    let p = ipv4::Packet::new_checked(ip).expect("view parses");
+    assert!(p.verify_checksum());
+    let icmp = &ip[20..];
+    assert_eq!(checksum::checksum(icmp), 0, "ICMP checksum");
+    assert!(icmpv4::Packet::new_checked(icmp)
+        .expect("icmp view")
+        .verify_checksum());
+    icmp.to_vec()
+}
+
+/// Like [`check_icmp4_error`] for ICMPv6; returns the ICMPv6 message.
+fn check_icmp6_out(out: &[u8], to_mac: Mac, from_mac: Mac, from: &str, to: &str) -> Vec<u8> {
+    assert_eq!(mac_at(out, 0), to_mac, "eth dst");
+    assert_eq!(mac_at(out, 6), from_mac, "eth src");
+    assert_eq!(be16(out, 12), ET_IPV6);
+    let ip = &out[14..];
+    assert_eq!(ip[0] >> 4, 6);
+    assert_eq!(
+        usize::from(be16(ip, 4)) + 40,
+        ip.len(),
+        "payload length = frame"
+    );
+    assert_eq!(ip[6], ipv6::NEXT_HEADER_ICMPV6);
+    assert_eq!(ip[8..24], v6(from), "src");
+    assert_eq!(ip[24..40], v6(to), "dst");
+    let icmp = &ip[40..];
+    assert_eq!(icmp6_sum(&v6(from), &v6(to), icmp), 0, "ICMPv6 checksum");
+    let p = icmpv6::Packet::new_checked(icmp).expect("icmpv6 view");
+    assert!(p.verify_checksum(&v6(from), &v6(to)));
+    icmp.to_vec()
+}
+
+fn action_in_range(a: Action, ports: usize) -> bool {
+    match a {
+        Action::Tx(p) | Action::Kernel(p) => usize::from(p) < ports,
+        Action::Free => true,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hand-written packets
+// ---------------------------------------------------------------------------------------------
+
+/// Echo request 10.10.1.2 -> 10.10.1.1, id 0x1234 seq 1, "abcdefgh", DF, TTL 64.
+const ECHO_REQUEST_HEX: &str = "
+    02 00 00 00 00 01  02 00 00 00 01 02  08 00
+    45 00 00 24 1c 46 40 00 40 01 08 7d 0a 0a 01 02 0a 0a 01 01
+    08 00 54 35 12 34 00 01 61 62 63 64 65 66 67 68";
+
+/// Its reply: MACs and IPs swapped, TTL 64, type 0, ICMP checksum +0x0800.
+const ECHO_REPLY_HEX: &str = "
+    02 00 00 00 01 02  02 00 00 00 00 01  08 00
+    45 00 00 24 1c 46 40 00 40 01 08 7d 0a 0a 01 01 0a 0a 01 02
+    00 00 5c 35 12 34 00 01 61 62 63 64 65 66 67 68";
+
+/// UDP 10.10.1.2:5000 -> 10.10.2.5:53, no data, TTL 64, padded to the 60-byte minimum.
+const UDP_PADDED_HEX: &str = "
+    02 00 00 00 00 01  02 00 00 00 01 02  08 00
+    45 00 00 1c ab cd 00 00 40 11 b7 e9 0a 0a 01 02 0a 0a 02 05
+    13 88 00 35 00 08 00 00
+    00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00";
+
+/// It forwarded to 10.10.2.5 on port 1: TTL 63, checksum b7e9 -> b8e9, padding gone.
+const UDP_FORWARDED_HEX: &str = "
+    02 00 00 00 02 05  02 00 00 00 00 02  08 00
+    45 00 00 1c ab cd 00 00 3f 11 b8 e9 0a 0a 01 02 0a 0a 02 05
+    13 88 00 35 00 08 00 00";
+
+/// ARP who-has 10.10.1.1 tell 10.10.1.2, broadcast, padded to 60 bytes.
+const ARP_REQUEST_HEX: &str = "
+    ff ff ff ff ff ff  02 00 00 00 01 02  08 06
+    00 01 08 00 06 04 00 01  02 00 00 00 01 02  0a 0a 01 02  00 00 00 00 00 00  0a 0a 01 01
+    00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00";
+
+#[test]
+fn hand_written_packets_are_consistent() {
+    // The hex fixtures themselves are well formed (so a failure below is the router's).
+    let req = hex(ECHO_REQUEST_HEX);
+    assert_eq!(req.len(), 50);
+    assert!(ipv4_header_valid(&req[14..]));
+    assert_eq!(checksum::checksum(&req[34..]), 0);
+    let rep = hex(ECHO_REPLY_HEX);
+    assert!(ipv4_header_valid(&rep[14..]));
+    assert_eq!(checksum::checksum(&rep[34..]), 0);
+    let udp = hex(UDP_PADDED_HEX);
+    assert_eq!(udp.len(), 60);
+    assert!(ipv4_header_valid(&udp[14..]));
+    assert!(ipv4_header_valid(&hex(UDP_FORWARDED_HEX)[14..]));
+    assert_eq!(hex(ARP_REQUEST_HEX).len(), 60);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Forwarding
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn ipv4_forward_hand_written_udp() {
+    // Padded 60-byte UDP frame to a connected host leaves port 1 as the exact expected 42 bytes.
+    let mut fx = Fx::new();
+    let (a, out) = fx.run(0, &hex(UDP_PADDED_HEX));
+    assert_eq!(a, Action::Tx(1));
+    assert_eq!(out, hex(UDP_FORWARDED_HEX));
+    assert_eq!(fx.total_drops(), 0);
+    assert!(fx.solicits().is_empty());
+}
+
+#[test]
+fn ipv4_forward_rewrites_l2_and_ttl() {
+    // Forwarding: TTL-1, valid header checksum, neighbour/egress MACs, payload untouched.
+    let mut fx = Fx::new();
+    let input = udp4_from_h1("10.10.2.5", 64, 100);
+    let (a, out) = fx.run(0, &input);
+    assert_eq!(a, Action::Tx(1));
+    assert_eq!(out.len(), input.len());
+    assert_eq!(mac_at(&out, 0), H5_MAC);
+    assert_eq!(mac_at(&out, 6), M1);
+    assert_eq!(be16(&out, 12), ET_IPV4);
+    let ip = &out[14..];
+    assert_eq!(ip[8], 63);
+    assert!(ipv4_header_valid(ip));
+    // Only TTL and checksum changed.
+    let mut expect = input[14..].to_vec();
+    expect[8] = 63;
+    expect[10..12].copy_from_slice(&ip[10..12]);
+    assert_eq!(ip, &expect[..]);
+    assert_eq!(fx.total_drops(), 0);
+}
+
+#[test]
+fn ipv4_forward_checksum_valid_for_every_ttl() {
+    // The incremental checksum update holds for every TTL 2..=255 and various headers.
+    let mut fx = Fx::new();
+    for ttl in 2..=255u8 {
+        for len in [0usize, 1, 33] {
+            let (a, out) = fx.run(0, &udp4_from_h1("10.10.2.5", ttl, len));
+            assert_eq!(a, Action::Tx(1));
+            assert_eq!(out[14 + 8], ttl - 1);
+            assert!(ipv4_header_valid(&out[14..]), "ttl {ttl}");
+        }
+    }
+}
+
+#[test]
+fn ipv4_forward_trims_ethernet_padding() {
+    // A 28-byte IP packet in a 60-byte frame leaves as 42 bytes (padding is not forwarded).
+    let mut fx = Fx::new();
+    let mut frame = udp4_from_h1("10.20.7.7", 64, 0);
+    assert_eq!(frame.len(), 42);
+    frame.resize(60, 0xee);
+    let (a, out) = fx.run(0, &frame);
+    assert_eq!(a, Action::Tx(1));
+    assert_eq!(out.len(), 42);
+    assert!(ipv4_header_valid(&out[14..]));
+}
+
+#[test]
+fn ipv6_forward_rewrites_l2_and_hop_limit() {
+    // IPv6 via the fd20::/48 gateway: hop limit - 1, MACs rewritten, rest unchanged.
+    let mut fx = Fx::new();
+    let input = udp6_from_h1("fd20::5", 64, 100);
+    let (a, out) = fx.run(0, &input);
+    assert_eq!(a, Action::Tx(1));
+    assert_eq!(mac_at(&out, 0), GW6_MAC);
+    assert_eq!(mac_at(&out, 6), M1);
+    assert_eq!(be16(&out, 12), ET_IPV6);
+    let mut expect = input[14..].to_vec();
+    expect[7] = 63;
+    assert_eq!(&out[14..], &expect[..]);
+}
+
+#[test]
+fn ipv6_forward_to_connected_host_trims_padding() {
+    // IPv6 to a connected neighbour; trailing junk after the payload length is cut.
+    let mut fx = Fx::new();
+    let mut input = udp6_from_h1("fd10:2::5", 2, 4);
+    let len = input.len();
+    input.extend_from_slice(&[0xaa; 10]);
+    let (a, out) = fx.run(0, &input);
+    assert_eq!(a, Action::Tx(1));
+    assert_eq!(out.len(), len);
+    assert_eq!(mac_at(&out, 0), H5_MAC);
+    assert_eq!(out[14 + 7], 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// ICMP errors
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn ttl_one_gets_time_exceeded() {
+    // TTL 1 in transit: 11/0 back to the sender's MAC on port 0, from 10.10.1.1, quoting it.
+    let mut fx = Fx::new();
+    let input = udp4_from_h1("10.10.2.5", 1, 100);
+    let (a, out) = fx.run(0, &input);
+    assert_eq!(a, Action::Tx(0));
+    let icmp = check_icmp4_error(&out, H1_MAC, M0, "10.10.1.1", "10.10.1.2");
+    assert_eq!(icmp[0], 11);
+    assert_eq!(icmp[1], 0);
+    assert_eq!(be32(&icmp, 4), 0, "unused word");
+    assert_eq!(
+        &icmp[8..],
+        &input[14..],
+        "quotes the whole original datagram"
+    );
+    assert_eq!(fx.dropped(DropReason::TtlExceeded), 1);
+    assert_eq!(fx.c.icmp_errors.get(), 1);
+}
+
+#[test]
+fn ttl_zero_gets_time_exceeded_too() {
+    // TTL 0 (never valid on the wire) is treated like TTL 1, not forwarded with TTL 255.
+    let mut fx = Fx::new();
+    let (a, out) = fx.run(0, &udp4_from_h1("10.10.2.5", 0, 8));
+    assert_eq!(a, Action::Tx(0));
+    assert_eq!(
+        check_icmp4_error(&out, H1_MAC, M0, "10.10.1.1", "10.10.1.2")[0],
+        11
+    );
+}
+
+#[test]
+fn ttl_one_to_local_address_is_delivered() {
+    // TTL only matters when forwarding: TTL 1 echo to 10.10.1.1 is answered, not expired.
+    let mut fx = Fx::new();
+    let mut f = hex(ECHO_REQUEST_HEX);
+    f[14 + 8] = 1;
+    let mut p = ipv4::Packet::new_unchecked(&mut f[14..]);
+    p.fill_checksum();
+    let (a, out) = fx.run(0, &f);
+    assert_eq!(a, Action::Tx(0));
+    assert_eq!(out[34], icmpv4::TYPE_ECHO_REPLY);
+    assert_eq!(fx.c.icmp_errors.get(), 0);
+}
+
+#[test]
+fn long_datagram_quote_is_capped_at_576() {
+    // The ICMP error is at most 576 bytes: 28 of headers + the first 548 of the original.
+    let mut fx = Fx::new();
+    let input = udp4_from_h1("10.10.2.5", 1, 1000);
+    let (a, out) = fx.run(0, &input);
+    assert_eq!(a, Action::Tx(0));
+    assert_eq!(out.len(), 14 + 576);
+    let icmp = check_icmp4_error(&out, H1_MAC, M0, "10.10.1.1", "10.10.1.2");
+    assert_eq!(&icmp[8..], &input[14..14 + 548]);
+}
+
+#[test]
+fn hop_limit_one_gets_time_exceeded_v6() {
+    // Hop limit 1 in transit: ICMPv6 3/0 from fd10:1::1 to the sender, checksum valid.
+    let mut fx = Fx::new();
+    let input = udp6_from_h1("fd20::5", 1, 100);
+    let (a, out) = fx.run(0, &input);
+    assert_eq!(a, Action::Tx(0));
+    let icmp = check_icmp6_out(&out, H1_MAC, M0, "fd10:1::1", "fd10:1::2");
+    assert_eq!(icmp[0], icmpv6::TYPE_TIME_EXCEEDED);
+    assert_eq!(icmp[1], 0);
+    assert_eq!(be32(&icmp, 4), 0);
+    assert_eq!(&icmp[8..], &input[14..]);
+    assert!(out[14 + 7] >= 64, "error hop limit");
+    assert_eq!(fx.dropped(DropReason::TtlExceeded), 1);
+    assert_eq!(fx.c.icmp_errors.get(), 1);
+}
+
+#[test]
+fn no_route_v4_gets_net_unreachable() {
+    // 192.0.2.1 has no route and there is no default: 3/0 from the ingress address.
+    let mut fx = Fx::new();
+    let input = udp4_from_h1("192.0.2.1", 64, 20);
+    let (a, out) = fx.run(0, &input);
+    assert_eq!(a, Action::Tx(0));
+    let icmp = check_icmp4_error(&out, H1_MAC, M0, "10.10.1.1", "10.10.1.2");
+    assert_eq!((icmp[0], icmp[1]), (3, 0));
+    assert_eq!(&icmp[8..], &input[14..]);
+    assert_eq!(fx.dropped(DropReason::NoRoute), 1);
+    assert_eq!(fx.c.icmp_errors.get(), 1);
+}
+
+#[test]
+fn no_route_v6_gets_dest_unreachable() {
+    // 2001:db8::1 has no route: ICMPv6 1/0.
+    let mut fx = Fx::new();
+    let input = udp6_from_h1("2001:db8::1", 64, 20);
+    let (a, out) = fx.run(0, &input);
+    assert_eq!(a, Action::Tx(0));
+    let icmp = check_icmp6_out(&out, H1_MAC, M0, "fd10:1::1", "fd10:1::2");
+    assert_eq!((icmp[0], icmp[1]), (icmpv6::TYPE_DEST_UNREACHABLE, 0));
+    assert_eq!(&icmp[8..], &input[14..]);
+    assert_eq!(fx.dropped(DropReason::NoRoute), 1);
+}
+
+/// A 1450-byte IPv4 UDP datagram from 10.10.1.2 to 10.10.2.5.
+fn big_udp4(df: bool) -> Vec<u8> {
+    let mut ip = ipv4_pkt(
+        v4("10.10.1.2"),
+        v4("10.10.2.5"),
+        17,
+        64,
+        &udp(5000, 53, &data(1450 - 28)),
+    );
+    set_frag(&mut ip, df, false, 0);
+    assert_eq!(ip.len(), 1450);
+    eth(M0, H1_MAC, ET_IPV4, &ip)
+}
+
+#[test]
+fn df_and_too_big_gets_frag_needed() {
+    // DF and 1450 > MTU 1400: 3/4 with the next-hop MTU in bytes 6-7.
+    let mut fx = Fx::new();
+    fx.t.ports[1].mtu = 1400;
+    let input = big_udp4(true);
+    let (a, out) = fx.run(0, &input);
+    assert_eq!(a, Action::Tx(0));
+    let icmp = check_icmp4_error(&out, H1_MAC, M0, "10.10.1.1", "10.10.1.2");
+    assert_eq!((icmp[0], icmp[1]), (3, 4));
+    assert_eq!(be16(&icmp, 4), 0, "unused");
+    assert_eq!(be16(&icmp, 6), 1400, "next-hop MTU");
+    assert_eq!(&icmp[8..], &input[14..14 + 548]);
+    assert_eq!(fx.dropped(DropReason::TooBig), 1);
+    assert_eq!(fx.c.icmp_errors.get(), 1);
+}
+
+#[test]
+fn too_big_without_df_is_dropped() {
+    // No DF and no fragmentation support: dropped and counted, no ICMP.
+    let mut fx = Fx::new();
+    fx.t.ports[1].mtu = 1400;
+    let (a, _) = fx.run(0, &big_udp4(false));
+    assert_eq!(a, Action::Free);
+    assert_eq!(fx.dropped(DropReason::TooBig), 1);
+    assert_eq!(fx.c.icmp_errors.get(), 0);
+}
+
+#[test]
+fn exactly_mtu_is_forwarded() {
+    // A datagram of exactly the egress MTU fits.
+    let mut fx = Fx::new();
+    fx.t.ports[1].mtu = 1450;
+    let (a, out) = fx.run(0, &big_udp4(true));
+    assert_eq!(a, Action::Tx(1));
+    assert_eq!(out.len(), 14 + 1450);
+}
+
+#[test]
+fn ipv6_too_big_gets_packet_too_big() {
+    // IPv6 bigger than the egress MTU: type 2 with the MTU in the 32-bit parameter.
+    let mut fx = Fx::new();
+    fx.t.ports[1].mtu = 1400;
+    let input = udp6_from_h1("fd20::5", 64, 1450 - 48);
+    assert_eq!(input.len(), 14 + 1450);
+    let (a, out) = fx.run(0, &input);
+    assert_eq!(a, Action::Tx(0));
+    assert_eq!(out.len(), 14 + 1280, "error fills the minimum MTU");
+    let icmp = check_icmp6_out(&out, H1_MAC, M0, "fd10:1::1", "fd10:1::2");
+    assert_eq!((icmp[0], icmp[1]), (icmpv6::TYPE_PACKET_TOO_BIG, 0));
+    assert_eq!(be32(&icmp, 4), 1400);
+    assert_eq!(&icmp[8..], &input[14..14 + 1232]);
+    assert_eq!(fx.dropped(DropReason::TooBig), 1);
+}
+
+#[test]
+fn icmp_errors_are_rate_limited() {
+    // Two errors per second: the third in the same instant is suppressed; a second later, ok.
+    let mut fx = Fx::with_icmp_rate(2);
+    let frame = udp4_from_h1("10.10.2.5", 1, 8);
+    assert_eq!(fx.run(0, &frame).0, Action::Tx(0));
+    assert_eq!(fx.run(0, &frame).0, Action::Tx(0));
+    assert_eq!(fx.run(0, &frame).0, Action::Free);
+    assert_eq!(fx.dropped(DropReason::IcmpRateLimited), 1);
+    assert_eq!(fx.dropped(DropReason::TtlExceeded), 3);
+    assert_eq!(fx.c.icmp_errors.get(), 2);
+    fx.s.now += HZ;
+    let (a, out) = fx.run(0, &frame);
+    assert_eq!(a, Action::Tx(0));
+    assert_eq!(
+        check_icmp4_error(&out, H1_MAC, M0, "10.10.1.1", "10.10.1.2")[0],
+        11
+    );
+    assert_eq!(fx.c.icmp_errors.get(), 3);
+}
+
+#[test]
+fn icmpv6_errors_share_the_rate_limit() {
+    // The bucket is per worker: IPv6 errors draw from the same tokens as IPv4 ones.
+    let mut fx = Fx::with_icmp_rate(1);
+    assert_eq!(fx.run(0, &udp4_from_h1("10.10.2.5", 1, 8)).0, Action::Tx(0));
+    assert_eq!(fx.run(0, &udp6_from_h1("fd20::5", 1, 8)).0, Action::Free);
+    assert_eq!(fx.dropped(DropReason::IcmpRateLimited), 1);
+}
+
+#[test]
+fn no_icmp_error_about_icmp_error() {
+    // An ICMP time-exceeded with TTL 1 (or unroutable) is dropped silently.
+    let mut fx = Fx::new();
+    let quoted = ipv4_pkt(v4("10.10.2.5"), v4("10.10.1.2"), 17, 1, &udp(1, 2, &[]));
+    let err = icmp4(11, 0, 0, &quoted);
+    let ip = ipv4_pkt(v4("10.10.1.2"), v4("10.10.2.5"), 1, 1, &err);
+    let (a, _) = fx.run(0, &eth(M0, H1_MAC, ET_IPV4, &ip));
+    assert_eq!(a, Action::Free);
+    let unreach = icmp4(3, 1, 0, &quoted);
+    let ip = ipv4_pkt(v4("10.10.1.2"), v4("192.0.2.9"), 1, 64, &unreach);
+    let (a, _) = fx.run(0, &eth(M0, H1_MAC, ET_IPV4, &ip));
+    assert_eq!(a, Action::Free);
+    assert_eq!(fx.c.icmp_errors.get(), 0);
+    assert_eq!(fx.dropped(DropReason::TtlExceeded), 1);
+    assert_eq!(fx.dropped(DropReason::NoRoute), 1);
+    // But an ICMP echo request with TTL 1 is not an error: it gets one.
+    let echo = icmp4(8, 0, 0x0001_0001, &data(8));
+    let ip = ipv4_pkt(v4("10.10.1.2"), v4("10.10.2.5"), 1, 1, &echo);
+    let (a, _) = fx.run(0, &eth(M0, H1_MAC, ET_IPV4, &ip));
+    assert_eq!(a, Action::Tx(0));
+    assert_eq!(fx.c.icmp_errors.get(), 1);
+}
+
+#[test]
+fn no_icmpv6_error_about_icmpv6_error() {
+    // ICMPv6 dest-unreachable with hop limit 1: dropped, no error.
+    let mut fx = Fx::new();
+    let (s, d) = (v6("fd10:1::2"), v6("fd20::5"));
+    let m = icmp6(&s, &d, icmpv6::TYPE_DEST_UNREACHABLE, 0, 0, &data(48));
+    let ip = ipv6_pkt(s, d, ipv6::NEXT_HEADER_ICMPV6, 1, &m);
+    let (a, _) = fx.run(0, &eth(M0, H1_MAC, ET_IPV6, &ip));
+    assert_eq!(a, Action::Free);
+    assert_eq!(fx.c.icmp_errors.get(), 0);
+}
+
+#[test]
+fn no_icmp_error_about_non_first_fragment() {
+    // A non-first fragment with TTL 1 is dropped without an error (RFC 1812 4.3.2.7).
+    let mut fx = Fx::new();
+    let mut ip = ipv4_pkt(v4("10.10.1.2"), v4("10.10.2.5"), 17, 1, &data(64));
+    set_frag(&mut ip, false, false, 185);
+    let (a, _) = fx.run(0, &eth(M0, H1_MAC, ET_IPV4, &ip));
+    assert_eq!(a, Action::Free);
+    assert_eq!(fx.c.icmp_errors.get(), 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Local delivery: echo, kernel
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn echo_request_gets_echo_reply_hand_written() {
+    // Hand-written echo request to 10.10.1.1 comes back as the exact hand-written reply.
+    let mut fx = Fx::new();
+    let (a, out) = fx.run(0, &hex(ECHO_REQUEST_HEX));
+    assert_eq!(a, Action::Tx(0));
+    assert_eq!(out, hex(ECHO_REPLY_HEX));
+    assert_eq!(fx.c.echo_replies.get(), 1);
+    assert_eq!(fx.total_drops(), 0);
+}
+
+#[test]
+fn echo_request_gets_echo_reply() {
+    // Echo to our address with odd-length data and TTL 17: IPs/MACs swapped, checksums valid.
+    let mut fx = Fx::new();
+    let body = data(57);
+    let ip = ipv4_pkt(
+        v4("10.10.1.2"),
+        v4("10.10.1.1"),
+        1,
+        17,
+        &icmp4(8, 0, 0xbeef_0007, &body),
+    );
+    let mut frame = eth(M0, H1_MAC, ET_IPV4, &ip);
+    frame.resize(frame.len() + 3, 0);
+    let (a, out) = fx.run(0, &frame);
+    assert_eq!(a, Action::Tx(0));
+    assert_eq!(out.len(), 14 + ip.len());
+    let icmp = check_icmp4_error(&out, H1_MAC, M0, "10.10.1.1", "10.10.1.2");
+    assert_eq!((icmp[0], icmp[1]), (0, 0));
+    assert_eq!(be32(&icmp, 4), 0xbeef_0007, "id and sequence kept");
+    assert_eq!(&icmp[8..], &body[..]);
+    assert_eq!(fx.c.echo_replies.get(), 1);
+}
+
+#[test]
+fn echo_request_with_bad_checksum_is_dropped() {
+    // A corrupted echo request is not answered.
+    let mut fx = Fx::new();
+    let mut f = hex(ECHO_REQUEST_HEX);
+    f[45] ^= 0x01;
+    let (a, _) = fx.run(0, &f);
+    assert_eq!(a, Action::Free);
+    assert_eq!(
+        fx.dropped(DropReason::Malformed(Layer::Icmp, WireError::BadChecksum)),
+        1
+    );
+    assert_eq!(fx.c.echo_replies.get(), 0);
+}
+
+#[test]
+fn echo_request_v6_gets_echo_reply() {
+    // Echo to fd10:1::1: type 129, addresses swapped, ICMPv6 checksum valid.
+    let mut fx = Fx::new();
+    let (s, d) = (v6("fd10:1::2"), v6("fd10:1::1"));
+    let body = data(33);
+    let m = icmp6(&s, &d, icmpv6::TYPE_ECHO_REQUEST, 0, 0x4321_0009, &body);
+    let ip = ipv6_pkt(s, d, ipv6::NEXT_HEADER_ICMPV6, 64, &m);
+    let (a, out) = fx.run(0, &eth(M0, H1_MAC, ET_IPV6, &ip));
+    assert_eq!(a, Action::Tx(0));
+    let icmp = check_icmp6_out(&out, H1_MAC, M0, "fd10:1::1", "fd10:1::2");
+    assert_eq!((icmp[0], icmp[1]), (icmpv6::TYPE_ECHO_REPLY, 0));
+    assert_eq!(be32(&icmp, 4), 0x4321_0009);
+    assert_eq!(&icmp[8..], &body[..]);
+    assert_eq!(fx.c.echo_replies.get(), 1);
+}
+
+#[test]
+fn echo_request_v6_to_link_local_gets_reply() {
+    // Echo to our link-local address from a link-local neighbour is answered from it.
+    let mut fx = Fx::new();
+    let (s, d) = (link_local_of(H1_MAC), link_local_of(M0));
+    let m = icmp6(&s, &d, icmpv6::TYPE_ECHO_REQUEST, 0, 1, &data(8));
+    let ip = ipv6_pkt(s, d, ipv6::NEXT_HEADER_ICMPV6, 64, &m);
+    let (a, out) = fx.run(0, &eth(M0, H1_MAC, ET_IPV6, &ip));
+    assert_eq!(a, Action::Tx(0));
+    assert_eq!(out[14 + 40], icmpv6::TYPE_ECHO_REPLY);
+    assert_eq!(out[14 + 8..14 + 24], d);
+    assert_eq!(out[14 + 24..14 + 40], s);
+    assert_eq!(icmp6_sum(&d, &s, &out[14 + 40..]), 0);
+}
+
+#[test]
+fn local_tcp_goes_to_kernel() {
+    // TCP to 10.10.1.1 goes to the kernel interface; without one it is dropped and counted.
+    let mut fx = Fx::new();
+    let ip = ipv4_pkt(v4("10.10.1.2"), v4("10.10.1.1"), 6, 64, &tcp_syn(40000, 22));
+    let frame = eth(M0, H1_MAC, ET_IPV4, &ip);
+    let (a, out) = fx.run(0, &frame);
+    assert_eq!(a, Action::Kernel(0));
+    assert_eq!(out, frame, "handed over unchanged");
+    fx.t.ports[0].kernel = false;
+    let (a, _) = fx.run(0, &frame);
+    assert_eq!(a, Action::Free);
+    assert_eq!(fx.dropped(DropReason::LocalNoKernel), 1);
+}
+
+#[test]
+fn local_tcp_v6_goes_to_kernel() {
+    // TCP to fd10:1::1 likewise.
+    let mut fx = Fx::new();
+    let ip = ipv6_pkt(
+        v6("fd10:1::2"),
+        v6("fd10:1::1"),
+        ipv6::NEXT_HEADER_TCP,
+        64,
+        &tcp_syn(40000, 22),
+    );
+    let frame = eth(M0, H1_MAC, ET_IPV6, &ip);
+    assert_eq!(fx.run(0, &frame).0, Action::Kernel(0));
+    fx.t.ports[0].kernel = false;
+    assert_eq!(fx.run(0, &frame).0, Action::Free);
+    assert_eq!(fx.dropped(DropReason::LocalNoKernel), 1);
+}
+
+#[test]
+fn multicast_destinations_are_not_routed() {
+    // IPv4 224.0.0.5 / broadcast and IPv6 ff02::5 go to the kernel, or are dropped without one.
+    let mut fx = Fx::new();
+    let ospf = ipv4_pkt(v4("10.10.1.2"), v4("224.0.0.5"), 89, 1, &data(40));
+    let f4 = eth(
+        ethernet::ipv4_multicast_mac(v4("224.0.0.5")),
+        H1_MAC,
+        ET_IPV4,
+        &ospf,
+    );
+    let bcast = ipv4_pkt(
+        v4("10.10.1.2"),
+        v4("255.255.255.255"),
+        17,
+        64,
+        &udp(68, 67, &[]),
+    );
+    let fb = eth(ethernet::BROADCAST, H1_MAC, ET_IPV4, &bcast);
+    let ip6 = ipv6_pkt(v6("fe80::1"), v6("ff02::5"), 89, 1, &data(40));
+    let f6 = eth(
+        ethernet::ipv6_multicast_mac(&v6("ff02::5")),
+        H1_MAC,
+        ET_IPV6,
+        &ip6,
+    );
+    for f in [&f4, &fb, &f6] {
+        assert_eq!(fx.run(0, f).0, Action::Kernel(0));
+    }
+    fx.t.ports[0].kernel = false;
+    for f in [&f4, &fb, &f6] {
+        assert_eq!(fx.run(0, f).0, Action::Free);
+    }
+    assert_eq!(fx.dropped(DropReason::NotRouted), 3);
+    assert_eq!(fx.c.icmp_errors.get(), 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// ARP
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn arp_request_for_us_gets_reply() {
+    // Hand-written who-has 10.10.1.1: reply from our MAC/IP to the requester; requester learned.
+    let mut fx = Fx::new();
+    let (a, out) = fx.run(0, &hex(ARP_REQUEST_HEX));
+    assert_eq!(a, Action::Tx(0));
+    assert_eq!(mac_at(&out, 0), H1_MAC, "eth dst = requester");
+    assert_eq!(mac_at(&out, 6), M0);
+    assert_eq!(be16(&out, 12), ET_ARP);
+    let arp = &out[14..];
+    assert_eq!(arp[..8], hex("00 01 08 00 06 04 00 02")[..], "op 2");
+    assert_eq!(mac_at(arp, 8), M0, "sender MAC");
+    assert_eq!(arp[14..18], v4("10.10.1.1"), "sender IP");
+    assert_eq!(mac_at(arp, 18), H1_MAC, "target MAC");
+    assert_eq!(arp[24..28], v4("10.10.1.2"), "target IP");
+    let p = arp::Packet::new_checked(arp).expect("arp view");
+    assert_eq!(p.operation(), arp::OP_REPLY);
+    assert_eq!(
+        fx.learned(),
+        vec![Learned {
+            port: 0,
+            ip: ip("10.10.1.2"),
+            mac: H1_MAC
+        }]
+    );
+    assert_eq!(fx.c.arp_replies.get(), 1);
+}
+
+#[test]
+fn arp_request_for_other_port_address_is_not_answered() {
+    // who-has 10.10.2.1 (port 1's address) asked on port 0: not ours to answer there.
+    let mut fx = Fx::new();
+    let mut f = hex(ARP_REQUEST_HEX);
+    f[14 + 24..14 + 28].copy_from_slice(&v4("10.10.2.1"));
+    let (a, _) = fx.run(0, &f);
+    assert_eq!(a, Action::Free);
+    assert_eq!(fx.c.arp_replies.get(), 0);
+}
+
+#[test]
+fn arp_request_for_other_ip_is_consumed() {
+    // who-has 10.10.1.99: not ours; freed and counted as consumed, nothing learned.
+    let mut fx = Fx::new();
+    let mut f = hex(ARP_REQUEST_HEX);
+    f[14 + 24..14 + 28].copy_from_slice(&v4("10.10.1.99"));
+    let (a, _) = fx.run(0, &f);
+    assert_eq!(a, Action::Free);
+    assert_eq!(fx.c.consumed.get(), 1);
+    assert_eq!(fx.c.arp_replies.get(), 0);
+    assert!(fx.learned().is_empty());
+    assert_eq!(fx.total_drops(), 0);
+}
+
+fn arp_reply_from_7() -> Vec<u8> {
+    let mac7: Mac = [0x02, 0, 0, 0, 0x01, 0x07];
+    let mut body = [0u8; arp::PACKET_LEN];
+    arp::emit(
+        &mut body,
+        arp::OP_REPLY,
+        mac7,
+        v4("10.10.1.7"),
+        M0,
+        v4("10.10.1.1"),
+    )
+    .expect("arp");
+    eth(M0, mac7, ET_ARP, &body)
+}
+
+#[test]
+fn arp_reply_is_learned_and_passed_to_kernel() {
+    // ARP reply from 10.10.1.7: learned; to the kernel if the port has one, else consumed.
+    let mut fx = Fx::new();
+    let f = arp_reply_from_7();
+    let (a, out) = fx.run(0, &f);
+    assert_eq!(a, Action::Kernel(0));
+    assert_eq!(out, f);
+    let want = Learned {
+        port: 0,
+        ip: ip("10.10.1.7"),
+        mac: [0x02, 0, 0, 0, 0x01, 0x07],
+    };
+    assert_eq!(fx.learned(), vec![want]);
+    fx.t.ports[0].kernel = false;
+    let (a, _) = fx.run(0, &f);
+    assert_eq!(a, Action::Free);
+    assert_eq!(fx.c.consumed.get(), 1);
+    assert_eq!(fx.learned(), vec![want, want]);
+}
+
+#[test]
+fn gratuitous_arp_is_learned() {
+    // A gratuitous ARP request (sender IP = target IP) updates the neighbour.
+    let mut fx = Fx::new();
+    let mac: Mac = [0x02, 0, 0, 0, 0x01, 0x08];
+    let mut body = [0u8; arp::PACKET_LEN];
+    arp::emit(
+        &mut body,
+        arp::OP_REQUEST,
+        mac,
+        v4("10.10.1.8"),
+        [0; 6],
+        v4("10.10.1.8"),
+    )
+    .expect("arp");
+    let (a, _) = fx.run(0, &eth(ethernet::BROADCAST, mac, ET_ARP, &body));
+    assert_eq!(a, Action::Kernel(0));
+    assert_eq!(fx.learned()[0].ip, ip("10.10.1.8"));
+    assert_eq!(fx.learned()[0].mac, mac);
+}
+
+#[test]
+fn arp_not_ethernet_ipv4_is_malformed() {
+    // ARP with a hardware type other than Ethernet is counted as unsupported.
+    let mut fx = Fx::new();
+    let mut f = hex(ARP_REQUEST_HEX);
+    f[15] = 6;
+    let (a, _) = fx.run(0, &f);
+    assert_eq!(a, Action::Free);
+    assert_eq!(
+        fx.dropped(DropReason::Malformed(Layer::Arp, WireError::Unsupported)),
+        1
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Neighbour discovery
+// ---------------------------------------------------------------------------------------------
+
+/// NS from `src` (MAC H1) for `target`, to its solicited-node group.
+fn ns_frame(src: [u8; 16], target: [u8; 16], hop_limit: u8) -> Vec<u8> {
+    let mut ip = vec![0u8; 72];
+    let n = icmpv6::emit_neighbor_solicit(&mut ip, &src, &target, H1_MAC).expect("ns");
+    ip.truncate(n);
+    ip[7] = hop_limit;
+    let dst = ethernet::ipv6_multicast_mac(&ethernet::ipv6_solicited_node(&target));
+    eth(dst, H1_MAC, ET_IPV6, &ip)
+}
+
+#[test]
+fn ns_for_us_gets_na() {
+    // NS for fd10:1::1 to ff02::1:ff00:1: NA (R|S|O, target LL = our MAC) to the NS source.
+    let mut fx = Fx::new();
+    let f = ns_frame(v6("fd10:1::2"), v6("fd10:1::1"), 255);
+    assert_eq!(mac_at(&f, 0), [0x33, 0x33, 0xff, 0, 0, 0x01]);
+    assert_eq!(f[14 + 24..14 + 40], v6("ff02::1:ff00:1"));
+    let (a, out) = fx.run(0, &f);
+    assert_eq!(a, Action::Tx(0));
+    let icmp = check_icmp6_out(&out, H1_MAC, M0, "fd10:1::1", "fd10:1::2");
+    assert_eq!(out[14 + 7], 255, "ND hop limit");
+    assert_eq!((icmp[0], icmp[1]), (icmpv6::TYPE_NEIGHBOR_ADVERT, 0));
+    assert_eq!(icmp[4], 0xe0, "R|S|O");
+    assert_eq!(icmp[5..8], [0, 0, 0]);
+    assert_eq!(icmp[8..24], v6("fd10:1::1"), "target");
+    assert_eq!(icmp[24..26], [2, 1], "target LL option, 8 bytes");
+    assert_eq!(mac_at(&icmp, 26), M0);
+    assert_eq!(icmp.len(), 32);
+    assert_eq!(
+        fx.learned(),
+        vec![Learned {
+            port: 0,
+            ip: ip("fd10:1::2"),
+            mac: H1_MAC
+        }]
+    );
+    assert_eq!(fx.c.nd_adverts.get(), 1);
+}
+
+#[test]
+fn ns_for_our_link_local_gets_na() {
+    // NS from a link-local host for our link-local address is answered from that address.
+    let mut fx = Fx::new();
+    let (s, t) = (link_local_of(H1_MAC), link_local_of(M0));
+    let (a, out) = fx.run(0, &ns_frame(s, t, 255));
+    assert_eq!(a, Action::Tx(0));
+    assert_eq!(out[14 + 8..14 + 24], t);
+    assert_eq!(out[14 + 24..14 + 40], s);
+    assert_eq!(out[14 + 40], icmpv6::TYPE_NEIGHBOR_ADVERT);
+    assert_eq!(icmp6_sum(&t, &s, &out[14 + 40..]), 0);
+}
+
+#[test]
+fn dad_ns_gets_na_to_all_nodes() {
+    // DAD probe (source ::) for our address: NA to ff02::1 with R|O (no S), nothing learned.
+    let mut fx = Fx::new();
+    let (a, out) = fx.run(0, &ns_frame([0; 16], v6("fd10:1::1"), 255));
+    assert_eq!(a, Action::Tx(0));
+    let icmp = check_icmp6_out(&out, [0x33, 0x33, 0, 0, 0, 1], M0, "fd10:1::1", "ff02::1");
+    assert_eq!(icmp[4], 0xa0);
+    assert!(fx.learned().is_empty());
+}
+
+#[test]
+fn ns_with_hop_limit_64_is_malformed() {
+    // ND must come with hop limit 255 (RFC 4861 7.1.1): an NS with 64 is dropped.
+    let mut fx = Fx::new();
+    let (a, _) = fx.run(0, &ns_frame(v6("fd10:1::2"), v6("fd10:1::1"), 64));
+    assert_eq!(a, Action::Free);
+    assert_eq!(
+        fx.dropped(DropReason::Malformed(Layer::Icmp, WireError::Malformed)),
+        1
+    );
+    assert!(fx.learned().is_empty());
+    assert_eq!(fx.c.nd_adverts.get(), 0);
+}
+
+#[test]
+fn ns_with_bad_checksum_is_malformed() {
+    // A corrupted NS is not answered.
+    let mut fx = Fx::new();
+    let mut f = ns_frame(v6("fd10:1::2"), v6("fd10:1::1"), 255);
+    let last = f.len() - 1;
+    f[last] ^= 0x10;
+    assert_eq!(fx.run(0, &f).0, Action::Free);
+    assert_eq!(
+        fx.dropped(DropReason::Malformed(Layer::Icmp, WireError::Malformed)),
+        1
+    );
+}
+
+#[test]
+fn ns_for_other_target_is_consumed() {
+    // NS for fd10:1::99 (not ours) is consumed, not answered.
+    let mut fx = Fx::new();
+    let (a, _) = fx.run(0, &ns_frame(v6("fd10:1::2"), v6("fd10:1::99"), 255));
+    assert_eq!(a, Action::Free);
+    assert_eq!(fx.c.consumed.get(), 1);
+    assert_eq!(fx.c.nd_adverts.get(), 0);
+}
+
+#[test]
+fn na_is_learned() {
+    // NA from fd10:1::7: (target, target LL address) learned; to the kernel if any.
+    let mut fx = Fx::new();
+    let mac7: Mac = [0x02, 0, 0, 0, 0x01, 0x07];
+    let (s, d) = (v6("fd10:1::7"), v6("fd10:1::1"));
+    let mut ip = vec![0u8; 72];
+    let n = icmpv6::emit_neighbor_advert(&mut ip, &s, &d, &s, mac7, 0x60).expect("na");
+    ip.truncate(n);
+    let f = eth(M0, mac7, ET_IPV6, &ip);
+    assert_eq!(fx.run(0, &f).0, Action::Kernel(0));
+    let want = Learned {
+        port: 0,
+        ip: ip_of(s),
+        mac: mac7,
+    };
+    assert_eq!(fx.learned(), vec![want]);
+    fx.t.ports[0].kernel = false;
+    assert_eq!(fx.run(0, &f).0, Action::Free);
+    assert_eq!(fx.c.consumed.get(), 1);
+    assert_eq!(fx.learned(), vec![want, want]);
+}
+
+fn ip_of(a: [u8; 16]) -> IpAddr {
+    IpAddr::from(a)
+}
+
+// ---------------------------------------------------------------------------------------------
+// ECMP, resolution, solicitations
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn ecmp_spreads_flows_and_keeps_them_sticky() {
+    // 1000 flows to 10.20.1.1 use both next hops (>= 20% each); a flow never changes hop.
+    let mut fx = Fx::new();
+    let (mut a_count, mut b_count) = (0, 0);
+    for i in 0..1000u16 {
+        let ip = ipv4_pkt(
+            v4("10.10.1.2"),
+            v4("10.20.1.1"),
+            17,
+            64,
+            &udp(1000 + i, 443, &data(16)),
+        );
+        let f = eth(M0, H1_MAC, ET_IPV4, &ip);
+        let mut seen = None;
+        for _ in 0..3 {
+            let (a, out) = fx.run(0, &f);
+            assert_eq!(a, Action::Tx(1));
+            assert_eq!(mac_at(&out, 6), M1);
+            let m = mac_at(&out, 0);
+            assert!(m == GW_A || m == GW_B, "{m:x?}");
+            assert_eq!(*seen.get_or_insert(m), m, "flow {i} moved");
+        }
+        if seen == Some(GW_A) {
+            a_count += 1;
+        } else {
+            b_count += 1;
+        }
+    }
+    assert!(a_count >= 200 && b_count >= 200, "{a_count} / {b_count}");
+    assert!(fx.solicits().is_empty());
+}
+
+#[test]
+fn ecmp_spreads_by_address_too() {
+    // Flows that differ only by destination address also use both members.
+    let mut fx = Fx::new();
+    let mut macs = std::collections::HashSet::new();
+    for i in 0..64u8 {
+        let dst = format!("10.20.{i}.9");
+        let (a, out) = fx.run(0, &udp4_from_h1(&dst, 64, 0));
+        assert_eq!(a, Action::Tx(1));
+        macs.insert(mac_at(&out, 0));
+    }
+    assert_eq!(macs.len(), 2);
+}
+
+#[test]
+fn unresolved_gateway_queues_one_solicit() {
+    // 10.30/16 via unresolved 10.10.2.9: dropped, one ARP solicit per 200 ms for the gateway.
+    let mut fx = Fx::new();
+    let (a, _) = fx.run(0, &udp4_from_h1("10.30.1.1", 64, 10));
+    assert_eq!(a, Action::Free);
+    assert_eq!(fx.dropped(DropReason::NeighborUnresolved), 1);
+    assert_eq!(fx.solicits(), vec![(1, ip("10.10.2.9"))]);
+    fx.s.now += HZ / 10;
+    let (a, _) = fx.run(0, &udp4_from_h1("10.30.2.2", 64, 10));
+    assert_eq!(a, Action::Free);
+    assert_eq!(fx.dropped(DropReason::NeighborUnresolved), 2);
+    assert_eq!(fx.solicits().len(), 1, "no second solicit within 200 ms");
+    fx.s.now += HZ / 5;
+    fx.run(0, &udp4_from_h1("10.30.1.1", 64, 10));
+    assert_eq!(
+        fx.solicits(),
+        vec![(1, ip("10.10.2.9")), (1, ip("10.10.2.9"))]
+    );
+}
+
+#[test]
+fn build_solicit_v4_is_an_arp_request() {
+    // The queued solicit becomes a broadcast ARP request from 10.10.2.1 / port 1's MAC.
+    let fx = Fx::new();
+    let mut b = TestBuf::new(&[]);
+    assert!(build_solicit(&fx.t, 1, ip("10.10.2.9"), &mut b));
+    let expect = hex("ff ff ff ff ff ff  02 00 00 00 00 02  08 06
+         00 01 08 00 06 04 00 01  02 00 00 00 00 02  0a 0a 02 01
+         00 00 00 00 00 00  0a 0a 02 09");
+    assert_eq!(b.data(), &expect[..]);
+    let p = arp::Packet::new_checked(&b.data()[14..]).expect("arp view");
+    assert_eq!(p.operation(), arp::OP_REQUEST);
+    assert_eq!(p.sender_ip(), v4("10.10.2.1"));
+    assert_eq!(p.target_ip(), v4("10.10.2.9"));
+    // Overwrites whatever the buffer held.
+    let mut b = TestBuf::new(&[0xaa; 300]);
+    assert!(build_solicit(&fx.t, 1, ip("10.10.2.9"), &mut b));
+    assert_eq!(b.data(), &expect[..]);
+}
+
+#[test]
+fn build_solicit_fails_cleanly() {
+    // No such port, or no address of the family on the port: false.
+    let mut fx = Fx::new();
+    let mut b = TestBuf::new(&[]);
+    assert!(!build_solicit(&fx.t, 2, ip("10.10.2.9"), &mut b));
+    fx.t.ports[1].v4.clear();
+    fx.t.ports[1].v6.clear();
+    assert!(!build_solicit(&fx.t, 1, ip("10.10.2.9"), &mut b));
+    assert!(!build_solicit(&fx.t, 1, ip("fd10:2::9"), &mut b));
+}
+
+#[test]
+fn connected_host_without_neighbor_is_solicited() {
+    // 10.10.2.77 is on-link but unknown: dropped, solicit for the host itself.
+    let mut fx = Fx::new();
+    let (a, _) = fx.run(0, &udp4_from_h1("10.10.2.77", 64, 10));
+    assert_eq!(a, Action::Free);
+    assert_eq!(fx.dropped(DropReason::NeighborUnresolved), 1);
+    assert_eq!(fx.solicits(), vec![(1, ip("10.10.2.77"))]);
+    let (a, _) = fx.run(0, &udp6_from_h1("fd10:2::77", 64, 10));
+    assert_eq!(a, Action::Free);
+    assert_eq!(
+        fx.solicits(),
+        vec![(1, ip("10.10.2.77")), (1, ip("fd10:2::77"))]
+    );
+}
+
+#[test]
+fn build_solicit_v6_is_a_neighbor_solicitation() {
+    // NS for fd10:2::77: to 33:33:ff:00:00:77 / ff02::1:ff00:77, from fd10:2::1, SLLA = our MAC.
+    let fx = Fx::new();
+    let mut b = TestBuf::new(&[]);
+    assert!(build_solicit(&fx.t, 1, ip("fd10:2::77"), &mut b));
+    let out = b.data();
+    assert_eq!(out.len(), 14 + 40 + 32);
+    let icmp = check_icmp6_out(
+        out,
+        [0x33, 0x33, 0xff, 0x00, 0x00, 0x77],
+        M1,
+        "fd10:2::1",
+        "ff02::1:ff00:77",
+    );
+    assert_eq!(out[14 + 7], 255);
+    assert_eq!((icmp[0], icmp[1]), (icmpv6::TYPE_NEIGHBOR_SOLICIT, 0));
+    assert_eq!(be32(&icmp, 4), 0);
+    assert_eq!(icmp[8..24], v6("fd10:2::77"));
+    assert_eq!(icmp[24..26], [1, 1], "source LL option");
+    assert_eq!(mac_at(&icmp, 26), M1);
+    // A link-local target is solicited from our link-local address.
+    let mut b = TestBuf::new(&[]);
+    assert!(build_solicit(&fx.t, 1, ip("fe80::77"), &mut b));
+    assert_eq!(b.data()[14 + 8..14 + 24], link_local_of(M1));
+}
+
+#[test]
+fn stale_neighbor_forwards_and_solicits() {
+    // Stale neighbour 10.10.2.50 and stale gateway 10.10.2.4: still used, and probed.
+    let mut fx = Fx::new();
+    let (a, out) = fx.run(0, &udp4_from_h1("10.10.2.50", 64, 10));
+    assert_eq!(a, Action::Tx(1));
+    assert_eq!(mac_at(&out, 0), STALE_MAC);
+    let (a, out) = fx.run(0, &udp4_from_h1("10.40.0.1", 64, 10));
+    assert_eq!(a, Action::Tx(1));
+    assert_eq!(mac_at(&out, 0), GW_C);
+    assert_eq!(
+        fx.solicits(),
+        vec![(1, ip("10.10.2.50")), (1, ip("10.10.2.4"))]
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// VLAN
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn vlan_egress_adds_tag() {
+    // Port 1 on VLAN 100: a frame forwarded to it gets an 802.1Q tag before the ethertype.
+    let mut fx = Fx::new();
+    fx.t.ports[1].vlan = Some(100);
+    let input = udp4_from_h1("10.10.2.5", 64, 20);
+    let (a, out) = fx.run(0, &input);
+    assert_eq!(a, Action::Tx(1));
+    assert_eq!(out.len(), input.len() + 4);
+    assert_eq!(mac_at(&out, 0), H5_MAC);
+    assert_eq!(mac_at(&out, 6), M1);
+    assert_eq!(out[12..18], [0x81, 0x00, 0x00, 100, 0x08, 0x00]);
+    assert_eq!(out[18 + 8], 63);
+    assert!(ipv4_header_valid(&out[18..]));
+    let mut ip = input[14..].to_vec();
+    ip[8] = 63;
+    ip[10..12].copy_from_slice(&out[28..30]);
+    assert_eq!(&out[18..], &ip[..]);
+    // IPv6 too.
+    let (a, out) = fx.run(0, &udp6_from_h1("fd20::5", 64, 20));
+    assert_eq!(a, Action::Tx(1));
+    assert_eq!(out[12..18], [0x81, 0x00, 0x00, 100, 0x86, 0xdd]);
+}
+
+#[test]
+fn vlan_ingress_strips_tag() {
+    // A VLAN 100 frame from port 1 to port 0 (untagged) leaves without the tag.
+    let mut fx = Fx::new();
+    fx.t.ports[1].vlan = Some(100);
+    let ip = ipv4_pkt(
+        v4("10.10.2.5"),
+        v4("10.10.1.2"),
+        17,
+        64,
+        &udp(9, 9, &data(20)),
+    );
+    let (a, out) = fx.run(1, &eth_tagged(M1, H5_MAC, 100, ET_IPV4, &ip));
+    assert_eq!(a, Action::Tx(0));
+    assert_eq!(out.len(), 14 + ip.len());
+    assert_eq!(mac_at(&out, 0), H1_MAC);
+    assert_eq!(mac_at(&out, 6), M0);
+    assert_eq!(be16(&out, 12), ET_IPV4);
+    assert_eq!(out[14 + 8], 63);
+    assert!(ipv4_header_valid(&out[14..]));
+    // The priority bits do not matter, only the VID.
+    let (a, _) = fx.run(1, &eth_tagged(M1, H5_MAC, 0xa000 | 100, ET_IPV4, &ip));
+    assert_eq!(a, Action::Tx(0));
+}
+
+#[test]
+fn vlan_mismatch_is_dropped() {
+    // Tagged on untagged port 0, untagged or wrong VID on VLAN-100 port 1: VlanMismatch.
+    let mut fx = Fx::new();
+    fx.t.ports[1].vlan = Some(100);
+    let ip = ipv4_pkt(v4("10.10.1.2"), v4("10.10.2.5"), 17, 64, &udp(9, 9, &[]));
+    assert_eq!(
+        fx.run(0, &eth_tagged(M0, H1_MAC, 100, ET_IPV4, &ip)).0,
+        Action::Free
+    );
+    let ip = ipv4_pkt(v4("10.10.2.5"), v4("10.10.1.2"), 17, 64, &udp(9, 9, &[]));
+    assert_eq!(fx.run(1, &eth(M1, H5_MAC, ET_IPV4, &ip)).0, Action::Free);
+    assert_eq!(
+        fx.run(1, &eth_tagged(M1, H5_MAC, 101, ET_IPV4, &ip)).0,
+        Action::Free
+    );
+    assert_eq!(fx.dropped(DropReason::VlanMismatch), 3);
+}
+
+#[test]
+fn vlan_replies_keep_the_tag() {
+    // ARP request and TTL-expired packet on VLAN port 1: the reply leaves tagged.
+    let mut fx = Fx::new();
+    fx.t.ports[1].vlan = Some(100);
+    let mut body = [0u8; arp::PACKET_LEN];
+    arp::emit(
+        &mut body,
+        arp::OP_REQUEST,
+        H5_MAC,
+        v4("10.10.2.5"),
+        [0; 6],
+        v4("10.10.2.1"),
+    )
+    .expect("arp");
+    let (a, out) = fx.run(
+        1,
+        &eth_tagged(ethernet::BROADCAST, H5_MAC, 100, ET_ARP, &body),
+    );
+    assert_eq!(a, Action::Tx(1));
+    assert_eq!(mac_at(&out, 0), H5_MAC);
+    assert_eq!(out[12..18], [0x81, 0x00, 0x00, 100, 0x08, 0x06]);
+    assert_eq!(be16(&out, 18 + 6), arp::OP_REPLY);
+    let ip = ipv4_pkt(v4("10.10.2.5"), v4("10.10.1.2"), 17, 1, &udp(9, 9, &[]));
+    let (a, out) = fx.run(1, &eth_tagged(M1, H5_MAC, 100, ET_IPV4, &ip));
+    assert_eq!(a, Action::Tx(1));
+    assert_eq!(out[12..18], [0x81, 0x00, 0x00, 100, 0x08, 0x00]);
+    assert!(ipv4_header_valid(&out[18..]));
+    assert_eq!(out[18 + 20], 11);
+    assert_eq!(checksum::checksum(&out[38..]), 0);
+}
+
+#[test]
+fn from_kernel_adds_vlan_tag() {
+    // The kernel's untagged frame leaves port 1 with tag 100; port 0 frames leave unchanged.
+    let mut fx = Fx::new();
+    fx.t.ports[1].vlan = Some(100);
+    let ip = ipv4_pkt(v4("10.10.2.1"), v4("10.10.2.5"), 6, 64, &tcp_syn(22, 40000));
+    let f = eth(H5_MAC, M1, ET_IPV4, &ip);
+    let (a, out) = fx.run_from_kernel(1, &f);
+    assert_eq!(a, Action::Tx(1));
+    assert_eq!(out.len(), f.len() + 4);
+    assert_eq!(out[0..12], f[0..12]);
+    assert_eq!(out[12..18], [0x81, 0x00, 0x00, 100, 0x08, 0x00]);
+    assert_eq!(out[18..], f[14..]);
+    let f0 = eth(H1_MAC, M0, ET_IPV4, &ip);
+    assert_eq!(fx.run_from_kernel(0, &f0), (Action::Tx(0), f0.clone()));
+    // Garbage from the kernel is dropped, not sent; an unknown port is refused.
+    assert_eq!(fx.run_from_kernel(1, &[0u8; 5]).0, Action::Free);
+    assert_eq!(fx.run_from_kernel(7, &f0).0, Action::Free);
+}
+
+#[test]
+fn build_solicit_on_vlan_port_is_tagged() {
+    // An ARP request built for VLAN port 1 carries the tag.
+    let mut fx = Fx::new();
+    fx.t.ports[1].vlan = Some(100);
+    let mut b = TestBuf::new(&[]);
+    assert!(build_solicit(&fx.t, 1, ip("10.10.2.9"), &mut b));
+    let out = b.data();
+    assert_eq!(out.len(), 18 + 28);
+    assert_eq!(out[12..18], [0x81, 0x00, 0x00, 100, 0x08, 0x06]);
+    assert_eq!(out[18 + 24..18 + 28], v4("10.10.2.9"));
+    let mut b = TestBuf::new(&[]);
+    assert!(build_solicit(&fx.t, 1, ip("fd10:2::77"), &mut b));
+    let out = b.data();
+    assert_eq!(out.len(), 18 + 72);
+    assert_eq!(out[12..18], [0x81, 0x00, 0x00, 100, 0x86, 0xdd]);
+    assert_eq!(
+        icmp6_sum(&v6("fd10:2::1"), &v6("ff02::1:ff00:77"), &out[18 + 40..]),
+        0
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Malformed and unwanted input
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn truncated_ipv4_every_prefix() {
+    // Every prefix of a valid frame is dropped with the right reason, and never panics.
+    let mut fx = Fx::new();
+    let frame = udp4_from_h1("10.10.2.5", 64, 10);
+    for n in 0..frame.len() {
+        let (a, _) = fx.run(0, &frame[..n]);
+        assert_eq!(a, Action::Free, "prefix {n}");
+    }
+    let mal = |l, e| DropReason::Malformed(l, e);
+    assert_eq!(fx.dropped(mal(Layer::Ethernet, WireError::Truncated)), 14);
+    assert_eq!(fx.dropped(mal(Layer::Ipv4, WireError::Truncated)), 20);
+    assert_eq!(
+        fx.dropped(mal(Layer::Ipv4, WireError::BadLength)),
+        (frame.len() - 34) as u64
+    );
+    assert_eq!(fx.total_drops(), frame.len() as u64);
+    assert_eq!(fx.run(0, &frame).0, Action::Tx(1));
+}
+
+#[test]
+fn truncated_ipv6_arp_and_icmp_every_prefix() {
+    // Prefixes of IPv6, ARP, echo and NS frames: always Free, never a panic or a reply.
+    let mut fx = Fx::new();
+    let frames = [
+        udp6_from_h1("fd20::5", 64, 10),
+        hex(ARP_REQUEST_HEX)[..42].to_vec(),
+        hex(ECHO_REQUEST_HEX),
+        ns_frame(v6("fd10:1::2"), v6("fd10:1::1"), 255),
+    ];
+    for f in &frames {
+        for n in 0..f.len() {
+            let (a, _) = fx.run(0, &f[..n]);
+            assert_eq!(a, Action::Free, "prefix {n} of {f:02x?}");
+        }
+    }
+    assert_eq!(fx.c.arp_replies.get(), 0);
+    assert_eq!(fx.c.echo_replies.get(), 0);
+    assert_eq!(fx.c.nd_adverts.get(), 0);
+}
+
+#[test]
+fn bad_ipv4_header_checksum_is_dropped() {
+    // One flipped bit in the header: Malformed(Ipv4, BadChecksum), no ICMP.
+    let mut fx = Fx::new();
+    let mut f = udp4_from_h1("10.10.2.5", 1, 10);
+    f[14 + 11] ^= 0x40;
+    assert_eq!(fx.run(0, &f).0, Action::Free);
+    assert_eq!(
+        fx.dropped(DropReason::Malformed(Layer::Ipv4, WireError::BadChecksum)),
+        1
+    );
+    assert_eq!(fx.c.icmp_errors.get(), 0);
+}
+
+#[test]
+fn bad_ip_version_and_header_length_are_dropped() {
+    // Version 5 in an IPv4 frame, IHL 4, version 4 in an IPv6 frame.
+    let mut fx = Fx::new();
+    let mut f = udp4_from_h1("10.10.2.5", 64, 10);
+    f[14] = 0x55;
+    assert_eq!(fx.run(0, &f).0, Action::Free);
+    f[14] = 0x44;
+    assert_eq!(fx.run(0, &f).0, Action::Free);
+    let mut f6 = udp6_from_h1("fd20::5", 64, 10);
+    f6[14] = 0x40;
+    assert_eq!(fx.run(0, &f6).0, Action::Free);
+    let mal = |l, e| DropReason::Malformed(l, e);
+    assert_eq!(fx.dropped(mal(Layer::Ipv4, WireError::BadVersion)), 1);
+    assert_eq!(fx.dropped(mal(Layer::Ipv4, WireError::BadHeaderLen)), 1);
+    assert_eq!(fx.dropped(mal(Layer::Ipv6, WireError::BadVersion)), 1);
+}
+
+#[test]
+fn unknown_ethertype_is_dropped() {
+    // LLDP (0x88cc) to its multicast MAC: UnknownEthertype; an 802.3 length field: Malformed.
+    let mut fx = Fx::new();
+    let f = eth([0x01, 0x80, 0xc2, 0, 0, 0x0e], H1_MAC, 0x88cc, &data(40));
+    assert_eq!(fx.run(0, &f).0, Action::Free);
+    assert_eq!(fx.dropped(DropReason::UnknownEthertype), 1);
+    let f = eth(M0, H1_MAC, 0x0040, &data(64));
+    assert_eq!(fx.run(0, &f).0, Action::Free);
+    assert_eq!(
+        fx.dropped(DropReason::Malformed(
+            Layer::Ethernet,
+            WireError::Unsupported
+        )),
+        1
+    );
+}
+
+#[test]
+fn frame_for_another_mac_is_not_for_us() {
+    // Unicast to another MAC (e.g. port 1's MAC arriving on port 0): NotForUs.
+    let mut fx = Fx::new();
+    let mut f = udp4_from_h1("10.10.2.5", 64, 10);
+    f[0..6].copy_from_slice(&[0x02, 0x11, 0x22, 0x33, 0x44, 0x55]);
+    assert_eq!(fx.run(0, &f).0, Action::Free);
+    f[0..6].copy_from_slice(&M1);
+    assert_eq!(fx.run(0, &f).0, Action::Free);
+    assert_eq!(fx.dropped(DropReason::NotForUs), 2);
+}
+
+#[test]
+fn martian_sources_are_dropped() {
+    // Multicast, loopback, zero, broadcast sources (v4) and multicast/loopback (v6): Martian.
+    let mut fx = Fx::new();
+    for src in [
+        "224.0.0.5",
+        "127.0.0.1",
+        "0.0.0.0",
+        "255.255.255.255",
+        "240.0.0.1",
+    ] {
+        let ip = ipv4_pkt(v4(src), v4("10.10.2.5"), 17, 1, &udp(9, 9, &[]));
+        assert_eq!(fx.run(0, &eth(M0, H1_MAC, ET_IPV4, &ip)).0, Action::Free);
+    }
+    for src in ["ff02::1", "::1"] {
+        let ip = ipv6_pkt(v6(src), v6("fd20::5"), 17, 1, &udp(9, 9, &[]));
+        assert_eq!(fx.run(0, &eth(M0, H1_MAC, ET_IPV6, &ip)).0, Action::Free);
+    }
+    let ip = ipv6_pkt([0; 16], v6("fd20::5"), 17, 64, &udp(9, 9, &[]));
+    assert_eq!(fx.run(0, &eth(M0, H1_MAC, ET_IPV6, &ip)).0, Action::Free);
+    assert_eq!(fx.dropped(DropReason::Martian), 8);
+    assert_eq!(fx.c.icmp_errors.get(), 0);
+}
+
+#[test]
+fn unknown_port_is_freed() {
+    // A port index past the table: Free, not a panic.
+    let mut fx = Fx::new();
+    assert_eq!(fx.run(2, &hex(ECHO_REQUEST_HEX)).0, Action::Free);
+    assert_eq!(fx.run(u16::MAX, &hex(ECHO_REQUEST_HEX)).0, Action::Free);
+}
+
+#[test]
+fn link_local_destination_not_ours_is_not_routed() {
+    // fe80::99 (not ours) is never forwarded, with or without a default route.
+    for mut fx in [Fx::new(), Fx::with_default_routes()] {
+        let (a, _) = fx.run(0, &udp6_from_h1("fe80::99", 64, 10));
+        assert_eq!(a, Action::Free);
+        assert_eq!(fx.dropped(DropReason::NotRouted), 1);
+        assert_eq!(fx.c.icmp_errors.get(), 0);
+    }
+}
+
+#[test]
+fn link_local_source_is_not_routed() {
+    // A link-local source never leaves its link: fe80::5 -> fd20::5 is dropped.
+    let mut fx = Fx::new();
+    let ip = ipv6_pkt(v6("fe80::5"), v6("fd20::5"), 17, 64, &udp(9, 9, &[]));
+    let (a, _) = fx.run(0, &eth(M0, H1_MAC, ET_IPV6, &ip));
+    assert_eq!(a, Action::Free);
+    assert_eq!(fx.dropped(DropReason::NotRouted), 1);
+}
+
+#[test]
+fn default_route_forwards_unknown_destinations() {
+    // With 0/0 and ::/0, what had no route is forwarded to the default gateways.
+    let mut fx = Fx::with_default_routes();
+    let (a, out) = fx.run(0, &udp4_from_h1("192.0.2.1", 64, 10));
+    assert_eq!(a, Action::Tx(1));
+    assert_eq!(mac_at(&out, 0), GW_A);
+    let (a, out) = fx.run(0, &udp6_from_h1("2001:db8::1", 64, 10));
+    assert_eq!(a, Action::Tx(1));
+    assert_eq!(mac_at(&out, 0), GW6_MAC);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Property tests: arbitrary input never panics and always yields a sane action
+// ---------------------------------------------------------------------------------------------
+
+/// Interesting IPv4 destinations: ours, connected, routed, unresolved, multicast, none.
+fn dst4_strategy() -> impl Strategy<Value = [u8; 4]> {
+    prop_oneof![
+        Just(v4("10.10.1.1")),
+        Just(v4("10.10.2.1")),
+        Just(v4("10.10.2.5")),
+        Just(v4("10.10.2.77")),
+        Just(v4("10.20.3.4")),
+        Just(v4("10.30.3.4")),
+        Just(v4("224.0.0.1")),
+        any::<[u8; 4]>(),
+    ]
+}
+
+fn dst6_strategy() -> impl Strategy<Value = [u8; 16]> {
+    prop_oneof![
+        Just(v6("fd10:1::1")),
+        Just(link_local_of(M0)),
+        Just(v6("fd10:2::5")),
+        Just(v6("fd20::5")),
+        Just(v6("ff02::1:ff00:1")),
+        any::<[u8; 16]>(),
+    ]
+}
+
+fn check_any(fx: &mut Fx, frame: &[u8]) -> Result<(), TestCaseError> {
+    for port in 0..2u16 {
+        let (a, out) = fx.run(port, frame);
+        prop_assert!(action_in_range(a, 2), "{a:?}");
+        if let Action::Tx(_) = a {
+            prop_assert!(out.len() >= 14, "sent a runt: {out:02x?}");
+        }
+        let (a, _) = fx.run_from_kernel(port, frame);
+        prop_assert!(action_in_range(a, 2), "{a:?}");
+    }
+    Ok(())
+}
+
+proptest! {
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+        // Pure garbage, and garbage with our MAC and each known ethertype in front.
+        let mut fx = Fx::new();
+        check_any(&mut fx, &bytes)?;
+        for et in [ET_IPV4, ET_IPV6, ET_ARP, 0x8100] {
+            check_any(&mut fx, &eth(M0, H1_MAC, et, &bytes))?;
+        }
+    }
+
+    #[test]
+    fn arbitrary_ipv4_payload_never_panics(
+        dst in dst4_strategy(),
+        ttl in any::<u8>(),
+        proto in prop_oneof![Just(1u8), Just(6), Just(17), any::<u8>()],
+        flags in any::<u16>(),
+        ihl in prop_oneof![Just(5u8), 0u8..16],
+        len_delta in prop_oneof![Just(0i32), -30i32..30],
+        tail in proptest::collection::vec(any::<u8>(), 0..1600),
+        mtu in prop_oneof![Just(1500u16), 68u16..1600],
+    ) {
+        // A header with a valid checksum (and arbitrary fields) before arbitrary bytes.
+        let mut fx = Fx::new();
+        fx.t.ports[1].mtu = mtu;
+        let mut ip = ipv4_pkt(v4("10.10.1.2"), dst, proto, ttl, &tail);
+        ip[0] = 0x40 | ihl;
+        ip[6..8].copy_from_slice(&flags.to_be_bytes());
+        let total = (ip.len() as i32 + len_delta).clamp(0, 0xffff) as u16;
+        ip[2..4].copy_from_slice(&total.to_be_bytes());
+        ip[10..12].copy_from_slice(&[0, 0]);
+        let hl = (usize::from(ihl) * 4).clamp(20, ip.len());
+        let c = checksum::checksum(&ip[..hl]);
+        ip[10..12].copy_from_slice(&c.to_be_bytes());
+        let frame = eth(M0, H1_MAC, ET_IPV4, &ip);
+        check_any(&mut fx, &frame)?;
+        fx.t.ports[1].vlan = Some(7);
+        check_any(&mut fx, &frame)?;
+        check_any(&mut fx, &eth_tagged(M1, H5_MAC, 7, ET_IPV4, &ip))?;
+    }
+
+    #[test]
+    fn arbitrary_ipv6_payload_never_panics(
+        dst in dst6_strategy(),
+        hop_limit in prop_oneof![Just(255u8), any::<u8>()],
+        next in prop_oneof![Just(58u8), Just(0), Just(44), Just(17), any::<u8>()],
+        icmp_type in prop_oneof![Just(135u8), Just(136), Just(128), Just(1), any::<u8>()],
+        tail in proptest::collection::vec(any::<u8>(), 0..1500),
+        fix_checksum in any::<bool>(),
+        len_delta in prop_oneof![Just(0i32), -30i32..30],
+        mtu in prop_oneof![Just(1500u16), 68u16..1600],
+    ) {
+        // IPv6 header before arbitrary bytes, often an ICMPv6/ND message with a good checksum.
+        let mut fx = Fx::new();
+        fx.t.ports[1].mtu = mtu;
+        let src = v6("fd10:1::2");
+        let mut payload = tail;
+        if next == 58 && payload.len() >= 4 {
+            payload[0] = icmp_type;
+            payload[1] = 0;
+            if fix_checksum {
+                payload[2..4].copy_from_slice(&[0, 0]);
+                let c = icmp6_sum(&src, &dst, &payload);
+                payload[2..4].copy_from_slice(&c.to_be_bytes());
+            }
+        }
+        let mut ip = ipv6_pkt(src, dst, next, hop_limit, &payload);
+        let plen = (payload.len() as i32 + len_delta).clamp(0, 0xffff) as u16;
+        ip[4..6].copy_from_slice(&plen.to_be_bytes());
+        let frame = eth(M0, H1_MAC, ET_IPV6, &ip);
+        check_any(&mut fx, &frame)?;
+    }
+
+    #[test]
+    fn build_solicit_never_panics(port in 0u16..4, a in any::<[u8; 16]>(), b in any::<[u8; 4]>()) {
+        // Any address on any port: either a frame or false.
+        let fx = Fx::new();
+        for target in [IpAddr::from(a), IpAddr::from(b)] {
+            let mut buf = TestBuf::new(&[0x55; 10]);
+            if build_solicit(&fx.t, port, target, &mut buf) {
+                prop_assert!(port < 2);
+                prop_assert!(buf.data().len() >= 42);
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bugs found (ignored so the suite stays green; see the messages)
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn link_layer_broadcast_unicast_ip_is_not_forwarded() {
+    // A unicast IP packet in a broadcast frame is not forwarded, and earns no ICMP error.
+    let mut fx = Fx::new();
+    let mut f = udp4_from_h1("10.10.2.5", 64, 10);
+    f[0..6].copy_from_slice(&ethernet::BROADCAST);
+    assert_eq!(
+        fx.run(0, &f).0,
+        Action::Free,
+        "forwarded a link-layer broadcast"
+    );
+    let mut f = udp4_from_h1("10.10.2.5", 1, 10);
+    f[0..6].copy_from_slice(&ethernet::BROADCAST);
+    assert_eq!(fx.run(0, &f).0, Action::Free, "ICMP error for a broadcast");
+    let mut f = udp6_from_h1("fd20::5", 64, 10);
+    f[0..6].copy_from_slice(&[0x33, 0x33, 0, 0, 0, 1]);
+    assert_eq!(
+        fx.run(0, &f).0,
+        Action::Free,
+        "forwarded a link-layer multicast"
+    );
+    assert_eq!(fx.c.icmp_errors.get(), 0);
+}
+
+#[test]
+fn loopback_destination_is_not_forwarded() {
+    // With a default route, 127.0.0.1 and ::1 must still not leave the box.
+    let mut fx = Fx::with_default_routes();
+    assert_eq!(
+        fx.run(0, &udp4_from_h1("127.0.0.1", 64, 10)).0,
+        Action::Free
+    );
+    assert_eq!(fx.run(0, &udp6_from_h1("::1", 64, 10)).0, Action::Free);
+}
+
+#[test]
+fn fragmented_echo_request_goes_to_kernel() {
+    // First fragment of a 2000-byte ping to 10.10.1.1: the kernel should reassemble it.
+    let mut fx = Fx::new();
+    let echo = icmp4(8, 0, 0x0001_0001, &data(2000));
+    let mut ip = ipv4_pkt(v4("10.10.1.2"), v4("10.10.1.1"), 1, 64, &echo[..1480]);
+    set_frag(&mut ip, false, true, 0);
+    let (a, _) = fx.run(0, &eth(M0, H1_MAC, ET_IPV4, &ip));
+    assert_eq!(
+        fx.dropped(DropReason::Malformed(Layer::Icmp, WireError::BadChecksum)),
+        0
+    );
+    assert_eq!(a, Action::Kernel(0));
+}
+
+#[test]
+fn ecmp_keeps_fragments_of_a_datagram_together() {
+    // The first and a later fragment of the same datagram use the same next hop.
+    let mut fx = Fx::new();
+    for sport in 0..64u16 {
+        let u = udp(1000 + sport, 443, &data(64));
+        let mut first = ipv4_pkt(v4("10.10.1.2"), v4("10.20.1.1"), 17, 64, &u[..48]);
+        set_frag(&mut first, false, true, 0);
+        let mut later = ipv4_pkt(v4("10.10.1.2"), v4("10.20.1.1"), 17, 64, &u[48..]);
+        set_frag(&mut later, false, false, 48);
+        let (a1, o1) = fx.run(0, &eth(M0, H1_MAC, ET_IPV4, &first));
+        let (a2, o2) = fx.run(0, &eth(M0, H1_MAC, ET_IPV4, &later));
+        assert_eq!((a1, a2), (Action::Tx(1), Action::Tx(1)));
+        assert_eq!(mac_at(&o1, 0), mac_at(&o2, 0), "flow {sport} split");
+    }
+}
+
+#[test]
+fn icmpv6_error_to_off_link_sender_has_global_source() {
+    // Hop limit 1 from fd20::5 (behind the gateway on port 1): the error must come from a global.
+    let mut fx = Fx::new();
+    let ip = ipv6_pkt(v6("fd20::5"), v6("fd10:1::2"), 17, 1, &udp(9, 9, &data(8)));
+    let (a, out) = fx.run(1, &eth(M1, GW6_MAC, ET_IPV6, &ip));
+    assert_eq!(a, Action::Tx(1));
+    let src: [u8; 16] = out[14 + 8..14 + 24].try_into().expect("16 bytes");
+    assert!(
+        !crate::tables::is_link_local(&src),
+        "source {}",
+        Ipv6Addr::from(src)
+    );
+}

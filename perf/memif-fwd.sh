@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# Forwarding rate of one ferryd worker over memif, against testpmd macswap (the ceiling) in
+# the same run. The generator is dpdk-testpmd in flowgen mode (64-byte UDP, many flows) on
+# two memif ports; the device under test routes everything it gets to its second port.
+#
+# Usage: perf/memif-fwd.sh [SECONDS] [RUNS]      (run as root; needs a release ferryd)
+# Prints one line per run and the medians. Issue 2 replaces testpmd with ferry-pktgen.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECS=${1:-8}
+RUNS=${2:-3}
+FERRYD=${FERRYD:-target/release/ferryd}
+W=$(mktemp -d /tmp/ferry-perf.XXXXXX)
+trap 'pkill -f "file-prefix=fperf" 2>/dev/null || true; [ -n "${KEEP:-}" ] || rm -rf "$W"' EXIT
+
+GEN_MAC0=02:fe:00:00:00:01
+GEN_MAC1=02:fe:00:00:00:02
+# testpmd 22.11 flowgen sends every packet to 00:01:02:03:04:01 (its cfg_ether_dst) and
+# ignores --eth-peer, so both DUT ports carry that MAC (they are separate links).
+DUT_MAC0=00:01:02:03:04:01
+DUT_MAC1=00:01:02:03:04:01
+
+cat > "$W/ferry.yaml" <<YAML
+dpdk:
+  lcores: ["0@0", "1@1"]
+  args: ["--in-memory", "--file-prefix=fperf-dut", "--log-level=pmd.net.memif:warning"]
+ports:
+  - name: a
+    devargs: net_memif0,role=server,socket=$W/memif.sock,id=0,mac=$DUT_MAC0
+    addresses: [192.168.98.1/24]
+    exception: false
+  - name: b
+    devargs: net_memif1,role=server,socket=$W/memif.sock,id=1,mac=$DUT_MAC1
+    addresses: [192.168.99.1/24]
+    exception: false
+routes:
+  - prefix: 10.253.0.0/16
+    via: [192.168.99.2]
+neighbors:
+  - { address: 192.168.99.2, mac: "$GEN_MAC1", port: b }
+YAML
+
+# The generator: flowgen on CPU 0, its (mostly sleeping) main lcore on CPU 1; the DUT
+# worker on CPU 1 and its main lcore on CPU 0. Measured here: mains beside their own
+# forwarding core cost the generator two thirds of its rate.
+generator() { # seconds -> prints rx pps of port 1 (median of its per-second samples)
+  timeout -s INT "$1" dpdk-testpmd --lcores=10@1,11@0 --main-lcore=10 --in-memory --file-prefix=fperf-gen \
+    --no-pci --log-level=pmd.net.memif:warning \
+    --vdev="net_memif0,role=client,socket=$W/memif.sock,id=0,mac=$GEN_MAC0" \
+    --vdev="net_memif1,role=client,socket=$W/memif.sock,id=1,mac=$GEN_MAC1" \
+    -- --forward-mode=flowgen --flowgen-flows=1024 --txpkts=64 --burst=32 \
+    --eth-peer=0,$DUT_MAC0 --eth-peer=1,$DUT_MAC1 --stats-period=1 --total-num-mbufs=32768 \
+    --nb-cores=1 --txd=1024 --rxd=1024 < <(sleep $(($1 + 5))) 2>&1 | tr -d '\033' > "$W/gen.log" || true
+  # Per-second "Rx-pps:" lines alternate port 0, port 1; take port 1's, drop the first two.
+  awk '/Rx-pps:/ { n++; if (n % 2 == 0) print $2 }' "$W/gen.log" | tail -n +3 | sort -n |
+    awk '{ a[NR] = $1 } END { if (NR) print a[int((NR + 1) / 2)]; else print 0 }'
+}
+
+run_ferry() {
+  "$FERRYD" --config "$W/ferry.yaml" --stats-file "$W/stats.json" > "$W/ferry.out" 2> "$W/ferry.log" &
+  local pid=$!
+  for _ in $(seq 1 100); do grep -q forwarding "$W/ferry.log" && break; sleep 0.1; done
+  local pps
+  pps=$(generator "$SECS")
+  sleep 1.1
+  local cpp
+  cpp=$(/usr/bin/python3 -c "import json; print(round(json.load(open('$W/stats.json'))['total']['cycles_per_packet']))")
+  kill -INT $pid; wait $pid || true
+  echo "$pps $cpp"
+}
+
+run_macswap() {
+  dpdk-testpmd --lcores=20@0,21@1 --main-lcore=20 --in-memory --file-prefix=fperf-dut --no-pci \
+    --log-level=pmd.net.memif:warning \
+    --vdev="net_memif0,role=server,socket=$W/memif.sock,id=0,mac=$DUT_MAC0" \
+    --vdev="net_memif1,role=server,socket=$W/memif.sock,id=1,mac=$DUT_MAC1" \
+    -- --forward-mode=macswap --auto-start --stats-period=0 --nb-cores=1 --total-num-mbufs=32768 \
+    > "$W/macswap.log" 2>&1 < <(sleep 100000) &
+  local pid=$!
+  sleep 2
+  local pps
+  pps=$(generator "$SECS")
+  kill -INT $pid; wait $pid || true
+  echo "$pps"
+}
+
+median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
+
+echo "memif, 64-byte UDP, 1024 flows, 1 DUT core; $RUNS runs of ${SECS}s (Mpps = forwarded packets/s received back)"
+: > "$W/ferry.txt"; : > "$W/macswap.txt"; : > "$W/cpp.txt"
+for r in $(seq 1 "$RUNS"); do
+  read -r f cpp < <(run_ferry)
+  m=$(run_macswap)
+  echo "$f" >> "$W/ferry.txt"; echo "$m" >> "$W/macswap.txt"; echo "$cpp" >> "$W/cpp.txt"
+  awk -v r="$r" -v f="$f" -v m="$m" -v c="$cpp" 'BEGIN { printf "run %d: ferry %.2f Mpps (%d cycles/pkt)  testpmd-macswap %.2f Mpps  ratio %.2f\n", r, f/1e6, c, m/1e6, (m ? f/m : 0) }'
+done
+f=$(median < "$W/ferry.txt"); m=$(median < "$W/macswap.txt"); c=$(median < "$W/cpp.txt")
+awk -v f="$f" -v m="$m" -v c="$c" 'BEGIN { printf "median: ferry %.2f Mpps (%d cycles/pkt)  testpmd-macswap %.2f Mpps  ferry/ceiling %.2f\n", f/1e6, c, m/1e6, (m ? f/m : 0) }'
