@@ -111,6 +111,16 @@ warm_up() {
   sleep 0.3
 }
 
+t_hold() {
+  local o
+  o=$(C ping -c 1 -W 2 10.10.2.2 2>&1)
+  if grep -q " 0% packet loss" <<<"$o"; then ok "first packet to an unresolved neighbour is held while ARP runs, not lost"
+  else fail "hold while resolving (IPv4)" "$o"; fi
+  o=$(C ping -6 -c 1 -W 2 fd10:2::2 2>&1)
+  if grep -q " 0% packet loss" <<<"$o"; then ok "first packet to an unresolved IPv6 neighbour is held while ND runs"
+  else fail "hold while resolving (IPv6)" "$o"; fi
+}
+
 t_ping() {
   local o
   o=$(C ping -c 5 -i 0.1 -W 2 10.10.2.2 2>&1)
@@ -298,6 +308,7 @@ t_bad_start() {
 write_config ""
 t_bad_start
 if start_ferry; then
+  t_hold
   warm_up
   t_ping
   t_ttl_exceeded

@@ -788,6 +788,83 @@ fn ffi_mq_rss() -> ffi::rte_eth_rx_mq_mode {
     unsafe { ffi::ferry_eth_mq_rx_rss as ffi::rte_eth_rx_mq_mode }
 }
 
+/// A DPDK ring of owned mbufs (lock-free; single- or multi-producer/consumer), for handing
+/// packets from one lcore to another. Mbufs still in the ring are freed on drop.
+pub struct MbufRing {
+    raw: NonNull<ffi::rte_ring>,
+}
+
+// SAFETY: rte_ring is made for use across lcores; the SP/SC flags chosen at creation say how
+// many threads may enqueue/dequeue at once, and the &mut receivers below enforce that for SP/SC.
+unsafe impl Send for MbufRing {}
+// SAFETY: as above.
+unsafe impl Sync for MbufRing {}
+
+impl MbufRing {
+    /// A ring of `size` slots (a power of two; one slot stays empty, as in DPDK).
+    pub fn new(
+        name: &str,
+        size: u32,
+        single_producer: bool,
+        single_consumer: bool,
+    ) -> Result<MbufRing, DpdkError> {
+        let c = CString::new(name).map_err(|_| DpdkError::Nul(name.to_string()))?;
+        // SAFETY: reads const globals from the shim.
+        let mut flags = 0;
+        if single_producer {
+            // SAFETY: reads a const global from the shim.
+            flags |= unsafe { ffi::ferry_ring_f_sp_enq };
+        }
+        if single_consumer {
+            // SAFETY: reads a const global from the shim.
+            flags |= unsafe { ffi::ferry_ring_f_sc_deq };
+        }
+        // SAFETY: valid name; EAL is up (DPDK returns NULL otherwise).
+        let raw = unsafe { ffi::rte_ring_create(c.as_ptr(), size, -1, flags) };
+        NonNull::new(raw)
+            .map(|raw| MbufRing { raw })
+            .ok_or_else(|| DpdkError::Mempool {
+                name: name.to_string(),
+                reason: format!("ring of {size}: {}", last_error()),
+            })
+    }
+
+    /// Enqueue one mbuf; gives it back if the ring is full.
+    pub fn enqueue(&mut self, m: Mbuf) -> Result<(), Mbuf> {
+        let p = m.into_raw() as *mut c_void;
+        // SAFETY: ring is live; we pass one valid pointer; on success the ring owns the mbuf.
+        let n = unsafe { ffi::ferry_ring_enqueue_burst(self.raw.as_ptr(), &p, 1) };
+        if n == 1 {
+            Ok(())
+        } else {
+            // SAFETY: not enqueued, so the mbuf is still ours.
+            Err(Mbuf {
+                raw: unsafe { NonNull::new_unchecked(p as *mut ffi::rte_mbuf) },
+            })
+        }
+    }
+
+    /// Dequeue one mbuf.
+    pub fn dequeue(&mut self) -> Option<Mbuf> {
+        let mut p: *mut c_void = std::ptr::null_mut();
+        // SAFETY: ring is live; p is a valid slot for one pointer.
+        let n = unsafe { ffi::ferry_ring_dequeue_burst(self.raw.as_ptr(), &mut p, 1) };
+        if n == 1 {
+            NonNull::new(p as *mut ffi::rte_mbuf).map(|raw| Mbuf { raw })
+        } else {
+            None
+        }
+    }
+}
+
+impl Drop for MbufRing {
+    fn drop(&mut self) {
+        while self.dequeue().is_some() {}
+        // SAFETY: the ring is ours and empty; freed once.
+        unsafe { ffi::rte_ring_free(self.raw.as_ptr()) };
+    }
+}
+
 /// DPDK's own `rte_lpm`, for comparison benchmarks. Needs the EAL.
 pub struct DpdkLpm {
     raw: NonNull<ffi::rte_lpm>,

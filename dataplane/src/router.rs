@@ -24,6 +24,9 @@ pub enum Action {
     Kernel(u16),
     /// Free the buffer (the reason, if any, has been counted).
     Free,
+    /// Keep the packet while its next hop is resolved (a solicitation is queued), then
+    /// run it through [`process`] again. The packet is unchanged.
+    Hold,
 }
 
 /// Something a worker learned from ARP / ND, for the control side.
@@ -471,7 +474,7 @@ fn ipv4_in<B: PacketBuf>(
         return ctx.drop(DropReason::TooBig);
     }
     let Resolved::Out(out, mac) = res else {
-        return ctx.drop(DropReason::NeighborUnresolved);
+        return Action::Hold;
     };
     {
         let d = b.data_mut();
@@ -737,7 +740,7 @@ fn ipv6_in<B: PacketBuf>(
         );
     }
     let Resolved::Out(out, mac) = res else {
-        return ctx.drop(DropReason::NeighborUnresolved);
+        return Action::Hold;
     };
     {
         let d = b.data_mut();

@@ -454,7 +454,7 @@ fn check_icmp6_out(out: &[u8], to_mac: Mac, from_mac: Mac, from: &str, to: &str)
 fn action_in_range(a: Action, ports: usize) -> bool {
     match a {
         Action::Tx(p) | Action::Kernel(p) => usize::from(p) < ports,
-        Action::Free => true,
+        Action::Free | Action::Hold => true,
     }
 }
 
@@ -1327,13 +1327,12 @@ fn unresolved_gateway_queues_one_solicit() {
     // 10.30/16 via unresolved 10.10.2.9: dropped, one ARP solicit per 200 ms for the gateway.
     let mut fx = Fx::new();
     let (a, _) = fx.run(0, &udp4_from_h1("10.30.1.1", 64, 10));
-    assert_eq!(a, Action::Free);
-    assert_eq!(fx.dropped(DropReason::NeighborUnresolved), 1);
+    assert_eq!(a, Action::Hold, "held by the worker while resolving");
+    assert_eq!(fx.dropped(DropReason::NeighborUnresolved), 0);
     assert_eq!(fx.solicits(), vec![(1, ip("10.10.2.9"))]);
     fx.s.now += HZ / 10;
     let (a, _) = fx.run(0, &udp4_from_h1("10.30.2.2", 64, 10));
-    assert_eq!(a, Action::Free);
-    assert_eq!(fx.dropped(DropReason::NeighborUnresolved), 2);
+    assert_eq!(a, Action::Hold);
     assert_eq!(fx.solicits().len(), 1, "no second solicit within 200 ms");
     fx.s.now += HZ / 5;
     fx.run(0, &udp4_from_h1("10.30.1.1", 64, 10));
@@ -1379,12 +1378,16 @@ fn build_solicit_fails_cleanly() {
 fn connected_host_without_neighbor_is_solicited() {
     // 10.10.2.77 is on-link but unknown: dropped, solicit for the host itself.
     let mut fx = Fx::new();
-    let (a, _) = fx.run(0, &udp4_from_h1("10.10.2.77", 64, 10));
-    assert_eq!(a, Action::Free);
-    assert_eq!(fx.dropped(DropReason::NeighborUnresolved), 1);
+    let (a, out) = fx.run(0, &udp4_from_h1("10.10.2.77", 64, 10));
+    assert_eq!(a, Action::Hold);
+    assert_eq!(
+        out,
+        udp4_from_h1("10.10.2.77", 64, 10),
+        "a held packet is unchanged"
+    );
     assert_eq!(fx.solicits(), vec![(1, ip("10.10.2.77"))]);
     let (a, _) = fx.run(0, &udp6_from_h1("fd10:2::77", 64, 10));
-    assert_eq!(a, Action::Free);
+    assert_eq!(a, Action::Hold);
     assert_eq!(
         fx.solicits(),
         vec![(1, ip("10.10.2.77")), (1, ip("fd10:2::77"))]

@@ -1,18 +1,26 @@
 //! The worker lcore loop: poll every rx queue this worker owns, run each packet to
 //! completion through the [`router`](crate::router), transmit in per-port buffers flushed
 //! once per burst, switch snapshots between bursts.
+//!
+//! Packets whose next hop is being resolved are held (up to [`HOLD`] per worker, for at most
+//! [`HOLD_MS`]) and run through the router again when a new snapshot arrives, which is what
+//! happens when the control side learns the neighbour.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::counters::{DropReason, WorkerCounters};
-use crate::dpdk::{self, Mempool, RxBurst, TxBuffer};
+use crate::dpdk::{self, Mbuf, Mempool, RxBurst, TxBuffer};
 use crate::router::{self, Action, Ctx, Learned, Scratch};
 use crate::snapshot::Subscriber;
 use crate::tables::Tables;
 
 /// How many packets ahead to prefetch.
 const PREFETCH: usize = 4;
+/// Packets a worker holds while their neighbour is resolved.
+pub const HOLD: usize = 64;
+/// How long a held packet waits before it is dropped (`drop_neighbor_unresolved`).
+pub const HOLD_MS: u64 = 1000;
 
 /// One rx queue a worker polls.
 #[derive(Clone, Copy, Debug)]
@@ -43,13 +51,95 @@ pub struct Worker {
     pub icmp_rate: u32,
 }
 
+/// Where packets go after the router: tx buffers, kernel buffers, the hold queue.
+struct Out<'a> {
+    tx: Vec<TxBuffer>,
+    kernel_tx: Vec<Option<TxBuffer>>,
+    /// (packet, ingress port, TSC when first held). Capacity HOLD, never grown.
+    held: Vec<(Mbuf, u16, u64)>,
+    c: &'a WorkerCounters,
+    /// Packets queued for the wire and dropped by full queues, in this burst.
+    queued: u64,
+    dropped: u64,
+}
+
+impl Out<'_> {
+    #[inline]
+    fn dispatch(&mut self, action: Action, m: Mbuf, in_port: u16, since: u64) {
+        match action {
+            Action::Tx(p) => match self.tx.get_mut(p as usize) {
+                Some(t) => {
+                    self.dropped += t.push(m) as u64;
+                    self.queued += 1;
+                }
+                None => self.c.drop(DropReason::NoRoute),
+            },
+            Action::Kernel(p) => match self.kernel_tx.get_mut(p as usize) {
+                Some(Some(t)) => {
+                    self.c.to_kernel.add(1);
+                    self.dropped += t.push(m) as u64;
+                }
+                _ => self.c.drop(DropReason::LocalNoKernel),
+            },
+            Action::Hold if self.held.len() < HOLD => self.held.push((m, in_port, since)),
+            Action::Hold => self.c.drop(DropReason::NeighborUnresolved),
+            Action::Free => drop(m),
+        }
+    }
+
+    /// Send the solicitations the router asked for and report learned neighbours.
+    fn side_effects(
+        &mut self,
+        scratch: &mut Scratch,
+        tables: &Tables,
+        pool: &Mempool,
+        learned: &mut rtrb::Producer<Learned>,
+    ) {
+        for (port, ip) in scratch.solicit.iter() {
+            let Some(mut m) = pool.alloc() else {
+                self.c.drop(DropReason::NoMbuf);
+                continue;
+            };
+            if router::build_solicit(tables, port, ip, &mut m) {
+                if let Some(t) = self.tx.get_mut(port as usize) {
+                    self.dropped += t.push(m) as u64;
+                    self.queued += 1;
+                    self.c.solicits.add(1);
+                }
+            }
+        }
+        scratch.solicit.clear();
+        for l in scratch.learned.iter() {
+            // A full ring loses the event; the neighbour is learned from the next one.
+            let _ = learned.push(l);
+        }
+        scratch.learned.clear();
+    }
+
+    /// Flush every buffer; account sent and dropped packets.
+    fn flush(&mut self) {
+        for t in self.tx.iter_mut() {
+            self.dropped += t.flush() as u64;
+        }
+        for t in self.kernel_tx.iter_mut().flatten() {
+            self.dropped += t.flush() as u64;
+        }
+        self.c.tx.add(self.queued.saturating_sub(self.dropped));
+        if self.dropped > 0 {
+            self.c.drops[DropReason::TxFull.index()].add(self.dropped);
+        }
+        self.queued = 0;
+        self.dropped = 0;
+    }
+}
+
 impl Worker {
     /// The loop. Returns when `stop` is set.
     pub fn run(self) -> i32 {
         let Worker {
             rx,
-            mut tx,
-            mut kernel_tx,
+            tx,
+            kernel_tx,
             mut snapshots,
             counters,
             mut learned,
@@ -59,12 +149,51 @@ impl Worker {
             ..
         } = self;
         let c = &*counters;
-        let mut scratch = Scratch::new(dpdk::tsc_hz(), icmp_rate);
+        let hz = dpdk::tsc_hz().max(1);
+        let hold_ticks = hz / 1000 * HOLD_MS;
+        let mut scratch = Scratch::new(hz, icmp_rate);
         let mut burst = RxBurst::default();
+        let mut out = Out {
+            tx,
+            kernel_tx,
+            held: Vec::with_capacity(HOLD),
+            c,
+            queued: 0,
+            dropped: 0,
+        };
+        let mut retry: Vec<(Mbuf, u16, u64)> = Vec::with_capacity(HOLD);
+        let mut last_retry = 0u64;
         c.generation.set(snapshots.generation());
         while !stop.load(Ordering::Relaxed) {
-            if snapshots.poll() {
+            let switched = snapshots.poll();
+            if switched {
                 c.generation.set(snapshots.generation());
+            }
+            // Held packets: again on a new snapshot (a neighbour may have been learned), and
+            // every millisecond to expire them.
+            if !out.held.is_empty() {
+                let now = dpdk::tsc();
+                if switched || now.saturating_sub(last_retry) > hz / 1000 {
+                    last_retry = now;
+                    scratch.now = now;
+                    std::mem::swap(&mut out.held, &mut retry);
+                    let tables = snapshots.current();
+                    let mut ctx = Ctx {
+                        t: tables,
+                        s: &mut scratch,
+                        c,
+                    };
+                    for (mut m, in_port, since) in retry.drain(..) {
+                        if now.saturating_sub(since) > hold_ticks {
+                            c.drop(DropReason::NeighborUnresolved);
+                            continue;
+                        }
+                        let action = router::process(&mut ctx, in_port, &mut m);
+                        out.dispatch(action, m, in_port, since);
+                    }
+                    out.side_effects(&mut scratch, tables, &pool, &mut learned);
+                    out.flush();
+                }
             }
             for q in &rx {
                 let n = burst.recv(q.dpdk_port, q.queue);
@@ -74,8 +203,6 @@ impl Worker {
                 let t0 = dpdk::tsc();
                 scratch.now = t0;
                 let tables = snapshots.current();
-                let mut queued = 0u64;
-                let mut dropped = 0u64;
                 for i in 0..PREFETCH {
                     burst.prefetch(i);
                 }
@@ -96,55 +223,12 @@ impl Worker {
                         } else {
                             router::process(&mut ctx, q.port, &mut m)
                         };
-                        match action {
-                            Action::Tx(p) => match tx.get_mut(p as usize) {
-                                Some(t) => {
-                                    dropped += t.push(m) as u64;
-                                    queued += 1;
-                                }
-                                None => c.drop(DropReason::NoRoute),
-                            },
-                            Action::Kernel(p) => match kernel_tx.get_mut(p as usize) {
-                                Some(Some(t)) => {
-                                    c.to_kernel.add(1);
-                                    dropped += t.push(m) as u64;
-                                }
-                                _ => c.drop(DropReason::LocalNoKernel),
-                            },
-                            Action::Free => drop(m),
-                        }
+                        out.dispatch(action, m, q.port, t0);
                     }
                 }
-                // Neighbour solicitations asked for by this burst.
-                for (port, ip) in scratch.solicit.iter() {
-                    let Some(mut m) = pool.alloc() else {
-                        c.drop(DropReason::NoMbuf);
-                        continue;
-                    };
-                    if router::build_solicit(tables, port, ip, &mut m) {
-                        if let Some(t) = tx.get_mut(port as usize) {
-                            dropped += t.push(m) as u64;
-                            c.solicits.add(1);
-                        }
-                    }
-                }
-                scratch.solicit.clear();
-                for l in scratch.learned.iter() {
-                    // A full ring loses the event; the neighbour is learned from the next one.
-                    let _ = learned.push(l);
-                }
-                scratch.learned.clear();
-                for t in tx.iter_mut() {
-                    dropped += t.flush() as u64;
-                }
-                for t in kernel_tx.iter_mut().flatten() {
-                    dropped += t.flush() as u64;
-                }
+                out.side_effects(&mut scratch, tables, &pool, &mut learned);
+                out.flush();
                 c.rx.add(n as u64);
-                c.tx.add(queued.saturating_sub(dropped));
-                if dropped > 0 {
-                    c.drops[DropReason::TxFull.index()].add(dropped);
-                }
                 c.busy_cycles.add(dpdk::tsc() - t0);
                 c.busy_packets.add(n as u64);
             }

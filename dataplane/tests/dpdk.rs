@@ -1,0 +1,144 @@
+//! The DPDK wrapper against the real EAL and PMDs (no mocks): mempools, owned mbufs and
+//! their headroom/tailroom edits, rings, and ports on `net_ring` (a loopback vdev) and
+//! `net_null`. One EAL for the whole binary, since EAL initialises once per process.
+//! Needs root (or the capabilities EAL wants); no hugepages (`--no-huge`).
+
+use std::sync::OnceLock;
+
+use ferry_dataplane::buf::PacketBuf;
+use ferry_dataplane::dpdk::{self, Eal, MbufRing, Mempool, Port, PortConfig, RxBurst, TxBuffer};
+
+struct Env {
+    _eal: Eal,
+    pool: Mempool,
+}
+
+fn env() -> &'static std::sync::Mutex<Env> {
+    static ENV: OnceLock<std::sync::Mutex<Env>> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let eal = Eal::init(&[
+            "-l",
+            "0",
+            "--no-huge",
+            "--no-shconf",
+            "-m",
+            "256",
+            "--no-pci",
+            "--vdev=net_ring0",
+            "--vdev=net_null0",
+            "--log-level=4",
+        ])
+        .expect("EAL init (run as root)");
+        assert!(dpdk::register_thread() || dpdk::lcore_id() != u32::MAX);
+        let pool = Mempool::new("test_pool", 4095, 0, 2048 + 128).expect("mempool");
+        std::sync::Mutex::new(Env { _eal: eal, pool })
+    })
+}
+
+#[test]
+fn mbufs_are_owned_and_edited_within_bounds() {
+    let e = env().lock().unwrap();
+    let before = e.pool.available();
+    {
+        let mut m = e.pool.alloc().expect("alloc");
+        assert_eq!(m.data().len(), 0);
+        assert!(m.append(60));
+        m.data_mut().copy_from_slice(&[7u8; 60]);
+        assert!(m.prepend(4), "default headroom is 128");
+        assert_eq!(m.data().len(), 64);
+        assert!(m.adj(4));
+        assert!(m.trim(10));
+        assert_eq!(m.data(), &[7u8; 50][..]);
+        assert!(!m.prepend(4096), "more than the headroom is refused");
+        assert!(!m.trim(51), "more than the length is refused");
+        assert!(!m.append(1 << 15), "more than the tailroom is refused");
+        assert!(m.is_contiguous());
+        assert_eq!(e.pool.available(), before - 1);
+    }
+    assert_eq!(
+        e.pool.available(),
+        before,
+        "dropped mbuf returns to the pool"
+    );
+}
+
+#[test]
+fn ring_hands_mbufs_over_and_frees_leftovers() {
+    let e = env().lock().unwrap();
+    let before = e.pool.available();
+    {
+        let mut r = MbufRing::new("test_ring", 8, true, true).expect("ring");
+        for i in 0..7u8 {
+            let mut m = e.pool.alloc().unwrap();
+            assert!(m.append(1));
+            m.data_mut()[0] = i;
+            assert!(r.enqueue(m).is_ok());
+        }
+        let extra = e.pool.alloc().unwrap();
+        assert!(r.enqueue(extra).is_err(), "8-slot ring holds 7");
+        assert_eq!(r.dequeue().unwrap().data()[0], 0, "FIFO");
+        assert_eq!(r.dequeue().unwrap().data()[0], 1);
+    }
+    assert_eq!(e.pool.available(), before, "ring drop freed the 5 left");
+}
+
+#[test]
+fn ring_port_loops_packets_back() {
+    let e = env().lock().unwrap();
+    let id = dpdk::port_by_name("net_ring0").expect("net_ring0");
+    let cfg = PortConfig {
+        rx_queues: 1,
+        tx_queues: 1,
+        rx_desc: 512,
+        tx_desc: 512,
+        mtu: None,
+    };
+    let port = Port::start(id, &cfg, &e.pool).expect("start net_ring0");
+    assert!(port.link().up);
+    let before = e.pool.available();
+    let mut tx = TxBuffer::new(id, 0);
+    for i in 0..40u8 {
+        let mut m = e.pool.alloc().unwrap();
+        assert!(m.append(64));
+        m.data_mut()[0] = i;
+        assert_eq!(tx.push(m), 0);
+    }
+    assert_eq!(tx.flush(), 0, "all 40 sent");
+    let mut got = Vec::new();
+    let mut burst = RxBurst::default();
+    for _ in 0..10 {
+        burst.recv(id, 0);
+        for m in burst.by_ref() {
+            got.push(m.data()[0]);
+        }
+    }
+    assert_eq!(
+        got,
+        (0..40).collect::<Vec<u8>>(),
+        "net_ring loops tx back to rx in order"
+    );
+    drop(burst);
+    assert_eq!(e.pool.available(), before, "no mbuf leaked through rx/tx");
+    let s = port.stats();
+    assert_eq!((s.opackets, s.ipackets), (40, 40));
+}
+
+#[test]
+fn null_port_counts_and_unknown_port_is_an_error() {
+    let e = env().lock().unwrap();
+    let id = dpdk::port_by_name("net_null0").expect("net_null0");
+    let cfg = PortConfig {
+        rx_queues: 1,
+        tx_queues: 1,
+        rx_desc: 512,
+        tx_desc: 512,
+        mtu: Some(1500),
+    };
+    let port = Port::start(id, &cfg, &e.pool).expect("start net_null0");
+    assert_eq!(port.info().driver, "net_null");
+    let err = dpdk::port_by_name("net_nosuch0").unwrap_err().to_string();
+    assert!(err.contains("net_nosuch0"), "{err}");
+    assert!(dpdk::tsc_hz() > 0);
+    let t0 = dpdk::tsc();
+    assert!(dpdk::tsc() >= t0);
+}
