@@ -809,7 +809,6 @@ impl MbufRing {
         single_consumer: bool,
     ) -> Result<MbufRing, DpdkError> {
         let c = CString::new(name).map_err(|_| DpdkError::Nul(name.to_string()))?;
-        // SAFETY: reads const globals from the shim.
         let mut flags = 0;
         if single_producer {
             // SAFETY: reads a const global from the shim.
@@ -837,10 +836,9 @@ impl MbufRing {
         if n == 1 {
             Ok(())
         } else {
-            // SAFETY: not enqueued, so the mbuf is still ours.
-            Err(Mbuf {
-                raw: unsafe { NonNull::new_unchecked(p as *mut ffi::rte_mbuf) },
-            })
+            // SAFETY: p came from a live Mbuf and was not enqueued, so the mbuf is still ours.
+            let raw = unsafe { NonNull::new_unchecked(p as *mut ffi::rte_mbuf) };
+            Err(Mbuf { raw })
         }
     }
 
