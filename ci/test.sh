@@ -15,6 +15,17 @@ cargo clippy --workspace --all-targets -- -D warnings
 echo "== unit, property and golden pcap tests"
 cargo test --workspace
 
+echo "== snapshot hand-over under valgrind memcheck (use-after-free, double free)"
+# Miri and ASan need a nightly toolchain this machine cannot fetch; memcheck checks the
+# same property on the real binary: many generations published while workers switch.
+bin=$(cargo test -p ferry-dataplane --lib --no-run --message-format=json 2>/dev/null |
+  /usr/bin/python3 -c 'import json,sys
+for l in sys.stdin:
+    m = json.loads(l)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "ferry_dataplane":
+        print(m["executable"])' | tail -1)
+FERRY_SNAPSHOT_GENERATIONS=3000 valgrind --error-exitcode=99 -q --fair-sched=yes "$bin" snapshot::
+
 echo "== namespace tests (release ferryd)"
 cargo build --release --bin ferryd
 ./ci/netns-tests.sh target/release/ferryd 1

@@ -4,7 +4,7 @@ set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 
 PKGS=(dpdk dpdk-dev libdpdk-dev dpdk-doc clang libclang-dev pkg-config make gcc
-      iproute2 iputils-ping traceroute curl ethtool tcpreplay tshark nftables python3 kmod)
+      iproute2 iputils-ping traceroute curl ethtool tcpreplay tshark nftables python3 kmod valgrind)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
