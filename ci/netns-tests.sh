@@ -301,6 +301,12 @@ t_bad_start() {
   if [ "$rc" -ne 0 ] && grep -q "routes\[0\]\.via\[1\].*10.99.0.1" <<<"$o"; then
     ok "bad config at start: exit $rc, message names routes[0].via[1] and the value"
   else fail "bad config at start" "rc=$rc: $o"; fi
+  rc=0
+  sed 's|iface=veth-in|iface=no-such-if|' "$CFG" > "$bad"
+  o=$(N "$FERRYD" --config "$bad" 2>&1) || rc=$?
+  if [ "$rc" -ne 0 ] && tail -1 <<<"$o" | grep -q 'port "inside": device .* was not created .*iface= does not exist'; then
+    ok "unknown interface at start: one line naming the port and the fix"
+  else fail "unknown interface at start" "rc=$rc: $(tail -1 <<<"$o")"; fi
 }
 
 # ---- run ----

@@ -52,6 +52,32 @@ pub enum StartError {
     },
     #[error("compiling tables: {0}")]
     Compile(#[from] crate::compile::CompileError),
+    #[error("port {name:?}: device {device:?} was not created from devargs {devargs:?}: {hint}")]
+    NoDevice {
+        name: String,
+        device: String,
+        devargs: String,
+        hint: &'static str,
+    },
+}
+
+fn no_device_hint(device: &str) -> &'static str {
+    // The effective uid, from /proc/self/status (no unsafe outside the dpdk module).
+    let root = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
+        })
+        .unwrap_or(true);
+    if !root {
+        "not running as root: af_packet, af_xdp and tap need CAP_NET_RAW/CAP_NET_ADMIN (run as root)"
+    } else if device.starts_with("net_") {
+        "the PMD refused it (see its log line above: e.g. the interface in iface= does not exist)"
+    } else {
+        "no such PCI device, or it is not bound to vfio-pci/uio (dpdk-devbind.py --bind=vfio-pci ADDR)"
+    }
 }
 
 pub fn load(path: &Path) -> Result<Config, StartError> {
@@ -127,7 +153,12 @@ pub fn run(opts: Options) -> Result<(), StartError> {
             name: p.name.clone(),
             source,
         };
-        let id = dpdk::port_by_name(&p.device).map_err(wrap)?;
+        let id = dpdk::port_by_name(&p.device).map_err(|_| StartError::NoDevice {
+            name: p.name.clone(),
+            device: p.device.clone(),
+            devargs: p.devargs.clone(),
+            hint: no_device_hint(&p.device),
+        })?;
         let port = Port::start(id, &dev(Some(p.mtu)), &pool).map_err(wrap)?;
         let i = port.info();
         tracing::info!(

@@ -177,6 +177,9 @@ fn eal_hint(reason: &str) -> &'static str {
     } else if hugepages_free == 0 {
         " (no free hugepages: echo 512 > /sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages, \
           or add --no-huge --no-shconf -m 512 to dpdk.args)"
+    } else if reason.contains("No such device") {
+        " (a device in ports[].devargs is unknown or failed to probe, see the EAL line above; \
+          vdevs are net_af_packet, net_af_xdp, net_memif, net_pcap, net_ring, net_tap, net_null)"
     } else if reason.contains("exists") || reason.contains("busy") {
         " (another DPDK process uses the same --file-prefix; give each its own or use --in-memory)"
     } else {
