@@ -57,6 +57,7 @@ generator() { # seconds -> prints rx pps of port 1 (median of its per-second sam
 }
 
 run_ferry() {
+  rm -f "$W/memif.sock" "$W/stats.json"
   "$FERRYD" --config "$W/ferry.yaml" --stats-file "$W/stats.json" > "$W/ferry.out" 2> "$W/ferry.log" &
   local pid=$!
   for _ in $(seq 1 100); do grep -q forwarding "$W/ferry.log" && break; sleep 0.1; done
@@ -64,12 +65,13 @@ run_ferry() {
   pps=$(generator "$SECS")
   sleep 1.1
   local cpp
-  cpp=$(/usr/bin/python3 -c "import json; print(round(json.load(open('$W/stats.json'))['total']['cycles_per_packet']))")
-  kill -INT $pid; wait $pid || true
+  cpp=$(/usr/bin/python3 -c "import json; print(round(json.load(open('$W/stats.json'))['total']['cycles_per_packet']))" 2>/dev/null || echo 0)
+  kill -INT $pid 2>/dev/null; wait $pid 2>/dev/null || true
   echo "$pps $cpp"
 }
 
 run_macswap() {
+  rm -f "$W/memif.sock"
   dpdk-testpmd --lcores=20@0,21@1 --main-lcore=20 --in-memory --file-prefix=fperf-dut --no-pci \
     --log-level=pmd.net.memif:warning \
     --vdev="net_memif0,role=server,socket=$W/memif.sock,id=0,mac=$DUT_MAC0" \
@@ -80,7 +82,7 @@ run_macswap() {
   sleep 2
   local pps
   pps=$(generator "$SECS")
-  kill -INT $pid; wait $pid || true
+  kill -INT $pid 2>/dev/null; wait $pid 2>/dev/null || true
   echo "$pps"
 }
 
