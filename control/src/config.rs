@@ -717,6 +717,21 @@ neighbors:
     }
 
     #[test]
+    fn shipped_configs_are_valid() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
+        let mut n = 0;
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "yaml") {
+                let text = std::fs::read_to_string(&p).unwrap();
+                Config::from_yaml(&text).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+                n += 1;
+            }
+        }
+        assert!(n >= 2, "configs/ has the examples");
+    }
+
+    #[test]
     fn prefix_parsing() {
         assert_eq!("10.0.0.0/8".parse::<Prefix>().unwrap().len, 8);
         assert_eq!("10.0.0.1".parse::<Prefix>().unwrap().len, 32);
