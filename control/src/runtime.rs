@@ -138,7 +138,16 @@ pub fn run(opts: Options) -> Result<(), StartError> {
     let eal = Eal::init(&eal_args(&cfg))?;
     tracing::info!(workers, lcores = ?cfg.dpdk.lcores, "EAL up");
 
-    let pool = Arc::new(Mempool::new("ferry_pkt", cfg.dpdk.mbufs, 256, 2048 + 128)?);
+    // Single-segment packets: the data room holds the largest frame any port accepts
+    // (MTU + Ethernet header + one VLAN tag), plus DPDK's headroom.
+    let max_frame = cfg
+        .ports
+        .iter()
+        .map(|p| p.mtu as usize + 18)
+        .max()
+        .unwrap_or(1518);
+    let room = (max_frame.max(2048) + 128) as u16;
+    let pool = Arc::new(Mempool::new("ferry_pkt", cfg.dpdk.mbufs, 256, room)?);
     let queues = workers as u16;
     let dev = |mtu: Option<u16>| DevConfig {
         rx_queues: queues,
@@ -401,6 +410,7 @@ fn total(counters: &[Arc<WorkerCounters>]) -> WorkerCounters {
         t.echo_replies.add(c.echo_replies.get());
         t.icmp_errors.add(c.icmp_errors.get());
         t.solicits.add(c.solicits.get());
+        t.fragmented.add(c.fragmented.get());
         t.consumed.add(c.consumed.get());
         t.busy_cycles.add(c.busy_cycles.get());
         t.busy_packets.add(c.busy_packets.get());

@@ -172,6 +172,8 @@ pub struct WorkerCounters {
     pub echo_replies: Counter,
     pub icmp_errors: Counter,
     pub solicits: Counter,
+    /// IPv4 datagrams split into fragments for a smaller egress MTU.
+    pub fragmented: Counter,
     /// Packets consumed without a drop (ARP for others, NA without kernel, ...).
     pub consumed: Counter,
     /// TSC cycles spent in bursts that carried packets, and the packets in them.
@@ -194,6 +196,7 @@ impl Default for WorkerCounters {
             echo_replies: Counter::default(),
             icmp_errors: Counter::default(),
             solicits: Counter::default(),
+            fragmented: Counter::default(),
             consumed: Counter::default(),
             busy_cycles: Counter::default(),
             busy_packets: Counter::default(),
@@ -225,6 +228,7 @@ impl WorkerCounters {
             ("echo_replies", &self.echo_replies),
             ("icmp_errors", &self.icmp_errors),
             ("solicits", &self.solicits),
+            ("fragmented", &self.fragmented),
             ("consumed", &self.consumed),
             ("busy_cycles", &self.busy_cycles),
             ("busy_packets", &self.busy_packets),

@@ -27,6 +27,9 @@ pub enum Action {
     /// Keep the packet while its next hop is resolved (a solicitation is queued), then
     /// run it through [`process`] again. The packet is unchanged.
     Hold,
+    /// An IPv4 datagram (already rewritten for port `port`) too big for its MTU and
+    /// without DF: split it with [`fragment_ipv4`] and transmit the fragments on `port`.
+    Fragment { port: u16, mtu: u16 },
 }
 
 /// Something a worker learned from ARP / ND, for the control side.
@@ -456,22 +459,19 @@ fn ipv4_in<B: PacketBuf>(
         return ctx.drop(DropReason::NoRoute);
     };
     let out_port = &t.ports[out as usize];
-    if total > out_port.mtu as usize {
-        if df {
-            let mtu = out_port.mtu as u32;
-            return icmp4_error(
-                ctx,
-                in_port,
-                l3,
-                b,
-                DropReason::TooBig,
-                icmpv4::TYPE_DEST_UNREACHABLE,
-                icmpv4::CODE_FRAG_NEEDED,
-                mtu,
-            );
-        }
-        // Fragmentation is not implemented: count it.
-        return ctx.drop(DropReason::TooBig);
+    let too_big = total > out_port.mtu as usize;
+    if too_big && df {
+        let mtu = out_port.mtu as u32;
+        return icmp4_error(
+            ctx,
+            in_port,
+            l3,
+            b,
+            DropReason::TooBig,
+            icmpv4::TYPE_DEST_UNREACHABLE,
+            icmpv4::CODE_FRAG_NEEDED,
+            mtu,
+        );
     }
     let Resolved::Out(out, mac) = res else {
         return Action::Hold;
@@ -495,6 +495,12 @@ fn ipv4_in<B: PacketBuf>(
         ethernet::ETHERTYPE_IPV4,
     ) {
         return ctx.drop(DropReason::Malformed(Layer::Ethernet, WireError::Truncated));
+    }
+    if too_big {
+        return Action::Fragment {
+            port: out,
+            mtu: out_port.mtu,
+        };
     }
     Action::Tx(out)
 }
@@ -955,6 +961,90 @@ fn icmp6_error<B: PacketBuf>(
         }
         Err(_) => Action::Free,
     }
+}
+
+/// Split the IPv4 datagram in `frame` (Ethernet header already rewritten for the egress
+/// port) into fragments of at most `mtu` bytes of IP (RFC 791 3.2, RFC 1812 5.2.6): each gets
+/// the L2 header, the IP header (after the first fragment, only the options whose copied
+/// flag is set), a share of the payload in multiples of 8 bytes, its offset and MF flag, and
+/// a fresh checksum. Buffers come from `alloc` and go to `emit` in order. Returns the number
+/// of fragments, or the reason nothing (more) could be sent.
+pub fn fragment_ipv4<B: PacketBuf>(
+    frame: &[u8],
+    mtu: u16,
+    mut alloc: impl FnMut() -> Option<B>,
+    mut emit: impl FnMut(B),
+) -> Result<usize, DropReason> {
+    let malformed = |e| DropReason::Malformed(Layer::Ipv4, e);
+    let l2 = ethernet::parse_l2(frame).map_err(|e| DropReason::Malformed(Layer::Ethernet, e))?;
+    let l3 = l2.l3_offset;
+    let ip = ipv4::Packet::new_checked(&frame[l3..]).map_err(malformed)?;
+    let hlen = ip.header_len();
+    let payload = ip.payload();
+    let (base_off, base_mf) = (ip.frag_offset() as usize, ip.more_frags());
+    // Header for fragments after the first: only options with the copied bit (0x80).
+    let mut later = [0u8; ipv4::MAX_HEADER_LEN];
+    later[..20].copy_from_slice(&frame[l3..l3 + 20]);
+    let mut n = 20;
+    let opts = ip.options();
+    let mut i = 0;
+    while i < opts.len() {
+        let ty = opts[i];
+        if ty == 0 {
+            break;
+        }
+        if ty == 1 {
+            i += 1;
+            continue;
+        }
+        let len = opts.get(i + 1).copied().unwrap_or(0) as usize;
+        if len < 2 || i + len > opts.len() {
+            return Err(malformed(WireError::Malformed));
+        }
+        if ty & 0x80 != 0 {
+            later[n..n + len].copy_from_slice(&opts[i..i + len]);
+            n += len;
+        }
+        i += len;
+    }
+    let later_hlen = n.div_ceil(4) * 4; // padded with end-of-options (zeros)
+    let mtu = mtu as usize;
+    if mtu < hlen + 8 || mtu < later_hlen + 8 {
+        return Err(DropReason::TooBig);
+    }
+    let mut off = 0;
+    let mut count = 0;
+    while off < payload.len() {
+        let (hdr, h): (&[u8], usize) = if off == 0 {
+            (&frame[l3..l3 + hlen], hlen)
+        } else {
+            (&later[..later_hlen], later_hlen)
+        };
+        let room = (mtu - h) & !7;
+        let size = room.min(payload.len() - off);
+        let more = off + size < payload.len() || base_mf;
+        let offset = base_off + off;
+        if offset > 0xfff8 {
+            return Err(malformed(WireError::BadLength));
+        }
+        let mut b = alloc().ok_or(DropReason::NoMbuf)?;
+        if !b.set_len(l3 + h + size) {
+            return Err(DropReason::TooBig);
+        }
+        let d = b.data_mut();
+        d[..l3].copy_from_slice(&frame[..l3]);
+        d[l3..l3 + h].copy_from_slice(hdr);
+        d[l3 + h..].copy_from_slice(&payload[off..off + size]);
+        let mut p = ipv4::Packet::new_unchecked(&mut d[l3..]);
+        p.set_version_and_header_len(h);
+        p.set_total_len((h + size) as u16);
+        p.set_flags_frag(false, more, offset as u16);
+        p.fill_checksum();
+        emit(b);
+        count += 1;
+        off += size;
+    }
+    Ok(count)
 }
 
 /// Build an ARP request or neighbour solicitation for `ip` on port `port` into `b` (whose

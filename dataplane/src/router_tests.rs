@@ -453,7 +453,9 @@ fn check_icmp6_out(out: &[u8], to_mac: Mac, from_mac: Mac, from: &str, to: &str)
 
 fn action_in_range(a: Action, ports: usize) -> bool {
     match a {
-        Action::Tx(p) | Action::Kernel(p) => usize::from(p) < ports,
+        Action::Tx(p) | Action::Kernel(p) | Action::Fragment { port: p, .. } => {
+            usize::from(p) < ports
+        }
         Action::Free | Action::Hold => true,
     }
 }
@@ -741,14 +743,98 @@ fn df_and_too_big_gets_frag_needed() {
 }
 
 #[test]
-fn too_big_without_df_is_dropped() {
-    // No DF and no fragmentation support: dropped and counted, no ICMP.
+fn too_big_without_df_is_fragmented() {
+    // No DF: rewritten for the egress port, then split by fragment_ipv4 into <= MTU pieces.
     let mut fx = Fx::new();
     fx.t.ports[1].mtu = 1400;
-    let (a, _) = fx.run(0, &big_udp4(false));
-    assert_eq!(a, Action::Free);
-    assert_eq!(fx.dropped(DropReason::TooBig), 1);
+    let input = big_udp4(false);
+    let (a, out) = fx.run(0, &input);
+    assert_eq!(a, Action::Fragment { port: 1, mtu: 1400 });
+    assert_eq!(fx.dropped(DropReason::TooBig), 0);
     assert_eq!(fx.c.icmp_errors.get(), 0);
+    let mut frags: Vec<TestBuf> = Vec::new();
+    let n = fragment_ipv4(&out, 1400, || Some(TestBuf::new(&[])), |b| frags.push(b)).unwrap();
+    assert_eq!(n, 2);
+    let mut payload = Vec::new();
+    let mut next_off = 0;
+    for (i, f) in frags.iter().enumerate() {
+        let d = f.data();
+        assert_eq!(&d[..14], &out[..14], "L2 header of the forwarded packet");
+        let ip = ipv4::Packet::new_checked(&d[14..]).unwrap();
+        assert!(ip.total_len() as usize <= 1400);
+        assert_eq!(
+            checksum::checksum(ip.header()),
+            0,
+            "fragment {i} header checksum"
+        );
+        assert_eq!(ip.ttl(), 63);
+        assert_eq!(
+            ip.ident(),
+            ipv4::Packet::new_checked(&out[14..]).unwrap().ident()
+        );
+        assert!(!ip.dont_frag());
+        assert_eq!(ip.more_frags(), i == 0);
+        assert_eq!(ip.frag_offset() as usize, next_off);
+        if ip.more_frags() {
+            assert_eq!(
+                ip.payload().len() % 8,
+                0,
+                "non-last fragments carry multiples of 8"
+            );
+        }
+        next_off += ip.payload().len();
+        payload.extend_from_slice(ip.payload());
+    }
+    assert_eq!(
+        &payload[..],
+        ipv4::Packet::new_checked(&out[14..]).unwrap().payload(),
+        "reassembles"
+    );
+}
+
+#[test]
+fn fragments_copy_only_copied_options_after_the_first() {
+    // Options: a copied one (0x94 router alert, 4 bytes) and a non-copied one (0x07 record
+    // route, 7 bytes) + EOL: the first fragment keeps both, later ones only router alert.
+    let mut ip = ipv4_pkt(v4("10.10.1.2"), v4("10.10.2.5"), 17, 63, &[]);
+    let opts = [0x94, 4, 0, 0, 0x07, 7, 4, 0, 0, 0, 0, 0];
+    let body = data(3000);
+    ip.truncate(20);
+    ip.extend_from_slice(&opts);
+    ip.extend_from_slice(&body);
+    {
+        let mut p = ipv4::Packet::new_unchecked(&mut ip[..]);
+        p.set_version_and_header_len(32);
+        p.set_total_len((32 + body.len()) as u16);
+        p.fill_checksum();
+    }
+    let frame = eth(GW_A, M1, ET_IPV4, &ip);
+    let mut frags: Vec<TestBuf> = Vec::new();
+    let n = fragment_ipv4(&frame, 1280, || Some(TestBuf::new(&[])), |b| frags.push(b)).unwrap();
+    assert_eq!(n, 3);
+    let first = ipv4::Packet::new_checked(&frags[0].data()[14..]).unwrap();
+    assert_eq!(first.header_len(), 32);
+    assert_eq!(first.options(), &opts[..]);
+    let mut got = first.payload().to_vec();
+    for f in &frags[1..] {
+        let p = ipv4::Packet::new_checked(&f.data()[14..]).unwrap();
+        assert_eq!(p.header_len(), 24);
+        assert_eq!(p.options(), &[0x94, 4, 0, 0]);
+        assert_eq!(checksum::checksum(p.header()), 0);
+        assert_eq!(p.frag_offset() as usize, got.len());
+        got.extend_from_slice(p.payload());
+    }
+    assert_eq!(got, body);
+    // No buffer: the reason, not a panic.
+    assert_eq!(
+        fragment_ipv4::<TestBuf>(&frame, 1280, || None, |_| {}),
+        Err(DropReason::NoMbuf)
+    );
+    // An MTU too small for the header and 8 bytes.
+    assert_eq!(
+        fragment_ipv4(&frame, 36, || Some(TestBuf::new(&[])), |_| {}),
+        Err(DropReason::TooBig)
+    );
 }
 
 #[test]

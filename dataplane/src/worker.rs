@@ -9,6 +9,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use crate::buf::PacketBuf;
 use crate::counters::{DropReason, WorkerCounters};
 use crate::dpdk::{self, Mbuf, Mempool, RxBurst, TxBuffer};
 use crate::router::{self, Action, Ctx, Learned, Scratch};
@@ -53,6 +54,7 @@ pub struct Worker {
 
 /// Where packets go after the router: tx buffers, kernel buffers, the hold queue.
 struct Out<'a> {
+    pool: &'a Mempool,
     tx: Vec<TxBuffer>,
     kernel_tx: Vec<Option<TxBuffer>>,
     /// (packet, ingress port, TSC when first held). Capacity HOLD, never grown.
@@ -81,6 +83,28 @@ impl Out<'_> {
                 }
                 _ => self.c.drop(DropReason::LocalNoKernel),
             },
+            Action::Fragment { port, mtu } => {
+                let Some(t) = self.tx.get_mut(port as usize) else {
+                    return self.c.drop(DropReason::NoRoute);
+                };
+                let pool = self.pool;
+                let (mut dropped, mut queued) = (0, 0);
+                let r = router::fragment_ipv4(
+                    m.data(),
+                    mtu,
+                    || pool.alloc(),
+                    |f| {
+                        dropped += t.push(f) as u64;
+                        queued += 1;
+                    },
+                );
+                self.dropped += dropped;
+                self.queued += queued;
+                match r {
+                    Ok(_) => self.c.fragmented.add(1),
+                    Err(reason) => self.c.drop(reason),
+                }
+            }
             Action::Hold if self.held.len() < HOLD => self.held.push((m, in_port, since)),
             Action::Hold => self.c.drop(DropReason::NeighborUnresolved),
             Action::Free => drop(m),
@@ -154,6 +178,7 @@ impl Worker {
         let mut scratch = Scratch::new(hz, icmp_rate);
         let mut burst = RxBurst::default();
         let mut out = Out {
+            pool: &pool,
             tx,
             kernel_tx,
             held: Vec::with_capacity(HOLD),

@@ -38,7 +38,7 @@ import os
 import struct
 import sys
 
-from scapy.layers.inet import ICMP, IP, UDP, IPOption_NOP
+from scapy.layers.inet import ICMP, IP, UDP, IPOption_NOP, fragment
 from scapy.layers.inet6 import (
     ICMPv6DestUnreach,
     ICMPv6EchoReply,
@@ -238,6 +238,23 @@ def build():
         "inside",
         [icmp4_error(inp, 3, 4, OUT_MTU)],
         {"icmp_errors": 1, "drop_too_big": 1},
+    )
+
+    big = UDP(sport=40009, dport=40104) / Raw(payload(1400 - 28, 10))
+    inp = host_v4(FAR4, id=0x7777) / big
+    assert len(inp) == 14 + 1400
+    fwd = IP(src=HOST4, dst=FAR4, ttl=63, id=0x7777) / big
+    frags = fragment(fwd, fragsize=(OUT_MTU - 20) // 8 * 8)
+    assert len(frags) == 2
+    case(
+        "ipv4_fragmented",
+        "1400-byte IPv4 without DF to outside (MTU 1280): forwarded as 2 fragments (RFC 791 "
+        "3.2, RFC 1812 5.2.6), payloads of 1256 and 124 bytes at offsets 0 and 1256, MF on "
+        "the first, same id, TTL 63",
+        [inp],
+        "outside",
+        [Ether(dst=NH_MAC, src=OUT_MAC) / f for f in frags],
+        {"fragmented": 1},
     )
 
     big = UDP(sport=40007, dport=40102) / Raw(payload(1400 - 48, 8))
