@@ -233,8 +233,13 @@ t_sighup_route() {
   sleep 1
   write_config "  - prefix: 10.40.0.0/16
     via: [10.10.2.3]"
+  sed -i 's|addresses: \[10.10.1.1/24,|addresses: [10.10.1.1/24, 10.10.1.100/24,|' "$CFG"
   kill -HUP "$FERRY_PID"
   sleep 1.5
+  o=$(C ping -c 3 -i 0.2 -W 2 10.10.1.100 2>&1)
+  if grep -q "bytes from 10.10.1.100" <<<"$o" && N ip addr show dev fx-inside | grep -q "10.10.1.100/24"; then
+    ok "SIGHUP: a new port address is answered and added to the kernel interface"
+  else fail "SIGHUP new address" "$(tr "\n" " " <<<"$o") $(N ip -br addr show dev fx-inside)"; fi
   o=$(C ping -c 3 -i 0.1 -W 1 10.40.0.1 2>&1)
   if grep -qE " [0-9]% packet loss|33\.3333% packet loss" <<<"$o" && grep -q "bytes from 10.40.0.1" <<<"$o"; then
     ok "SIGHUP: new route 10.40.0.0/16 takes effect"

@@ -299,6 +299,9 @@ pub fn run(opts: Options) -> Result<(), StartError> {
                     for (i, (a, b)) in new_cfg.ports.iter().zip(&cfg.ports).enumerate() {
                         if a.addresses != b.addresses {
                             cache.flush_port(i as u16);
+                            if let Some(Some(k)) = kernel.get(i) {
+                                update_kernel_addresses(&k.name, &b.addresses, &a.addresses);
+                            }
                         }
                     }
                     cfg = new_cfg;
@@ -371,15 +374,6 @@ fn reload(path: &Path, running: &Config, macs: &[[u8; 6]]) -> Result<(Config, Pl
 /// Bring the TAP up with the port's addresses; the kernel must not autoconfigure or
 /// send router solicitations on it.
 fn configure_kernel_if(name: &str, p: &PortConfig) {
-    let run = |args: &[&str]| match Command::new("ip").args(args).output() {
-        Ok(o) if o.status.success() => {}
-        Ok(o) => tracing::warn!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&o.stderr).trim()
-        ),
-        Err(e) => tracing::warn!("cannot run ip ({e}); install iproute2"),
-    };
     for (k, v) in [
         ("accept_ra", "0"),
         ("autoconf", "0"),
@@ -387,15 +381,40 @@ fn configure_kernel_if(name: &str, p: &PortConfig) {
     ] {
         let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{name}/{k}"), v);
     }
-    run(&["link", "set", "dev", name, "mtu", &p.mtu.to_string()]);
-    for a in &p.addresses {
+    ip_cmd(&["link", "set", "dev", name, "mtu", &p.mtu.to_string()]);
+    update_kernel_addresses(name, &[], &p.addresses);
+    ip_cmd(&["link", "set", "dev", name, "up"]);
+}
+
+fn ip_cmd(args: &[&str]) {
+    match Command::new("ip").args(args).output() {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => tracing::warn!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&o.stderr).trim()
+        ),
+        Err(e) => tracing::warn!("cannot run ip ({e}); install iproute2"),
+    }
+}
+
+/// Make a kernel interface's addresses go from `old` to `new` (start-up: `old` empty;
+/// a reload that changed the port's addresses: the difference).
+fn update_kernel_addresses(
+    name: &str,
+    old: &[crate::config::Prefix],
+    new: &[crate::config::Prefix],
+) {
+    for a in old.iter().filter(|a| !new.contains(a)) {
+        ip_cmd(&["addr", "del", &a.to_string(), "dev", name]);
+    }
+    for a in new.iter().filter(|a| !old.contains(a)) {
         let s = a.to_string();
         match a.addr {
-            IpAddr::V4(_) => run(&["addr", "add", &s, "dev", name]),
-            IpAddr::V6(_) => run(&["-6", "addr", "add", &s, "dev", name, "nodad"]),
+            IpAddr::V4(_) => ip_cmd(&["addr", "add", &s, "dev", name]),
+            IpAddr::V6(_) => ip_cmd(&["-6", "addr", "add", &s, "dev", name, "nodad"]),
         }
     }
-    run(&["link", "set", "dev", name, "up"]);
 }
 
 fn total(counters: &[Arc<WorkerCounters>]) -> WorkerCounters {
