@@ -330,7 +330,13 @@ neighbors:
             !p.learnable(1, "10.0.2.1".parse().unwrap()),
             "our own address"
         );
-        cache.learn(1, "10.0.2.2".parse().unwrap(), [2, 0, 0, 0, 0, 2], now);
+        cache.learn(
+            1,
+            "10.0.2.2".parse().unwrap(),
+            [2, 0, 0, 0, 0, 2],
+            now,
+            true,
+        );
         let t = p.tables(&cache);
         assert!(matches!(
             hop4(&t, "10.30.1.1"),

@@ -582,10 +582,11 @@ impl Config {
                 ));
             }
         }
-        if self.tuning.rx_desc != running.tuning.rx_desc
-            || self.tuning.tx_desc != running.tuning.tx_desc
-        {
-            return Some(err("tuning", "rx_desc/tx_desc need a restart"));
+        if self.tuning != running.tuning {
+            return Some(err(
+                "tuning",
+                "changes to tuning (timers, ICMP rate, queue sizes) need a restart",
+            ));
         }
         None
     }

@@ -21,7 +21,14 @@ pub struct NeighborCache {
     entries: HashMap<(u16, IpAddr), Entry>,
     reachable: Duration,
     stale: Duration,
+    max: usize,
+    /// Learn events refused because the cache was full.
+    pub refused: u64,
 }
+
+/// At most this many learned entries (a host inventing addresses on a /64 cannot grow the
+/// cache, nor the snapshot, without bound).
+pub const MAX_NEIGHBORS: usize = 65_536;
 
 impl NeighborCache {
     pub fn new(reachable: Duration, stale: Duration) -> Self {
@@ -29,12 +36,17 @@ impl NeighborCache {
             entries: HashMap::new(),
             reachable,
             stale,
+            max: MAX_NEIGHBORS,
+            refused: 0,
         }
     }
 
     /// Record that `ip` on `port` is at `mac`. True if the tables need republishing
-    /// (a new entry, a changed MAC, or a stale entry confirmed again).
-    pub fn learn(&mut self, port: u16, ip: IpAddr, mac: Mac, now: Instant) -> bool {
+    /// (a new entry, a changed MAC, or a stale entry confirmed again). With `create` false
+    /// (an unsolicited announcement) only an existing entry is updated, as Linux does with
+    /// `arp_accept=0`.
+    pub fn learn(&mut self, port: u16, ip: IpAddr, mac: Mac, now: Instant, create: bool) -> bool {
+        let full = self.entries.len() >= self.max;
         match self.entries.get_mut(&(port, ip)) {
             Some(e) => {
                 let changed = e.mac != mac || e.stale;
@@ -42,6 +54,11 @@ impl NeighborCache {
                 e.confirmed = now;
                 e.stale = false;
                 changed
+            }
+            None if !create => false,
+            None if full => {
+                self.refused += 1;
+                false
             }
             None => {
                 self.entries.insert(
@@ -76,9 +93,15 @@ impl NeighborCache {
         changed
     }
 
-    /// Forget everything learned on `port` (its addresses changed).
-    pub fn flush_port(&mut self, port: u16) {
-        self.entries.retain(|(p, _), _| *p != port);
+    /// Keep only the entries for which `keep(port, ip)` holds (after addresses changed).
+    pub fn retain(&mut self, mut keep: impl FnMut(u16, IpAddr) -> bool) {
+        self.entries.retain(|(p, ip), _| keep(*p, *ip));
+    }
+
+    #[cfg(test)]
+    fn with_max(mut self, max: usize) -> Self {
+        self.max = max;
+        self
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (u16, IpAddr, &Entry)> {
@@ -107,18 +130,24 @@ mod tests {
         let t0 = Instant::now();
         let mut c = NeighborCache::new(Duration::from_secs(30), Duration::from_secs(10));
         let ip: IpAddr = "10.0.0.2".parse().unwrap();
-        assert!(c.learn(0, ip, [2, 0, 0, 0, 0, 2], t0));
+        assert!(c.learn(0, ip, [2, 0, 0, 0, 0, 2], t0, true));
         assert!(
-            !c.learn(0, ip, [2, 0, 0, 0, 0, 2], t0),
+            !c.learn(0, ip, [2, 0, 0, 0, 0, 2], t0, true),
             "same MAC again: no change"
         );
-        assert!(c.learn(0, ip, [2, 0, 0, 0, 0, 3], t0), "MAC moved");
+        assert!(c.learn(0, ip, [2, 0, 0, 0, 0, 3], t0, true), "MAC moved");
         assert!(!c.age(t0 + Duration::from_secs(29)));
         assert!(c.age(t0 + Duration::from_secs(31)));
         assert!(c.get(0, ip).unwrap().stale);
         assert!(!c.age(t0 + Duration::from_secs(32)), "already stale");
         assert!(
-            c.learn(0, ip, [2, 0, 0, 0, 0, 3], t0 + Duration::from_secs(33)),
+            c.learn(
+                0,
+                ip,
+                [2, 0, 0, 0, 0, 3],
+                t0 + Duration::from_secs(33),
+                true
+            ),
             "confirmed again"
         );
         assert!(!c.get(0, ip).unwrap().stale);
@@ -127,14 +156,35 @@ mod tests {
     }
 
     #[test]
+    fn announcements_only_update_and_the_cache_is_bounded() {
+        let t0 = Instant::now();
+        let mut c =
+            NeighborCache::new(Duration::from_secs(30), Duration::from_secs(10)).with_max(2);
+        let a: IpAddr = "10.0.0.2".parse().unwrap();
+        assert!(
+            !c.learn(0, a, [2, 0, 0, 0, 0, 2], t0, false),
+            "gratuitous: no new entry"
+        );
+        assert!(c.is_empty());
+        assert!(c.learn(0, a, [2, 0, 0, 0, 0, 2], t0, true));
+        assert!(
+            c.learn(0, a, [2, 0, 0, 0, 0, 7], t0, false),
+            "but it updates one"
+        );
+        assert!(c.learn(0, "10.0.0.3".parse().unwrap(), [2, 0, 0, 0, 0, 3], t0, true));
+        assert!(!c.learn(0, "10.0.0.4".parse().unwrap(), [2, 0, 0, 0, 0, 4], t0, true));
+        assert_eq!((c.len(), c.refused), (2, 1), "full: refused and counted");
+    }
+
+    #[test]
     fn ports_are_separate() {
         let t0 = Instant::now();
         let mut c = NeighborCache::new(Duration::from_secs(30), Duration::from_secs(10));
         let ip: IpAddr = "fd00::2".parse().unwrap();
-        c.learn(0, ip, [2, 0, 0, 0, 0, 2], t0);
-        c.learn(1, ip, [2, 0, 0, 0, 0, 3], t0);
+        c.learn(0, ip, [2, 0, 0, 0, 0, 2], t0, true);
+        c.learn(1, ip, [2, 0, 0, 0, 0, 3], t0, true);
         assert_eq!(c.len(), 2);
-        c.flush_port(0);
+        c.retain(|port, _| port != 0);
         assert!(c.get(0, ip).is_none());
         assert_eq!(c.get(1, ip).unwrap().mac, [2, 0, 0, 0, 0, 3]);
     }

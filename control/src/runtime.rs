@@ -256,7 +256,14 @@ pub fn run(opts: Options) -> Result<(), StartError> {
             stop: stop.clone(),
             icmp_rate: cfg.tuning.icmp_rate,
         };
-        eal.launch(lcore, move || worker.run())?;
+        if let Err(e) = eal.launch(lcore, move || worker.run()) {
+            // Stop the workers already running before ports and EAL go away.
+            stop.store(true, Ordering::Relaxed);
+            for l in &lcores[..w] {
+                eal.wait(*l);
+            }
+            return Err(e.into());
+        }
         counters.push(c);
         learned_rx.push(lrx);
     }
@@ -277,13 +284,23 @@ pub fn run(opts: Options) -> Result<(), StartError> {
     let mut last_age = Instant::now();
     let mut last_stats = Instant::now();
     let mut last_log = Instant::now();
+    // Neighbour changes are published at most every PUBLISH_EVERY (a reload at once).
+    const PUBLISH_EVERY: Duration = Duration::from_millis(10);
+    let mut last_publish = Instant::now();
+    let mut changed = false;
     while !term.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(1));
         let now = Instant::now();
-        let mut changed = false;
+        let mut reloaded = false;
         for r in learned_rx.iter_mut() {
-            while let Ok(Learned { port, ip, mac }) = r.pop() {
-                if plan.learnable(port, ip) && cache.learn(port, ip, mac, now) {
+            while let Ok(l) = r.pop() {
+                let Learned {
+                    port,
+                    ip,
+                    mac,
+                    create,
+                } = l;
+                if plan.learnable(port, ip) && cache.learn(port, ip, mac, now, create) {
                     tracing::debug!(port, %ip, mac = %format_mac(&mac), "neighbour learned");
                     changed = true;
                 }
@@ -298,15 +315,17 @@ pub fn run(opts: Options) -> Result<(), StartError> {
                 Ok((new_cfg, new_plan)) => {
                     for (i, (a, b)) in new_cfg.ports.iter().zip(&cfg.ports).enumerate() {
                         if a.addresses != b.addresses {
-                            cache.flush_port(i as u16);
                             if let Some(Some(k)) = kernel.get(i) {
                                 update_kernel_addresses(&k.name, &b.addresses, &a.addresses);
                             }
                         }
                     }
+                    // Keep the neighbours still on a subnet of their port.
+                    cache.retain(|port, ip| new_plan.learnable(port, ip));
                     cfg = new_cfg;
                     plan = new_plan;
                     changed = true;
+                    reloaded = true;
                     tracing::info!(
                         routes4 = plan.routes4,
                         routes6 = plan.routes6,
@@ -320,8 +339,10 @@ pub fn run(opts: Options) -> Result<(), StartError> {
                 ),
             }
         }
-        if changed {
+        if changed && (reloaded || now.duration_since(last_publish) >= PUBLISH_EVERY) {
             publisher.publish(plan.tables(&cache));
+            last_publish = now;
+            changed = false;
         }
         publisher.reclaim();
         if let Some(path) = &opts.stats_file {
@@ -420,22 +441,7 @@ fn update_kernel_addresses(
 fn total(counters: &[Arc<WorkerCounters>]) -> WorkerCounters {
     let t = WorkerCounters::default();
     for c in counters {
-        t.rx.add(c.rx.get());
-        t.tx.add(c.tx.get());
-        t.to_kernel.add(c.to_kernel.get());
-        t.from_kernel.add(c.from_kernel.get());
-        t.arp_replies.add(c.arp_replies.get());
-        t.nd_adverts.add(c.nd_adverts.get());
-        t.echo_replies.add(c.echo_replies.get());
-        t.icmp_errors.add(c.icmp_errors.get());
-        t.solicits.add(c.solicits.get());
-        t.fragmented.add(c.fragmented.get());
-        t.consumed.add(c.consumed.get());
-        t.busy_cycles.add(c.busy_cycles.get());
-        t.busy_packets.add(c.busy_packets.get());
-        for (a, b) in t.drops.iter().zip(c.drops.iter()) {
-            a.add(b.get());
-        }
+        t.accumulate(c);
     }
     t
 }
@@ -486,6 +492,7 @@ fn write_stats(
         "workers_seen": publisher.seen(),
         "retired": publisher.retired(),
         "neighbors": cache.len(),
+        "neighbors_refused": cache.refused,
         "total": counters_json(&total(counters)),
         "workers": workers,
         "ports": ports,

@@ -216,6 +216,31 @@ impl WorkerCounters {
         self.drops[r.index()].get()
     }
 
+    /// Add another worker's counters into these (for totals on the control side).
+    pub fn accumulate(&self, other: &WorkerCounters) {
+        let pairs = [
+            (&self.rx, &other.rx),
+            (&self.tx, &other.tx),
+            (&self.to_kernel, &other.to_kernel),
+            (&self.from_kernel, &other.from_kernel),
+            (&self.arp_replies, &other.arp_replies),
+            (&self.nd_adverts, &other.nd_adverts),
+            (&self.echo_replies, &other.echo_replies),
+            (&self.icmp_errors, &other.icmp_errors),
+            (&self.solicits, &other.solicits),
+            (&self.fragmented, &other.fragmented),
+            (&self.consumed, &other.consumed),
+            (&self.busy_cycles, &other.busy_cycles),
+            (&self.busy_packets, &other.busy_packets),
+        ];
+        for (a, b) in pairs {
+            a.add(b.get());
+        }
+        for (a, b) in self.drops.iter().zip(other.drops.iter()) {
+            a.add(b.get());
+        }
+    }
+
     /// Named values, for printing and the stats file.
     pub fn named(&self) -> Vec<(String, u64)> {
         let mut v: Vec<(String, u64)> = [

@@ -162,15 +162,20 @@ impl Drop for Eal {
     }
 }
 
-fn eal_hint(reason: &str) -> &'static str {
-    let hugepages_free = std::fs::read_to_string("/proc/meminfo")
+/// Free hugepages of the default size, from /proc/meminfo (0 if unknown).
+pub fn free_hugepages() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|m| {
             m.lines()
                 .find(|l| l.starts_with("HugePages_Free:"))
                 .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
         })
-        .unwrap_or(0);
+        .unwrap_or(0)
+}
+
+fn eal_hint(reason: &str) -> &'static str {
+    let hugepages_free = free_hugepages();
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         " (run as root, or grant CAP_SYS_ADMIN/CAP_NET_RAW/CAP_IPC_LOCK)"

@@ -12,7 +12,7 @@ use std::net::IpAddr;
 
 use crate::buf::PacketBuf;
 use crate::counters::{DropReason, Layer, WorkerCounters};
-use crate::tables::{Hop, Mac, Tables};
+use crate::tables::{Hop, Mac, PortTable, Tables};
 use crate::wire::{arp, checksum, ethernet, icmpv4, icmpv6, ipv4, ipv6, l4, WireError};
 
 /// Where a packet goes after [`process`].
@@ -38,6 +38,9 @@ pub struct Learned {
     pub port: u16,
     pub ip: IpAddr,
     pub mac: Mac,
+    /// May create an entry (a request to us, a reply, a solicited NA, an NS); false for
+    /// unsolicited announcements (gratuitous ARP, unsolicited NA), which only update one.
+    pub create: bool,
 }
 
 /// A small fixed-capacity list (no allocation on the hot path).
@@ -151,9 +154,14 @@ impl Scratch {
         }
     }
 
-    fn learn(&mut self, port: u16, ip: IpAddr, mac: Mac) {
+    fn learn(&mut self, port: u16, ip: IpAddr, mac: Mac, create: bool) {
         // If the list is full the entry is learned from the next ARP/ND packet instead.
-        let _ = self.learned.push(Learned { port, ip, mac });
+        let _ = self.learned.push(Learned {
+            port,
+            ip,
+            mac,
+            create,
+        });
     }
 }
 
@@ -255,6 +263,43 @@ fn write_l2<B: PacketBuf>(
     true
 }
 
+/// The L2 header for the next hop on `out`: the fast path (untagged in and out) writes the
+/// two MACs; otherwise the header is rebuilt with the egress port's tag.
+#[inline]
+fn rewrite_for_egress<B: PacketBuf>(
+    b: &mut B,
+    l3: usize,
+    out: &PortTable,
+    mac: Mac,
+    ethertype: u16,
+) -> bool {
+    if l3 == 14 && out.vlan.is_none() {
+        let d = b.data_mut();
+        d[0..6].copy_from_slice(&mac);
+        d[6..12].copy_from_slice(&out.mac);
+        true
+    } else {
+        write_l2(b, l3, out.vlan, mac, out.mac, ethertype)
+    }
+}
+
+/// Hand the packet to the port's kernel interface, without the port's 802.1Q tag (the TAP
+/// carries the port's untagged traffic; `process_from_kernel` adds the tag back).
+#[inline]
+fn to_kernel<B: PacketBuf>(b: &mut B, port: u16) -> Action {
+    if let Ok(l2) = ethernet::parse_l2(b.data()) {
+        if l2.vlan_tci.is_some() {
+            let d = b.data();
+            let dst: Mac = d[0..6].try_into().unwrap_or([0; 6]);
+            let src: Mac = d[6..12].try_into().unwrap_or([0; 6]);
+            if !write_l2(b, l2.l3_offset, None, dst, src, l2.ethertype) {
+                return Action::Free;
+            }
+        }
+    }
+    Action::Kernel(port)
+}
+
 /// Swap the MACs for a reply to the previous hop (our port MAC as the source).
 #[inline]
 fn reply_l2(b: &mut [u8], my_mac: Mac) {
@@ -282,7 +327,8 @@ fn arp_in<B: PacketBuf>(ctx: &mut Ctx, in_port: u16, l3: usize, b: &mut B) -> Ac
     let sender_known = sender_ip != [0; 4] && ethernet::is_unicast(&sender_mac);
     if op == arp::OP_REQUEST && port.has_v4(target_ip) {
         if sender_known {
-            ctx.s.learn(in_port, IpAddr::from(sender_ip), sender_mac);
+            ctx.s
+                .learn(in_port, IpAddr::from(sender_ip), sender_mac, true);
         }
         let my_mac = port.mac;
         let d = b.data_mut();
@@ -293,12 +339,14 @@ fn arp_in<B: PacketBuf>(ctx: &mut Ctx, in_port: u16, l3: usize, b: &mut B) -> Ac
         return Action::Tx(in_port);
     }
     if op == arp::OP_REPLY || sender_ip == target_ip {
-        // A reply (to us or the kernel), or a gratuitous announcement.
+        // A reply (to us or the kernel), or a gratuitous announcement (update only).
         if sender_known {
-            ctx.s.learn(in_port, IpAddr::from(sender_ip), sender_mac);
+            let gratuitous = sender_ip == target_ip;
+            ctx.s
+                .learn(in_port, IpAddr::from(sender_ip), sender_mac, !gratuitous);
         }
         if port.kernel {
-            return Action::Kernel(in_port);
+            return to_kernel(b, in_port);
         }
     }
     ctx.c.consumed.add(1);
@@ -410,11 +458,15 @@ fn ipv4_in<B: PacketBuf>(
     if dst_first >= 224 {
         // Multicast and limited broadcast: for the kernel (routing protocols), not routed.
         if t.ports[in_port as usize].kernel {
-            return Action::Kernel(in_port);
+            return to_kernel(b, in_port);
         }
         return ctx.drop(DropReason::NotRouted);
     }
     let Some(hop) = t.fib4.lookup(dst) else {
+        if l2_multicast {
+            // No ICMP error about a link-layer broadcast (RFC 1812 4.3.2.7).
+            return ctx.drop(DropReason::NotRouted);
+        }
         return icmp4_error(
             ctx,
             in_port,
@@ -482,18 +534,7 @@ fn ipv4_in<B: PacketBuf>(
         p.decrement_ttl();
     }
     let out_port = &t.ports[out as usize];
-    if l3 == 14 && out_port.vlan.is_none() {
-        let d = b.data_mut();
-        d[0..6].copy_from_slice(&mac);
-        d[6..12].copy_from_slice(&out_port.mac);
-    } else if !write_l2(
-        b,
-        l3,
-        out_port.vlan,
-        mac,
-        out_port.mac,
-        ethernet::ETHERTYPE_IPV4,
-    ) {
+    if !rewrite_for_egress(b, l3, out_port, mac, ethernet::ETHERTYPE_IPV4) {
         return ctx.drop(DropReason::Malformed(Layer::Ethernet, WireError::Truncated));
     }
     if too_big {
@@ -549,7 +590,7 @@ fn ipv4_local<B: PacketBuf>(
         }
     }
     if port.kernel {
-        return Action::Kernel(in_port);
+        return to_kernel(b, in_port);
     }
     ctx.drop(DropReason::LocalNoKernel)
 }
@@ -657,7 +698,7 @@ fn ipv6_in<B: PacketBuf>(
     }
     if is_v6_multicast(&dst) {
         if port.kernel {
-            return Action::Kernel(in_port);
+            return to_kernel(b, in_port);
         }
         return ctx.drop(DropReason::NotRouted);
     }
@@ -667,7 +708,7 @@ fn ipv6_in<B: PacketBuf>(
         return ctx.drop(DropReason::Martian);
     }
     let Some(hop) = t.fib6.lookup(dst128) else {
-        if crate::tables::is_link_local(&dst) {
+        if crate::tables::is_link_local(&dst) || l2_multicast {
             return ctx.drop(DropReason::NotRouted);
         }
         return icmp6_error(
@@ -754,18 +795,7 @@ fn ipv6_in<B: PacketBuf>(
         p.set_hop_limit(hop_limit - 1);
     }
     let out_port = &t.ports[out as usize];
-    if l3 == 14 && out_port.vlan.is_none() {
-        let d = b.data_mut();
-        d[0..6].copy_from_slice(&mac);
-        d[6..12].copy_from_slice(&out_port.mac);
-    } else if !write_l2(
-        b,
-        l3,
-        out_port.vlan,
-        mac,
-        out_port.mac,
-        ethernet::ETHERTYPE_IPV6,
-    ) {
+    if !rewrite_for_egress(b, l3, out_port, mac, ethernet::ETHERTYPE_IPV6) {
         return ctx.drop(DropReason::Malformed(Layer::Ethernet, WireError::Truncated));
     }
     Action::Tx(out)
@@ -783,7 +813,7 @@ fn nd_in<B: PacketBuf>(
 ) -> Option<Action> {
     let port = &ctx.t.ports[in_port as usize];
     let icmp_off = l3 + ipv6::HEADER_LEN;
-    let (ty, target, lladdr) = {
+    let (ty, target, lladdr, solicited) = {
         let p = icmpv6::Packet::new_checked(b.data().get(icmp_off..)?).ok()?;
         let ty = p.msg_type();
         if ty != icmpv6::TYPE_NEIGHBOR_SOLICIT && ty != icmpv6::TYPE_NEIGHBOR_ADVERT {
@@ -800,14 +830,15 @@ fn nd_in<B: PacketBuf>(
         } else {
             icmpv6::NDP_OPT_TARGET_LLADDR
         };
-        (ty, target, p.ndp_lladdr_option(opt))
+        let solicited = p.na_flags() & icmpv6::NA_FLAG_SOLICITED != 0;
+        (ty, target, p.ndp_lladdr_option(opt), solicited)
     };
     if ty == icmpv6::TYPE_NEIGHBOR_ADVERT {
         if let Some(mac) = lladdr {
-            ctx.s.learn(in_port, IpAddr::from(target), mac);
+            ctx.s.learn(in_port, IpAddr::from(target), mac, solicited);
         }
         if port.kernel {
-            return Some(Action::Kernel(in_port));
+            return Some(to_kernel(b, in_port));
         }
         ctx.c.consumed.add(1);
         return Some(Action::Free);
@@ -824,7 +855,7 @@ fn nd_in<B: PacketBuf>(
     }
     let dad = *src == [0; 16];
     if let (false, Some(mac)) = (dad, lladdr) {
-        ctx.s.learn(in_port, IpAddr::from(*src), mac);
+        ctx.s.learn(in_port, IpAddr::from(*src), mac, true);
     }
     let reply_to = if dad {
         [0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]
@@ -895,7 +926,7 @@ fn ipv6_local<B: PacketBuf>(ctx: &mut Ctx, in_port: u16, l3: usize, next: u8, b:
         }
     }
     if port.kernel {
-        return Action::Kernel(in_port);
+        return to_kernel(b, in_port);
     }
     ctx.drop(DropReason::LocalNoKernel)
 }

@@ -1123,7 +1123,8 @@ fn arp_request_for_us_gets_reply() {
         vec![Learned {
             port: 0,
             ip: ip("10.10.1.2"),
-            mac: H1_MAC
+            mac: H1_MAC,
+            create: true,
         }]
     );
     assert_eq!(fx.c.arp_replies.get(), 1);
@@ -1181,6 +1182,7 @@ fn arp_reply_is_learned_and_passed_to_kernel() {
         port: 0,
         ip: ip("10.10.1.7"),
         mac: [0x02, 0, 0, 0, 0x01, 0x07],
+        create: true,
     };
     assert_eq!(fx.learned(), vec![want]);
     fx.t.ports[0].kernel = false;
@@ -1262,7 +1264,8 @@ fn ns_for_us_gets_na() {
         vec![Learned {
             port: 0,
             ip: ip("fd10:1::2"),
-            mac: H1_MAC
+            mac: H1_MAC,
+            create: true,
         }]
     );
     assert_eq!(fx.c.nd_adverts.get(), 1);
@@ -1345,6 +1348,7 @@ fn na_is_learned() {
         port: 0,
         ip: ip_of(s),
         mac: mac7,
+        create: true,
     };
     assert_eq!(fx.learned(), vec![want]);
     fx.t.ports[0].kernel = false;
@@ -1549,6 +1553,44 @@ fn vlan_egress_adds_tag() {
     let (a, out) = fx.run(0, &udp6_from_h1("fd20::5", 64, 20));
     assert_eq!(a, Action::Tx(1));
     assert_eq!(out[12..18], [0x81, 0x00, 0x00, 100, 0x86, 0xdd]);
+}
+
+#[test]
+fn vlan_port_hands_untagged_frames_to_the_kernel() {
+    // TCP to 10.10.2.1 arriving tagged (VLAN 100) on port 1 reaches the TAP untagged.
+    let mut fx = Fx::new();
+    fx.t.ports[1].vlan = Some(100);
+    let ip = ipv4_pkt(
+        v4("10.10.2.5"),
+        v4("10.10.2.1"),
+        6,
+        64,
+        &tcp_syn(40000, 179),
+    );
+    let (a, out) = fx.run(1, &eth_tagged(M1, H5_MAC, 100, ET_IPV4, &ip));
+    assert_eq!(a, Action::Kernel(1));
+    assert_eq!(
+        out,
+        eth(M1, H5_MAC, ET_IPV4, &ip),
+        "tag removed, rest unchanged"
+    );
+}
+
+#[test]
+fn no_icmp_error_for_link_layer_broadcast_without_route() {
+    // Broadcast MAC, unicast IP with no route: dropped quietly (RFC 1812 4.3.2.7).
+    let mut fx = Fx::new();
+    let ip = ipv4_pkt(
+        v4("10.10.1.2"),
+        v4("192.0.2.1"),
+        17,
+        64,
+        &udp(9, 9, &data(8)),
+    );
+    let (a, _) = fx.run(0, &eth([0xff; 6], H1_MAC, ET_IPV4, &ip));
+    assert_eq!(a, Action::Free);
+    assert_eq!(fx.c.icmp_errors.get(), 0);
+    assert_eq!(fx.dropped(DropReason::NotRouted), 1);
 }
 
 #[test]

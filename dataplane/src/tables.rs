@@ -5,7 +5,7 @@
 //! big ones with the previous generation.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::{BuildHasher, Hasher};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -120,8 +120,8 @@ pub struct Neighbor {
     pub stale: bool,
 }
 
-/// Keys are (port, address): small integers, hashed with a multiply-rotate (no SipHash on
-/// the hot path; the keys come from our own configuration and ARP, not from a flood).
+/// Keys are (port, address), hashed with a seeded multiply-rotate (no SipHash on the hot
+/// path; see [`SeededState`] for the seed).
 #[derive(Default, Clone, Copy)]
 pub struct FastHasher(u64);
 
@@ -151,7 +151,25 @@ impl Hasher for FastHasher {
     }
 }
 
-pub type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
+/// Seeds [`FastHasher`] with a per-map random value, so that nobody on the wire can choose
+/// neighbour addresses that collide.
+#[derive(Clone)]
+pub struct SeededState(u64);
+
+impl Default for SeededState {
+    fn default() -> Self {
+        SeededState(std::collections::hash_map::RandomState::new().hash_one(0x5eed_u64))
+    }
+}
+
+impl BuildHasher for SeededState {
+    type Hasher = FastHasher;
+    fn build_hasher(&self) -> FastHasher {
+        FastHasher(self.0)
+    }
+}
+
+pub type FastMap<K, V> = HashMap<K, V, SeededState>;
 
 /// All tables of one snapshot.
 pub struct Tables {

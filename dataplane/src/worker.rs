@@ -60,9 +60,11 @@ struct Out<'a> {
     /// (packet, ingress port, TSC when first held). Capacity HOLD, never grown.
     held: Vec<(Mbuf, u16, u64)>,
     c: &'a WorkerCounters,
-    /// Packets queued for the wire and dropped by full queues, in this burst.
+    /// Packets queued for the wire / the kernel, and dropped by full queues, in this burst.
     queued: u64,
     dropped: u64,
+    kernel_queued: u64,
+    kernel_dropped: u64,
 }
 
 impl Out<'_> {
@@ -78,8 +80,8 @@ impl Out<'_> {
             },
             Action::Kernel(p) => match self.kernel_tx.get_mut(p as usize) {
                 Some(Some(t)) => {
-                    self.c.to_kernel.add(1);
-                    self.dropped += t.push(m) as u64;
+                    self.kernel_dropped += t.push(m) as u64;
+                    self.kernel_queued += 1;
                 }
                 _ => self.c.drop(DropReason::LocalNoKernel),
             },
@@ -146,14 +148,20 @@ impl Out<'_> {
             self.dropped += t.flush() as u64;
         }
         for t in self.kernel_tx.iter_mut().flatten() {
-            self.dropped += t.flush() as u64;
+            self.kernel_dropped += t.flush() as u64;
         }
         self.c.tx.add(self.queued.saturating_sub(self.dropped));
-        if self.dropped > 0 {
-            self.c.drops[DropReason::TxFull.index()].add(self.dropped);
+        self.c
+            .to_kernel
+            .add(self.kernel_queued.saturating_sub(self.kernel_dropped));
+        let dropped = self.dropped + self.kernel_dropped;
+        if dropped > 0 {
+            self.c.drops[DropReason::TxFull.index()].add(dropped);
         }
         self.queued = 0;
         self.dropped = 0;
+        self.kernel_queued = 0;
+        self.kernel_dropped = 0;
     }
 }
 
@@ -185,6 +193,8 @@ impl Worker {
             c,
             queued: 0,
             dropped: 0,
+            kernel_queued: 0,
+            kernel_dropped: 0,
         };
         let mut retry: Vec<(Mbuf, u16, u64)> = Vec::with_capacity(HOLD);
         let mut last_retry = 0u64;

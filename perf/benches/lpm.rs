@@ -69,14 +69,7 @@ fn main() {
         })
         .collect();
 
-    let free_huge = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            m.lines()
-                .find(|l| l.starts_with("HugePages_Free:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-        })
-        .unwrap_or(0);
+    let free_huge = dpdk::free_hugepages();
     let eal_args: Vec<&str> = if free_huge >= 256 {
         vec![
             "-l",
