@@ -49,7 +49,7 @@ fn main() {
         .allowlist_function("rte_pktmbuf_pool_create|rte_mempool_free|rte_mempool_avail_count|rte_mempool_in_use_count")
         .allowlist_function("rte_eth_dev_count_avail|rte_eth_dev_get_port_by_name|rte_eth_dev_configure|rte_eth_dev_info_get|rte_eth_rx_queue_setup|rte_eth_tx_queue_setup|rte_eth_dev_start|rte_eth_dev_stop|rte_eth_dev_close|rte_eth_macaddr_get|rte_eth_link_get_nowait|rte_eth_stats_get|rte_eth_stats_reset|rte_eth_promiscuous_enable|rte_eth_dev_set_mtu|rte_eth_dev_get_mtu|rte_eth_dev_socket_id|rte_eth_allmulticast_enable|rte_eth_dev_adjust_nb_rx_tx_desc")
         .allowlist_function("rte_ring_create|rte_ring_free")
-        .allowlist_function("rte_lpm_create|rte_lpm_add|rte_lpm_free|rte_lpm6_create|rte_lpm6_add|rte_lpm6_lookup|rte_lpm6_free|rte_fib_create|rte_fib_add|rte_fib_free|rte_fib_lookup_bulk")
+        .allowlist_function("rte_lpm_create|rte_lpm_add|rte_lpm_free|rte_lpm6_create|rte_lpm6_add|rte_lpm6_lookup|rte_lpm6_lookup_bulk_func|rte_lpm6_free|rte_fib_create|rte_fib_add|rte_fib_free|rte_fib_lookup_bulk")
         .allowlist_function("ferry_.*")
         .allowlist_var("ferry_.*|RTE_MAX_LCORE|RTE_MAX_ETHPORTS|RTE_ETHER_ADDR_LEN|SOCKET_ID_ANY|RTE_MBUF_DEFAULT_BUF_SIZE")
         .allowlist_type("rte_mbuf|rte_mempool|rte_eth_conf|rte_eth_dev_info|rte_eth_rxconf|rte_eth_txconf|rte_ether_addr|rte_eth_link|rte_eth_stats|rte_ring|rte_lpm|rte_lpm_config|rte_lpm6|rte_lpm6_config|rte_fib|rte_fib_conf|lcore_function_t")

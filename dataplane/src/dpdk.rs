@@ -942,6 +942,58 @@ impl Drop for DpdkLpm {
     }
 }
 
+/// DPDK's own `rte_lpm6`, for comparison benchmarks. Needs the EAL.
+pub struct DpdkLpm6 {
+    raw: NonNull<ffi::rte_lpm6>,
+}
+
+impl DpdkLpm6 {
+    pub fn new(name: &str, max_rules: u32, tbl8s: u32) -> Result<DpdkLpm6, DpdkError> {
+        let c = CString::new(name).map_err(|_| DpdkError::Nul(name.to_string()))?;
+        let cfg = ffi::rte_lpm6_config {
+            max_rules,
+            number_tbl8s: tbl8s,
+            flags: 0,
+        };
+        // SAFETY: valid name and config pointers.
+        let raw = unsafe { ffi::rte_lpm6_create(c.as_ptr(), -1, &cfg) };
+        NonNull::new(raw)
+            .map(|raw| DpdkLpm6 { raw })
+            .ok_or_else(|| DpdkError::Lpm(format!("create {name}: {}", last_error())))
+    }
+
+    pub fn add(&mut self, ip: u128, depth: u8, next_hop: u32) -> Result<(), DpdkError> {
+        let bytes = ip.to_be_bytes();
+        // SAFETY: raw is live and uniquely borrowed; bytes is 16 bytes as rte_lpm6 reads.
+        let rc = unsafe { ffi::rte_lpm6_add(self.raw.as_ptr(), bytes.as_ptr(), depth, next_hop) };
+        if rc < 0 {
+            return Err(DpdkError::Lpm(format!("add6 /{depth}: {}", strerror(rc))));
+        }
+        Ok(())
+    }
+
+    /// rte_lpm6_lookup_bulk_func over `ips` (16-byte addresses); misses give -1.
+    pub fn lookup_bulk(&self, ips: &mut [[u8; 16]], out: &mut [i32]) {
+        let n = ips.len().min(out.len());
+        // SAFETY: ips and out hold at least n entries; raw is live; DPDK only reads ips.
+        unsafe {
+            ffi::rte_lpm6_lookup_bulk_func(
+                self.raw.as_ptr(),
+                ips.as_mut_ptr(),
+                out.as_mut_ptr(),
+                n as u32,
+            )
+        };
+    }
+}
+
+impl Drop for DpdkLpm6 {
+    fn drop(&mut self) {
+        // SAFETY: raw is ours and freed once.
+        unsafe { ffi::rte_lpm6_free(self.raw.as_ptr()) };
+    }
+}
+
 /// Ask the kernel to back a large table with transparent huge pages (as DPDK's own tables
 /// sit in hugepage memory): fewer TLB misses on random lookups. Best effort; returns the
 /// bytes advised.
