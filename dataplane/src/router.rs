@@ -577,12 +577,11 @@ fn ipv4_local<B: PacketBuf>(
                 ip.set_dst(s);
                 ip.set_ttl(64);
                 ip.fill_checksum();
-                let mut ic = icmpv4::Packet::new_unchecked(ip.payload_mut());
-                let old = u16::from_be_bytes([icmpv4::TYPE_ECHO_REQUEST, 0]);
-                let new = u16::from_be_bytes([icmpv4::TYPE_ECHO_REPLY, 0]);
-                let c = checksum::update16(ic.checksum(), old, new);
-                ic.set_msg_type(icmpv4::TYPE_ECHO_REPLY);
-                ic.set_checksum(c);
+                echo_to_reply(
+                    ip.payload_mut(),
+                    icmpv4::TYPE_ECHO_REQUEST,
+                    icmpv4::TYPE_ECHO_REPLY,
+                );
             }
             reply_l2(d, my_mac);
             ctx.c.echo_replies.add(1);
@@ -593,6 +592,23 @@ fn ipv4_local<B: PacketBuf>(
         return to_kernel(b, in_port);
     }
     ctx.drop(DropReason::LocalNoKernel)
+}
+
+/// Turn an ICMP or ICMPv6 echo request (type in byte 0, checksum in bytes 2-3) into the
+/// reply in place, updating the checksum incrementally (RFC 1624).
+#[inline]
+fn echo_to_reply(icmp: &mut [u8], request: u8, reply: u8) {
+    if icmp.len() < 4 {
+        return;
+    }
+    let sum = u16::from_be_bytes([icmp[2], icmp[3]]);
+    let c = checksum::update16(
+        sum,
+        u16::from_be_bytes([request, 0]),
+        u16::from_be_bytes([reply, 0]),
+    );
+    icmp[0] = reply;
+    icmp[2..4].copy_from_slice(&c.to_be_bytes());
 }
 
 /// Turn the packet into an ICMPv4 error about itself, sent back to the previous hop.
@@ -913,12 +929,11 @@ fn ipv6_local<B: PacketBuf>(ctx: &mut Ctx, in_port: u16, l3: usize, next: u8, b:
                 ip.set_dst(&s);
                 ip.set_hop_limit(64);
                 // Swapping source and destination leaves the pseudo-header sum unchanged.
-                let mut ic = icmpv6::Packet::new_unchecked(ip.payload_mut());
-                let old = u16::from_be_bytes([icmpv6::TYPE_ECHO_REQUEST, 0]);
-                let new = u16::from_be_bytes([icmpv6::TYPE_ECHO_REPLY, 0]);
-                let c = checksum::update16(ic.checksum(), old, new);
-                ic.set_msg_type(icmpv6::TYPE_ECHO_REPLY);
-                ic.set_checksum(c);
+                echo_to_reply(
+                    ip.payload_mut(),
+                    icmpv6::TYPE_ECHO_REQUEST,
+                    icmpv6::TYPE_ECHO_REPLY,
+                );
             }
             reply_l2(d, my_mac);
             ctx.c.echo_replies.add(1);
