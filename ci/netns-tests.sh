@@ -237,9 +237,12 @@ t_sighup_route() {
   kill -HUP "$FERRY_PID"
   sleep 1.5
   o=$(C ping -c 3 -i 0.2 -W 2 10.10.1.100 2>&1)
-  if grep -q "bytes from 10.10.1.100" <<<"$o" && N ip addr show dev fx-inside | grep -q "10.10.1.100/24"; then
+  # (no `cmd | grep -q` under pipefail: grep's early exit fails the pipeline with SIGPIPE)
+  local addrs
+  addrs=$(N ip -br addr show dev fx-inside)
+  if grep -q "bytes from 10.10.1.100" <<<"$o" && grep -q "10.10.1.100/24" <<<"$addrs"; then
     ok "SIGHUP: a new port address is answered and added to the kernel interface"
-  else fail "SIGHUP new address" "$(tr "\n" " " <<<"$o") $(N ip -br addr show dev fx-inside)"; fi
+  else fail "SIGHUP new address" "$(tr "\n" " " <<<"$o") $addrs"; fi
   o=$(C ping -c 3 -i 0.1 -W 1 10.40.0.1 2>&1)
   if grep -qE " [0-9]% packet loss|33\.3333% packet loss" <<<"$o" && grep -q "bytes from 10.40.0.1" <<<"$o"; then
     ok "SIGHUP: new route 10.40.0.0/16 takes effect"
@@ -309,7 +312,7 @@ t_bad_start() {
   rc=0
   sed 's|iface=veth-in|iface=no-such-if|' "$CFG" > "$bad"
   o=$(N "$FERRYD" --config "$bad" 2>&1) || rc=$?
-  if [ "$rc" -ne 0 ] && tail -1 <<<"$o" | grep -q 'port "inside": device .* was not created .*iface= does not exist'; then
+  if [ "$rc" -ne 0 ] && grep -q 'port "inside": device .* was not created .*iface= does not exist' <<<"$(tail -1 <<<"$o")"; then
     ok "unknown interface at start: one line naming the port and the fix"
   else fail "unknown interface at start" "rc=$rc: $(tail -1 <<<"$o")"; fi
 }
