@@ -56,17 +56,21 @@ generator() { # seconds -> prints rx pps of port 1 (median of its per-second sam
     awk '{ a[NR] = $1 } END { if (NR) print a[int((NR + 1) / 2)]; else print 0 }'
 }
 
-run_ferry() {
+run_ferry() { # run number
   rm -f "$W/memif.sock" "$W/stats.json"
+  sed -i "s/--file-prefix=fperf-dut[0-9-]*/--file-prefix=fperf-dut-$1/" "$W/ferry.yaml"
   "$FERRYD" --config "$W/ferry.yaml" --stats-file "$W/stats.json" > "$W/ferry.out" 2> "$W/ferry.log" &
   local pid=$!
   for _ in $(seq 1 100); do grep -q forwarding "$W/ferry.log" && break; sleep 0.1; done
+  if ! grep -q forwarding "$W/ferry.log"; then
+    echo "ferryd did not start:" >&2; tail -3 "$W/ferry.log" >&2
+  fi
   local pps
   pps=$(generator "$SECS")
   sleep 1.1
   local cpp
   cpp=$(/usr/bin/python3 -c "import json; print(round(json.load(open('$W/stats.json'))['total']['cycles_per_packet']))" 2>/dev/null || echo 0)
-  kill -INT $pid 2>/dev/null; wait $pid 2>/dev/null || true
+  kill -INT $pid 2>/dev/null || true; wait $pid 2>/dev/null || true
   echo "$pps $cpp"
 }
 
@@ -82,7 +86,7 @@ run_macswap() {
   sleep 2
   local pps
   pps=$(generator "$SECS")
-  kill -INT $pid 2>/dev/null; wait $pid 2>/dev/null || true
+  kill -INT $pid 2>/dev/null || true; wait $pid 2>/dev/null || true
   echo "$pps"
 }
 
@@ -91,7 +95,7 @@ median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 echo "memif, 64-byte UDP, 1024 flows, 1 DUT core; $RUNS runs of ${SECS}s (Mpps = forwarded packets/s received back)"
 : > "$W/ferry.txt"; : > "$W/macswap.txt"; : > "$W/cpp.txt"
 for r in $(seq 1 "$RUNS"); do
-  read -r f cpp < <(run_ferry)
+  read -r f cpp < <(run_ferry "$r")
   m=$(run_macswap)
   echo "$f" >> "$W/ferry.txt"; echo "$m" >> "$W/macswap.txt"; echo "$cpp" >> "$W/cpp.txt"
   awk -v r="$r" -v f="$f" -v m="$m" -v c="$cpp" 'BEGIN { printf "run %d: ferry %.2f Mpps (%d cycles/pkt)  testpmd-macswap %.2f Mpps  ratio %.2f\n", r, f/1e6, c, m/1e6, (m ? f/m : 0) }'
