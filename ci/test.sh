@@ -26,8 +26,10 @@ for l in sys.stdin:
         print(m["executable"])' | tail -1)
 FERRY_SNAPSHOT_GENERATIONS=3000 valgrind --error-exitcode=99 -q --fair-sched=yes "$bin" snapshot::
 
+echo "== release build, benchmark smoke (fails on a crash or zero throughput, never on a number)"
+cargo build --release --bin ferryd -p ferry --bin ferry-pktgen -p ferry-perf
+./perf/memif-fwd.sh 2 1
+
 echo "== namespace tests (release ferryd)"
-cargo build --release --bin ferryd
 ./ci/netns-tests.sh target/release/ferryd 1
 ./ci/netns-tests.sh target/release/ferryd 2
-

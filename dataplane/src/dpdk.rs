@@ -261,6 +261,27 @@ impl Mempool {
         NonNull::new(unsafe { ffi::ferry_pktmbuf_alloc(self.raw.as_ptr()) }).map(|raw| Mbuf { raw })
     }
 
+    /// `n` (at most BURST) mbufs in one call, appended to `out` (which must have the
+    /// capacity, so nothing is allocated); false and nothing added if the pool has fewer.
+    #[inline]
+    pub fn alloc_bulk(&self, out: &mut Vec<Mbuf>, n: usize) -> bool {
+        let n = n.min(BURST);
+        let mut ptrs = [std::ptr::null_mut::<ffi::rte_mbuf>(); BURST];
+        // SAFETY: ptrs has room for n pointers; on success DPDK fills all n with owned mbufs.
+        let rc = unsafe {
+            ffi::ferry_pktmbuf_alloc_bulk(self.raw.as_ptr(), ptrs.as_mut_ptr(), n as u32)
+        };
+        if rc != 0 {
+            return false;
+        }
+        for p in &ptrs[..n] {
+            // SAFETY: alloc_bulk succeeded, so each of the n pointers is a live mbuf we own.
+            let raw = unsafe { NonNull::new_unchecked(*p) };
+            out.push(Mbuf { raw });
+        }
+        true
+    }
+
     /// Mbufs available in the pool.
     pub fn available(&self) -> u32 {
         // SAFETY: raw is a live mempool.
