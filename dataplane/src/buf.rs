@@ -50,6 +50,17 @@ impl TestBuf {
     }
 }
 
+impl TestBuf {
+    /// Make the buffer hold exactly `bytes` again (same headroom), without allocating.
+    pub fn reset(&mut self, bytes: &[u8]) {
+        let head = 128;
+        self.start = head;
+        self.end = head + bytes.len().min(self.storage.len() - head);
+        let n = self.end - self.start;
+        self.storage[head..head + n].copy_from_slice(&bytes[..n]);
+    }
+}
+
 impl PacketBuf for TestBuf {
     fn data(&self) -> &[u8] {
         &self.storage[self.start..self.end]
