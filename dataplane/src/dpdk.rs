@@ -211,6 +211,20 @@ pub fn lcore_id() -> u32 {
     unsafe { ffi::ferry_lcore_id() }
 }
 
+/// Prefetch the cache line holding `r` (a hint; never faults).
+#[inline]
+pub fn prefetch<T>(r: &T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: prefetch is a hint that never faults, and `r` is a valid reference anyway.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+            r as *const T as *const i8,
+        )
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = r;
+}
+
 /// Time-stamp counter.
 #[inline]
 pub fn tsc() -> u64 {
@@ -453,6 +467,24 @@ impl RxBurst {
                 );
             }
         }
+    }
+
+    /// The data of the `i`-th packet not yet taken from the burst (for a look-ahead pass).
+    #[inline]
+    pub fn peek(&self, i: usize) -> Option<&[u8]> {
+        let i = self.next + i;
+        if i >= self.len {
+            return None;
+        }
+        // SAFETY: ptrs[i] is an owned, live mbuf of this burst not yet handed out; the slice
+        // borrows the burst, which must be mutated (next/recv) to hand the mbuf out or free it.
+        Some(unsafe {
+            let m = &*self.ptrs[i];
+            std::slice::from_raw_parts(
+                (m.buf_addr as *const u8).add(m.data_off as usize),
+                m.data_len as usize,
+            )
+        })
     }
 
     fn free_rest(&mut self) {

@@ -298,6 +298,13 @@ impl Lpm4 {
         })
     }
 
+    /// The first-level entry `lookup(addr)` reads first: prefetch it ahead of a burst
+    /// (most lookups end there).
+    #[inline]
+    pub fn first_level_slot(&self, addr: u32) -> &u32 {
+        &self.tbl24[(addr >> 8) as usize]
+    }
+
     /// The next hop of the longest prefix matching `addr` (host byte order).
     #[inline]
     pub fn lookup(&self, addr: u32) -> Option<NextHop> {

@@ -16,8 +16,6 @@ use crate::router::{self, Action, Ctx, Learned, Scratch};
 use crate::snapshot::Subscriber;
 use crate::tables::Tables;
 
-/// How many packets ahead to prefetch.
-const PREFETCH: usize = 4;
 /// Packets a worker holds while their neighbour is resolved.
 pub const HOLD: usize = 64;
 /// How long a held packet waits before it is dropped (`drop_neighbor_unresolved`).
@@ -238,8 +236,15 @@ impl Worker {
                 let t0 = dpdk::tsc();
                 scratch.now = t0;
                 let tables = snapshots.current();
-                for i in 0..PREFETCH {
-                    burst.prefetch(i);
+                // Look-ahead pass, as l3fwd does: start every IPv4 packet's FIB load now,
+                // so that the misses of the whole burst overlap instead of queueing.
+                for i in 0..n {
+                    if let Some(d) = burst.peek(i) {
+                        if d.len() >= 34 && d[12] == 0x08 && d[13] == 0x00 {
+                            let dst = u32::from_be_bytes([d[30], d[31], d[32], d[33]]);
+                            dpdk::prefetch(tables.fib4.first_level_slot(dst));
+                        }
+                    }
                 }
                 {
                     let mut ctx = Ctx {
@@ -247,8 +252,7 @@ impl Worker {
                         s: &mut scratch,
                         c,
                     };
-                    while let Some(mut m) = burst.next() {
-                        burst.prefetch(PREFETCH - 1);
+                    for mut m in burst.by_ref() {
                         let action = if !m.is_contiguous() {
                             c.drop(DropReason::MultiSegment);
                             Action::Free
