@@ -334,8 +334,10 @@ fn main() {
         templates: templates(&a, src_mac),
         hz: dpdk::tsc_hz(),
     };
-    // Warm-up: let the DUT resolve neighbours and fill caches.
-    g.run(Some(10_000), 0.3);
+    // Warm-up: low-rate trials until the DUT forwards (it may still be waiting for its
+    // links, resolving neighbours, filling caches), for at most 20 s.
+    let t0 = Instant::now();
+    while g.run(Some(10_000), 0.3).received == 0 && t0.elapsed() < Duration::from_secs(20) {}
     let received = match a.search {
         None => {
             let t = g.run(a.rate, a.duration);
