@@ -62,7 +62,7 @@ fn bench(name: &str, plan: &Plan, frames: &[Vec<u8>]) {
     let counters = WorkerCounters::default();
     let mut scratch = Scratch::new(1_000_000_000, 1000);
     let mut buf = TestBuf::new(&frames[0]);
-    let n = 4_000_000usize;
+    let n: usize = std::env::var("ROUTE_PACKETS").ok().and_then(|v| v.parse().ok()).unwrap_or(4_000_000);
     let mut rounds = Vec::new();
     for _ in 0..7 {
         let t = Instant::now();
