@@ -498,14 +498,15 @@ fn ipv4_in<B: PacketBuf>(
             0,
         );
     }
-    let data = b.data();
-    // Fragments hash on addresses only, so all of a datagram's fragments take one path.
-    let ports = if fragment {
-        (0, 0)
+    // The transport ports are read only if an ECMP group needs the hash. Fragments hash on
+    // addresses only, so all of a datagram's fragments take one path.
+    let transport = if fragment {
+        &[][..]
     } else {
-        l4::ports(proto, data.get(l3 + hlen..).unwrap_or(&[])).unwrap_or((0, 0))
+        b.data().get(l3 + hlen..).unwrap_or(&[])
     };
     let Some((out, res)) = resolve(ctx, hop, IpAddr::from(dst.to_be_bytes()), || {
+        let ports = l4::ports(proto, transport).unwrap_or((0, 0));
         flow_hash(src as u64, dst as u64, proto, ports)
     }) else {
         return ctx.drop(DropReason::NoRoute);
@@ -763,9 +764,11 @@ fn ipv6_in<B: PacketBuf>(
             0,
         );
     }
-    let ports = {
-        let d = b.data();
-        match ipv6::Packet::new_unchecked(&d[l3..]).upper_layer() {
+    let s128 = u128::from_be_bytes(src);
+    let d = b.data();
+    let Some((out, res)) = resolve(ctx, hop, IpAddr::from(dst), || {
+        // Only for ECMP: walk to the transport header for the ports.
+        let (proto, ports) = match ipv6::Packet::new_unchecked(&d[l3..]).upper_layer() {
             // Any fragment (first or not) hashes on addresses only.
             _ if next == ipv6::NEXT_HEADER_FRAGMENT => (ipv6::NEXT_HEADER_FRAGMENT, (0, 0)),
             Ok((ipv6::NEXT_HEADER_FRAGMENT, _)) => (ipv6::NEXT_HEADER_FRAGMENT, (0, 0)),
@@ -775,15 +778,12 @@ fn ipv6_in<B: PacketBuf>(
                     .unwrap_or((0, 0)),
             ),
             Err(_) => (next, (0, 0)),
-        }
-    };
-    let s128 = u128::from_be_bytes(src);
-    let Some((out, res)) = resolve(ctx, hop, IpAddr::from(dst), || {
+        };
         flow_hash(
             (s128 ^ (s128 >> 64)) as u64,
             (dst128 ^ (dst128 >> 64)) as u64,
-            ports.0,
-            ports.1,
+            proto,
+            ports,
         )
     }) else {
         return ctx.drop(DropReason::NoRoute);

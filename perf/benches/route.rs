@@ -62,7 +62,10 @@ fn bench(name: &str, plan: &Plan, frames: &[Vec<u8>]) {
     let counters = WorkerCounters::default();
     let mut scratch = Scratch::new(1_000_000_000, 1000);
     let mut buf = TestBuf::new(&frames[0]);
-    let n: usize = std::env::var("ROUTE_PACKETS").ok().and_then(|v| v.parse().ok()).unwrap_or(4_000_000);
+    let n: usize = std::env::var("ROUTE_PACKETS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4_000_000);
     let mut rounds = Vec::new();
     for _ in 0..7 {
         let t = Instant::now();
@@ -135,6 +138,9 @@ fn main() {
     let plan = Plan::build(&cfg, &macs).unwrap();
     let one: Vec<Vec<u8>> = (0..1024).map(|i| frame(0x0afd_0001, 1024 + i)).collect();
     bench("small table, 1024 flows, one destination", &plan, &one);
+    if std::env::var_os("ROUTE_SMALL_ONLY").is_some() {
+        return;
+    }
 
     // 1M random routes via the gateway (a /0 default keeps every lookup a hit), inserted
     // into the config's routes section so they go through validation and compilation.
