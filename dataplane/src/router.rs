@@ -368,16 +368,16 @@ fn flow_hash(a: u64, b: u64, proto: u8, ports: (u16, u16)) -> u64 {
     h ^ (h >> 29)
 }
 
-/// Resolve a FIB hop to (port, MAC) for destination `dst`; queue a solicitation if needed.
+/// Resolve a FIB hop to (port, MAC) for destination `dst` (built only for on-link
+/// destinations); queue a solicitation if needed.
 #[inline]
-fn resolve(
-    ctx: &mut Ctx,
-    hop: u32,
-    dst: IpAddr,
+fn resolve<'t>(
+    ctx: &mut Ctx<'t>,
+    mut h: &'t Hop,
+    dst: impl FnOnce() -> IpAddr,
     hash: impl FnOnce() -> u64,
 ) -> Option<(u16, Resolved)> {
     let t = ctx.t;
-    let mut h = t.hops.get(hop as usize)?;
     if let Hop::Ecmp { start, len } = h {
         if *len == 0 {
             return None;
@@ -402,6 +402,7 @@ fn resolve(
             ))
         }
         Hop::Connected { port } => {
+            let dst = dst();
             let n = match dst {
                 IpAddr::V4(a) => t.neigh4.get(&(*port, u32::from(a))),
                 IpAddr::V6(a) => t.neigh6.get(&(*port, u128::from(a))),
@@ -478,7 +479,10 @@ fn ipv4_in<B: PacketBuf>(
             0,
         );
     };
-    if let Some(Hop::Local { .. }) = t.hops.get(hop as usize) {
+    let Some(h) = t.hops.get(hop as usize) else {
+        return ctx.drop(DropReason::NoRoute);
+    };
+    if let Hop::Local { .. } = h {
         return ipv4_local(ctx, in_port, l3, hlen, proto, fragment, b);
     }
     if l2_multicast {
@@ -505,10 +509,15 @@ fn ipv4_in<B: PacketBuf>(
     } else {
         b.data().get(l3 + hlen..).unwrap_or(&[])
     };
-    let Some((out, res)) = resolve(ctx, hop, IpAddr::from(dst.to_be_bytes()), || {
-        let ports = l4::ports(proto, transport).unwrap_or((0, 0));
-        flow_hash(src as u64, dst as u64, proto, ports)
-    }) else {
+    let Some((out, res)) = resolve(
+        ctx,
+        h,
+        || IpAddr::from(dst.to_be_bytes()),
+        || {
+            let ports = l4::ports(proto, transport).unwrap_or((0, 0));
+            flow_hash(src as u64, dst as u64, proto, ports)
+        },
+    ) else {
         return ctx.drop(DropReason::NoRoute);
     };
     let out_port = &t.ports[out as usize];
@@ -739,7 +748,10 @@ fn ipv6_in<B: PacketBuf>(
             0,
         );
     };
-    if let Some(Hop::Local { .. }) = t.hops.get(hop as usize) {
+    let Some(h) = t.hops.get(hop as usize) else {
+        return ctx.drop(DropReason::NoRoute);
+    };
+    if let Hop::Local { .. } = h {
         return ipv6_local(ctx, in_port, l3, next, b);
     }
     if crate::tables::is_link_local(&dst) || crate::tables::is_link_local(&src) {
@@ -766,26 +778,31 @@ fn ipv6_in<B: PacketBuf>(
     }
     let s128 = u128::from_be_bytes(src);
     let d = b.data();
-    let Some((out, res)) = resolve(ctx, hop, IpAddr::from(dst), || {
-        // Only for ECMP: walk to the transport header for the ports.
-        let (proto, ports) = match ipv6::Packet::new_unchecked(&d[l3..]).upper_layer() {
-            // Any fragment (first or not) hashes on addresses only.
-            _ if next == ipv6::NEXT_HEADER_FRAGMENT => (ipv6::NEXT_HEADER_FRAGMENT, (0, 0)),
-            Ok((ipv6::NEXT_HEADER_FRAGMENT, _)) => (ipv6::NEXT_HEADER_FRAGMENT, (0, 0)),
-            Ok((proto, off)) => (
+    let Some((out, res)) = resolve(
+        ctx,
+        h,
+        || IpAddr::from(dst),
+        || {
+            // Only for ECMP: walk to the transport header for the ports.
+            let (proto, ports) = match ipv6::Packet::new_unchecked(&d[l3..]).upper_layer() {
+                // Any fragment (first or not) hashes on addresses only.
+                _ if next == ipv6::NEXT_HEADER_FRAGMENT => (ipv6::NEXT_HEADER_FRAGMENT, (0, 0)),
+                Ok((ipv6::NEXT_HEADER_FRAGMENT, _)) => (ipv6::NEXT_HEADER_FRAGMENT, (0, 0)),
+                Ok((proto, off)) => (
+                    proto,
+                    l4::ports(proto, d.get(l3 + ipv6::HEADER_LEN + off..).unwrap_or(&[]))
+                        .unwrap_or((0, 0)),
+                ),
+                Err(_) => (next, (0, 0)),
+            };
+            flow_hash(
+                (s128 ^ (s128 >> 64)) as u64,
+                (dst128 ^ (dst128 >> 64)) as u64,
                 proto,
-                l4::ports(proto, d.get(l3 + ipv6::HEADER_LEN + off..).unwrap_or(&[]))
-                    .unwrap_or((0, 0)),
-            ),
-            Err(_) => (next, (0, 0)),
-        };
-        flow_hash(
-            (s128 ^ (s128 >> 64)) as u64,
-            (dst128 ^ (dst128 >> 64)) as u64,
-            proto,
-            ports,
-        )
-    }) else {
+                ports,
+            )
+        },
+    ) else {
         return ctx.drop(DropReason::NoRoute);
     };
     let out_port = &t.ports[out as usize];
