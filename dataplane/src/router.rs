@@ -300,6 +300,17 @@ fn to_kernel<B: PacketBuf>(b: &mut B, port: u16) -> Action {
     Action::Kernel(port)
 }
 
+/// Hand the packet to the port's kernel interface if it has one; otherwise drop it,
+/// counted as `otherwise`.
+#[inline]
+fn to_kernel_or<B: PacketBuf>(ctx: &Ctx, b: &mut B, port: u16, otherwise: DropReason) -> Action {
+    if ctx.t.ports.get(port as usize).is_some_and(|p| p.kernel) {
+        to_kernel(b, port)
+    } else {
+        ctx.drop(otherwise)
+    }
+}
+
 /// Swap the MACs for a reply to the previous hop (our port MAC as the source).
 #[inline]
 fn reply_l2(b: &mut [u8], my_mac: Mac) {
@@ -458,10 +469,7 @@ fn ipv4_in<B: PacketBuf>(
     let t = ctx.t;
     if dst_first >= 224 {
         // Multicast and limited broadcast: for the kernel (routing protocols), not routed.
-        if t.ports[in_port as usize].kernel {
-            return to_kernel(b, in_port);
-        }
-        return ctx.drop(DropReason::NotRouted);
+        return to_kernel_or(ctx, b, in_port, DropReason::NotRouted);
     }
     let Some(hop) = t.fib4.lookup(dst) else {
         if l2_multicast {
@@ -598,10 +606,7 @@ fn ipv4_local<B: PacketBuf>(
             return Action::Tx(in_port);
         }
     }
-    if port.kernel {
-        return to_kernel(b, in_port);
-    }
-    ctx.drop(DropReason::LocalNoKernel)
+    to_kernel_or(ctx, b, in_port, DropReason::LocalNoKernel)
 }
 
 /// Turn an ICMP or ICMPv6 echo request (type in byte 0, checksum in bytes 2-3) into the
@@ -716,17 +721,13 @@ fn ipv6_in<B: PacketBuf>(
         return ctx.drop(DropReason::Martian);
     }
     let t = ctx.t;
-    let port = &t.ports[in_port as usize];
     if next == ipv6::NEXT_HEADER_ICMPV6 {
         if let Some(a) = nd_in(ctx, in_port, l3, b, &src, &dst, hop_limit) {
             return a;
         }
     }
     if is_v6_multicast(&dst) {
-        if port.kernel {
-            return to_kernel(b, in_port);
-        }
-        return ctx.drop(DropReason::NotRouted);
+        return to_kernel_or(ctx, b, in_port, DropReason::NotRouted);
     }
     let dst128 = u128::from_be_bytes(dst);
     if dst128 == 1 {
@@ -957,10 +958,7 @@ fn ipv6_local<B: PacketBuf>(ctx: &mut Ctx, in_port: u16, l3: usize, next: u8, b:
             return Action::Tx(in_port);
         }
     }
-    if port.kernel {
-        return to_kernel(b, in_port);
-    }
-    ctx.drop(DropReason::LocalNoKernel)
+    to_kernel_or(ctx, b, in_port, DropReason::LocalNoKernel)
 }
 
 #[allow(clippy::too_many_arguments)]
