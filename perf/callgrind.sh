@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Instructions per packet of the route path (router::process, inclusive) under
-# valgrind --tool=callgrind: repeatable on a noisy machine, so regressions show.
-# Runs the route bench's small-table case (64-byte UDP/IPv4, one route via a gateway).
+# Instructions per packet of the route path under valgrind --tool=callgrind: repeatable on a
+# noisy machine, so regressions show. Runs the route bench's small-table case (64-byte
+# UDP/IPv4, one route via a gateway) and prints two figures:
+#   router::process      - the full (slow) path, one packet at a time, inclusive
+#   route_burst          - bursts of 32 as the worker runs them: fastpath::burst (header
+#                          checks, bulk FIB lookup, rewrite) and the hand-off per packet
 #
 # Usage: perf/callgrind.sh [PACKETS_PER_ROUND]     (default 100000; the bench runs 14 rounds)
 set -euo pipefail
@@ -17,5 +20,7 @@ out=$(mktemp /tmp/ferry-callgrind.XXXXXX)
 trap 'rm -f "$out"' EXIT
 ROUTE_SMALL_ONLY=1 ROUTE_PACKETS="$N" valgrind --tool=callgrind --callgrind-out-file="$out" "$bin" > /dev/null 2>&1
 callgrind_annotate --inclusive=yes "$out" 2>/dev/null |
-  awk -v n="$N" '/router::process \[/ { gsub(",", "", $1); printf "route path: %.0f instructions/packet (router::process, inclusive; %d packets)\n", $1 / (14 * n), 14 * n; found = 1 }
-       END { if (!found) { print "router::process not found in the profile" > "/dev/stderr"; exit 1 } }'
+  awk -v n="$N" '
+    /router::process \[/ && !p { gsub(",", "", $1); printf "router::process (one at a time): %.0f instructions/packet (%d packets)\n", $1 / (7 * n), 7 * n; p = 1 }
+    /route::route_burst/ && !b { gsub(",", "", $1); m = int(n / 32) * 32; printf "route_burst (fast path, bursts of 32): %.0f instructions/packet (%d packets)\n", $1 / (7 * m), 7 * m; b = 1 }
+    END { if (!p || !b) { print "route functions not found in the profile" > "/dev/stderr"; exit 1 } }'

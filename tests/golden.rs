@@ -32,7 +32,13 @@ const PORT_MACS: [(&str, &str); 2] = [
 const PORTS: [&str; 2] = ["inside", "outside"];
 const TIMEOUT: Duration = Duration::from_secs(20);
 /// Counters that depend on timing, not on the packets.
-const UNCHECKED: [&str; 3] = ["busy_cycles", "busy_packets", "cycles_per_packet"];
+const UNCHECKED: [&str; 5] = [
+    "busy_cycles",
+    "busy_packets",
+    "busy_bursts",
+    "cycles_per_packet",
+    "packets_per_burst",
+];
 
 type Frame = Vec<u8>;
 

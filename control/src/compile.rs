@@ -209,7 +209,7 @@ impl Plan {
                 other => other.clone(),
             })
             .collect();
-        Tables {
+        let mut t = Tables {
             ports: self.ports.clone(),
             fib4: self.fib4.clone(),
             fib6: self.fib6.clone(),
@@ -217,7 +217,10 @@ impl Plan {
             ecmp: self.ecmp.clone(),
             neigh4,
             neigh6,
-        }
+            fast4: Vec::new(),
+        };
+        t.index_fast();
+        t
     }
 
     /// True if `ip` may be learned on `port`: on one of its subnets, or link-local.

@@ -458,6 +458,13 @@ fn counters_json(c: &WorkerCounters) -> serde_json::Value {
         c.busy_cycles.get() as f64 / bp as f64
     };
     m.insert("cycles_per_packet".into(), cpp.into());
+    let bursts = c.busy_bursts.get();
+    let ppb = if bursts == 0 {
+        0.0
+    } else {
+        bp as f64 / bursts as f64
+    };
+    m.insert("packets_per_burst".into(), ppb.into());
     m.into()
 }
 

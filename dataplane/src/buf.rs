@@ -17,6 +17,10 @@ pub trait PacketBuf {
     fn trim(&mut self, n: usize) -> bool;
     /// Grow the packet at the end by `n` bytes; false if no room.
     fn append(&mut self, n: usize) -> bool;
+    /// True if the whole packet is in this one buffer (a DPDK mbuf chain is not).
+    fn contiguous(&self) -> bool {
+        true
+    }
     /// Set the length to exactly `len`, growing or shrinking at the end.
     fn set_len(&mut self, len: usize) -> bool {
         let cur = self.data().len();
@@ -62,9 +66,11 @@ impl TestBuf {
 }
 
 impl PacketBuf for TestBuf {
+    #[inline]
     fn data(&self) -> &[u8] {
         &self.storage[self.start..self.end]
     }
+    #[inline]
     fn data_mut(&mut self) -> &mut [u8] {
         &mut self.storage[self.start..self.end]
     }

@@ -176,9 +176,12 @@ pub struct WorkerCounters {
     pub fragmented: Counter,
     /// Packets consumed without a drop (ARP for others, NA without kernel, ...).
     pub consumed: Counter,
-    /// TSC cycles spent in bursts that carried packets, and the packets in them.
+    /// TSC cycles spent in bursts that carried packets (from the rx call to the last tx
+    /// flush), the packets in them, and how many such bursts (packets per burst says how
+    /// loaded the worker is: near 32 it is saturated).
     pub busy_cycles: Counter,
     pub busy_packets: Counter,
+    pub busy_bursts: Counter,
     /// Snapshot generation this worker runs.
     pub generation: Counter,
     pub drops: [Counter; DropReason::COUNT],
@@ -200,6 +203,7 @@ impl Default for WorkerCounters {
             consumed: Counter::default(),
             busy_cycles: Counter::default(),
             busy_packets: Counter::default(),
+            busy_bursts: Counter::default(),
             generation: Counter::default(),
             drops: std::array::from_fn(|_| Counter::default()),
         }
@@ -232,6 +236,7 @@ impl WorkerCounters {
             (&self.consumed, &other.consumed),
             (&self.busy_cycles, &other.busy_cycles),
             (&self.busy_packets, &other.busy_packets),
+            (&self.busy_bursts, &other.busy_bursts),
         ];
         for (a, b) in pairs {
             a.add(b.get());
@@ -257,6 +262,7 @@ impl WorkerCounters {
             ("consumed", &self.consumed),
             ("busy_cycles", &self.busy_cycles),
             ("busy_packets", &self.busy_packets),
+            ("busy_bursts", &self.busy_bursts),
         ]
         .iter()
         .map(|(k, c)| (k.to_string(), c.get()))

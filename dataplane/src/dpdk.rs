@@ -228,8 +228,12 @@ pub fn prefetch<T>(r: &T) {
 /// Time-stamp counter.
 #[inline]
 pub fn tsc() -> u64 {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: rdtsc has no preconditions (inlined, where the shim's is a call).
+    return unsafe { std::arch::x86_64::_rdtsc() };
+    #[cfg(not(target_arch = "x86_64"))]
     // SAFETY: rdtsc has no preconditions.
-    unsafe { ffi::ferry_rdtsc() }
+    return unsafe { ffi::ferry_rdtsc() };
 }
 
 /// TSC ticks per second (EAL must be up).
@@ -392,6 +396,10 @@ impl PacketBuf for Mbuf {
         }
     }
     #[inline]
+    fn contiguous(&self) -> bool {
+        self.is_contiguous()
+    }
+    #[inline]
     fn data_mut(&mut self) -> &mut [u8] {
         // SAFETY: as in data(); &mut self makes the access unique.
         unsafe {
@@ -424,17 +432,26 @@ impl PacketBuf for Mbuf {
     }
 }
 
-/// A burst of received mbufs; the ones not taken are freed on drop.
+/// A burst of received mbufs; the ones not taken are freed on the next `recv` or on drop.
+///
+/// The slots are `Option<Mbuf>`, which has the layout of a nullable `rte_mbuf` pointer, so the
+/// PMD writes straight into them and the packet code takes packets out of them in place.
 pub struct RxBurst {
-    ptrs: [*mut ffi::rte_mbuf; BURST],
+    slots: [Option<Mbuf>; BURST],
     len: usize,
     next: usize,
 }
 
+// Option<Mbuf> must be exactly a (nullable) mbuf pointer for rx_burst to write into it.
+const _: () = assert!(
+    std::mem::size_of::<Option<Mbuf>>() == std::mem::size_of::<*mut ffi::rte_mbuf>()
+        && std::mem::align_of::<Option<Mbuf>>() == std::mem::align_of::<*mut ffi::rte_mbuf>()
+);
+
 impl Default for RxBurst {
     fn default() -> Self {
         RxBurst {
-            ptrs: [std::ptr::null_mut(); BURST],
+            slots: std::array::from_fn(|_| None),
             len: 0,
             next: 0,
         }
@@ -442,30 +459,42 @@ impl Default for RxBurst {
 }
 
 impl RxBurst {
-    /// Receive up to BURST packets from (port, queue), replacing what the burst held.
+    /// Receive up to BURST packets from (port, queue), freeing what the burst still held.
     #[inline]
     pub fn recv(&mut self, port: u16, queue: u16) -> usize {
         self.free_rest();
-        // SAFETY: ptrs has room for BURST pointers; rx_burst writes at most that many owned mbufs.
-        let n = unsafe { ffi::ferry_rx_burst(port, queue, self.ptrs.as_mut_ptr(), BURST as u16) };
-        self.len = n as usize;
+        // SAFETY: Option<Mbuf> is a nullable pointer to an owned mbuf (repr(transparent) over
+        // NonNull, asserted above) and every slot is None (null) after free_rest; rx_burst
+        // writes at most BURST non-null owned mbuf pointers, so slots[..n] become Some.
+        let n = unsafe {
+            ffi::ferry_rx_burst(
+                port,
+                queue,
+                self.slots.as_mut_ptr() as *mut *mut ffi::rte_mbuf,
+                BURST as u16,
+            )
+        };
+        self.len = (n as usize).min(BURST);
         self.next = 0;
         self.len
+    }
+
+    /// The packets of this burst, to be taken out in place (what is left is freed later).
+    #[inline]
+    pub fn packets(&mut self) -> &mut [Option<Mbuf>] {
+        let (next, len) = (self.next, self.len);
+        &mut self.slots[next..len]
     }
 
     /// Prefetch packet data of the mbuf at `i` positions ahead of the cursor.
     #[inline]
     pub fn prefetch(&self, ahead: usize) {
-        let i = self.next + ahead;
-        if i < self.len {
-            let p = self.ptrs[i];
-            // SAFETY: p is an owned, live mbuf from rx_burst not yet handed out.
-            unsafe {
-                let m = &*p;
-                ffi::ferry_prefetch0(
-                    (m.buf_addr as *const u8).add(m.data_off as usize) as *const c_void
-                );
-            }
+        if let Some(Some(m)) = self
+            .slots
+            .get(self.next + ahead)
+            .filter(|_| self.next + ahead < self.len)
+        {
+            m.prefetch_data();
         }
     }
 
@@ -476,22 +505,23 @@ impl RxBurst {
         if i >= self.len {
             return None;
         }
-        // SAFETY: ptrs[i] is an owned, live mbuf of this burst not yet handed out; the slice
-        // borrows the burst, which must be mutated (next/recv) to hand the mbuf out or free it.
-        Some(unsafe {
-            let m = &*self.ptrs[i];
-            std::slice::from_raw_parts(
-                (m.buf_addr as *const u8).add(m.data_off as usize),
-                m.data_len as usize,
-            )
-        })
+        self.slots[i].as_ref().map(|m| m.data())
     }
 
     fn free_rest(&mut self) {
-        while self.next < self.len {
-            // SAFETY: pointers in next..len are owned mbufs not yet handed out.
-            unsafe { ffi::ferry_pktmbuf_free(self.ptrs[self.next]) };
-            self.next += 1;
+        if self.len > 0 {
+            // SAFETY: slots[..len] are nullable pointers to owned mbufs (None is NULL, which
+            // rte_pktmbuf_free_bulk skips); each is freed once and the slots are then reset to
+            // None without running Mbuf's drop.
+            unsafe {
+                ffi::ferry_pktmbuf_free_bulk(
+                    self.slots.as_mut_ptr() as *mut *mut ffi::rte_mbuf,
+                    self.len as u32,
+                );
+            }
+            for s in &mut self.slots[..self.len] {
+                std::mem::forget(s.take());
+            }
         }
         self.len = 0;
         self.next = 0;
@@ -502,14 +532,14 @@ impl Iterator for RxBurst {
     type Item = Mbuf;
     #[inline]
     fn next(&mut self) -> Option<Mbuf> {
-        if self.next >= self.len {
-            return None;
+        while self.next < self.len {
+            let m = self.slots[self.next].take();
+            self.next += 1;
+            if m.is_some() {
+                return m;
+            }
         }
-        let p = self.ptrs[self.next];
-        self.next += 1;
-        // SAFETY: p came from rx_burst, is non-null and is handed out exactly once.
-        let raw = unsafe { NonNull::new_unchecked(p) };
-        Some(Mbuf { raw })
+        None
     }
 }
 

@@ -6,6 +6,7 @@ pub mod buf;
 pub mod counters;
 #[allow(unsafe_code)]
 pub mod dpdk;
+pub mod fastpath;
 pub mod lpm;
 pub mod router;
 pub mod snapshot;

@@ -371,7 +371,7 @@ enum Resolved {
 }
 
 #[inline]
-fn flow_hash(a: u64, b: u64, proto: u8, ports: (u16, u16)) -> u64 {
+pub(crate) fn flow_hash(a: u64, b: u64, proto: u8, ports: (u16, u16)) -> u64 {
     let mut h = a.wrapping_mul(0x9e37_79b9_7f4a_7c15);
     h = (h ^ b).wrapping_mul(0xc2b2_ae3d_27d4_eb4f);
     h ^= ((proto as u64) << 32) | ((ports.0 as u64) << 16) | ports.1 as u64;

@@ -162,7 +162,7 @@ fn tables(with_default: bool) -> Tables {
     let mut neigh6 = FastMap::default();
     neigh6.insert((0, a6("fd10:1::2")), fresh(H1_MAC));
     neigh6.insert((1, a6("fd10:2::5")), fresh(H5_MAC));
-    Tables {
+    let mut t = Tables {
         ports: vec![
             port("inside", M0, "10.10.1.1", "fd10:1::1"),
             port("outside", M1, "10.10.2.1", "fd10:2::1"),
@@ -173,7 +173,10 @@ fn tables(with_default: bool) -> Tables {
         ecmp: vec![HOP_GW_A, HOP_GW_B],
         neigh4,
         neigh6,
-    }
+        fast4: Vec::new(),
+    };
+    t.index_fast();
+    t
 }
 
 /// Tables, a worker's scratch and counters; `run` pushes one frame through `process`.
@@ -2096,4 +2099,190 @@ fn icmpv6_error_to_off_link_sender_has_global_source() {
         "source {}",
         Ipv6Addr::from(src)
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The fast path (crate::fastpath) against process, the reference
+// ---------------------------------------------------------------------------------------------
+
+impl Fx {
+    /// One frame through `fastpath::burst`: `Some((egress, bytes))` if the fast path forwarded
+    /// it, `None` if it left it to the slow path (which it must do without changing a byte).
+    fn run_fast(&mut self, in_port: u16, frame: &[u8]) -> Option<(u16, Vec<u8>)> {
+        // Tests change ports and hops after building the tables; flatten them again.
+        self.t.index_fast();
+        let mut bufs = [Some(TestBuf::new(frame))];
+        let mut st = crate::fastpath::Stages::default();
+        let mut got = None;
+        let mut slow = None;
+        let port = self.t.ports.get(in_port as usize);
+        crate::fastpath::burst(&self.t, port, &mut bufs, &mut st, |out, b| match out {
+            Some(p) => got = Some((p, b.data().to_vec())),
+            None => slow = Some(b.data().to_vec()),
+        });
+        if got.is_none() {
+            assert_eq!(
+                slow.as_deref(),
+                Some(frame),
+                "slow-path packet changed or lost"
+            );
+        }
+        got
+    }
+}
+
+/// The fast path either declines (bytes untouched) or does exactly what `process` does:
+/// same egress, same bytes, no drop counted, no solicitation wanted.
+fn fast_agrees(fx: &mut Fx, in_port: u16, frame: &[u8]) -> Result<bool, TestCaseError> {
+    let Some((p, fast)) = fx.run_fast(in_port, frame) else {
+        return Ok(false);
+    };
+    let drops = fx.total_drops();
+    fx.s.solicit.clear();
+    let (a, slow) = fx.run(in_port, frame);
+    prop_assert_eq!(a, Action::Tx(p));
+    prop_assert_eq!(fast, slow);
+    prop_assert_eq!(fx.total_drops(), drops);
+    prop_assert!(fx.solicits().is_empty(), "fast path skipped a solicitation");
+    Ok(true)
+}
+
+#[test]
+fn fast_path_takes_the_common_cases() {
+    // Via a gateway, to a connected host, through ECMP, padded frames: all fast, all as process.
+    let mut fx = Fx::with_default_routes();
+    let u = udp(1234, 53, &data(18));
+    let cases = [
+        ("10.99.1.1", true),   // default route via 10.10.2.2
+        ("10.10.2.5", true),   // connected, fresh neighbour
+        ("10.20.7.7", true),   // ECMP
+        ("10.10.2.50", false), // connected, stale neighbour: slow path probes it
+        ("10.40.1.1", false),  // stale gateway
+        ("10.30.1.1", false),  // unresolved gateway: hold
+        ("10.10.1.1", false),  // ours
+        ("10.10.2.77", false), // connected, no neighbour
+    ];
+    for (dst, fast) in cases {
+        let ip = ipv4_pkt(v4("10.10.1.2"), v4(dst), 17, 64, &u);
+        let mut frame = eth(M0, H1_MAC, ET_IPV4, &ip);
+        assert_eq!(fast_agrees(&mut fx, 0, &frame).unwrap(), fast, "{dst}");
+        frame.resize(60.max(frame.len() + 9), 0); // Ethernet padding
+        assert_eq!(
+            fast_agrees(&mut fx, 0, &frame).unwrap(),
+            fast,
+            "{dst} padded"
+        );
+    }
+}
+
+#[test]
+fn fast_path_declines_what_it_does_not_handle() {
+    // TTL 1, options, bad checksum, not our MAC, tagged port, too big for the egress MTU.
+    let mut fx = Fx::with_default_routes();
+    let u = udp(1234, 53, &data(18));
+    let ok = ipv4_pkt(v4("10.10.1.2"), v4("10.99.1.1"), 17, 64, &u);
+    assert!(fast_agrees(&mut fx, 0, &eth(M0, H1_MAC, ET_IPV4, &ok)).unwrap());
+    let ttl1 = ipv4_pkt(v4("10.10.1.2"), v4("10.99.1.1"), 17, 1, &u);
+    let mut bad_sum = ok.clone();
+    bad_sum[10] ^= 1;
+    let mut opts = vec![0x46];
+    opts.extend_from_slice(&ok[1..20]);
+    opts.extend_from_slice(&[1, 1, 1, 0]); // NOP NOP NOP EOL
+    opts.extend_from_slice(&u);
+    let total = opts.len() as u16;
+    opts[2..4].copy_from_slice(&total.to_be_bytes());
+    opts[10..12].copy_from_slice(&[0, 0]);
+    let c = checksum::checksum(&opts[..24]);
+    opts[10..12].copy_from_slice(&c.to_be_bytes());
+    for ip in [&ttl1, &bad_sum, &opts] {
+        assert!(fx.run_fast(0, &eth(M0, H1_MAC, ET_IPV4, ip)).is_none());
+    }
+    assert!(fx.run_fast(0, &eth(M1, H1_MAC, ET_IPV4, &ok)).is_none());
+    assert!(fx
+        .run_fast(0, &eth([0xff; 6], H1_MAC, ET_IPV4, &ok))
+        .is_none());
+    fx.t.ports[1].mtu = 40;
+    assert!(fx.run_fast(0, &eth(M0, H1_MAC, ET_IPV4, &ok)).is_none());
+    fx.t.ports[1].mtu = 1500;
+    fx.t.ports[1].vlan = Some(7);
+    assert!(fx.run_fast(0, &eth(M0, H1_MAC, ET_IPV4, &ok)).is_none());
+    fx.t.ports[1].vlan = None;
+    fx.t.ports[0].vlan = Some(7);
+    assert!(fx
+        .run_fast(0, &eth_tagged(M0, H1_MAC, 7, ET_IPV4, &ok))
+        .is_none());
+}
+
+#[test]
+fn fast_path_keeps_arrival_order_in_a_burst() {
+    // Fast and slow packets interleaved: emitted in the order they came.
+    let mut fx = Fx::with_default_routes();
+    fx.t.index_fast();
+    let u = udp(1234, 53, &data(18));
+    let dsts = [
+        "10.99.1.1",
+        "10.10.1.1",
+        "10.20.1.1",
+        "10.30.1.1",
+        "10.10.2.5",
+    ];
+    let mut bufs: Vec<Option<TestBuf>> = dsts
+        .iter()
+        .map(|d| {
+            let ip = ipv4_pkt(v4("10.10.1.2"), v4(d), 17, 64, &u);
+            Some(TestBuf::new(&eth(M0, H1_MAC, ET_IPV4, &ip)))
+        })
+        .collect();
+    let mut st = crate::fastpath::Stages::default();
+    let mut seen = Vec::new();
+    crate::fastpath::burst(&fx.t, fx.t.ports.first(), &mut bufs, &mut st, |out, b| {
+        let d = b.data();
+        seen.push((
+            out.is_some(),
+            Ipv4Addr::new(d[30], d[31], d[32], d[33]).to_string(),
+        ));
+    });
+    let want: Vec<(bool, String)> = [true, false, true, false, true]
+        .into_iter()
+        .zip(dsts)
+        .map(|(f, d)| (f, d.to_string()))
+        .collect();
+    assert_eq!(seen, want);
+}
+
+proptest! {
+    // Most random headers are declined; enough cases that thousands are forwarded.
+    #![proptest_config(ProptestConfig::with_cases(4000))]
+    #[test]
+    fn fast_path_matches_process(
+        dst in dst4_strategy(),
+        src in prop_oneof![Just(v4("10.10.1.2")), Just([0; 4]), Just(v4("127.0.0.1")),
+                           Just(v4("224.1.2.3")), any::<[u8; 4]>()],
+        ttl in prop_oneof![Just(64u8), any::<u8>()],
+        proto in prop_oneof![Just(6u8), Just(17), Just(1), any::<u8>()],
+        flags in prop_oneof![Just(0u16), Just(0x4000), any::<u16>()],
+        len_delta in prop_oneof![Just(0i32), -30i32..30],
+        pad in prop_oneof![Just(0usize), 0usize..40],
+        break_sum in prop_oneof![Just(false), any::<bool>()],
+        dst_mac in prop_oneof![Just(M0), Just(M1), Just([0xff; 6])],
+        tail in proptest::collection::vec(any::<u8>(), 0..200),
+        mtu in prop_oneof![Just(1500u16), 68u16..300],
+        with_default in any::<bool>(),
+    ) {
+        let mut fx = if with_default { Fx::with_default_routes() } else { Fx::new() };
+        fx.t.ports[1].mtu = mtu;
+        let mut ip = ipv4_pkt(src, dst, proto, ttl, &tail);
+        ip[6..8].copy_from_slice(&flags.to_be_bytes());
+        let total = (ip.len() as i32 + len_delta).clamp(0, 0xffff) as u16;
+        ip[2..4].copy_from_slice(&total.to_be_bytes());
+        ip[10..12].copy_from_slice(&[0, 0]);
+        let mut c = checksum::checksum(&ip[..20]);
+        if break_sum {
+            c ^= 0x0100;
+        }
+        ip[10..12].copy_from_slice(&c.to_be_bytes());
+        let mut frame = eth(dst_mac, H1_MAC, ET_IPV4, &ip);
+        frame.resize(frame.len() + pad, 0);
+        fast_agrees(&mut fx, 0, &frame)?;
+    }
 }

@@ -112,6 +112,63 @@ pub enum Hop {
     Ecmp { start: u32, len: u32 },
 }
 
+/// What the IPv4 fast path needs of a next hop, flattened per hop id by
+/// [`Tables::index_fast`], so that forwarding reads one small entry instead of a [`Hop`] and
+/// a [`PortTable`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FastHop {
+    /// Ethernet destination and source, as written at the start of the frame (for
+    /// `Connected`, only the source is set; the destination comes from the neighbour).
+    pub l2: [u8; 12],
+    pub port: u16,
+    /// Egress MTU: larger datagrams take the slow path (fragments, ICMP).
+    pub mtu: u16,
+    pub kind: FastKind,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FastKind {
+    /// The slow path decides (local, unresolved or stale gateway, tagged egress, ...).
+    #[default]
+    Slow,
+    /// A resolved, fresh gateway on an untagged port: `l2` is complete.
+    Direct,
+    /// On-link on an untagged port: the destination MAC is the neighbour's.
+    Connected,
+    /// An ECMP group: the member is chosen by flow hash, and must itself be `Direct`.
+    Ecmp,
+}
+
+impl FastHop {
+    fn of(h: &Hop, ports: &[PortTable]) -> FastHop {
+        let port_of = |port: u16| ports.get(port as usize).filter(|p| p.vlan.is_none());
+        let mut f = FastHop::default();
+        match h {
+            Hop::Gateway {
+                port,
+                mac: Some(mac),
+                stale: false,
+                ..
+            } => {
+                if let Some(p) = port_of(*port) {
+                    f.l2[..6].copy_from_slice(mac);
+                    f.l2[6..].copy_from_slice(&p.mac);
+                    (f.port, f.mtu, f.kind) = (*port, p.mtu, FastKind::Direct);
+                }
+            }
+            Hop::Connected { port } => {
+                if let Some(p) = port_of(*port) {
+                    f.l2[6..].copy_from_slice(&p.mac);
+                    (f.port, f.mtu, f.kind) = (*port, p.mtu, FastKind::Connected);
+                }
+            }
+            Hop::Ecmp { .. } => f.kind = FastKind::Ecmp,
+            Hop::Gateway { .. } | Hop::Local { .. } => {}
+        }
+        f
+    }
+}
+
 /// A neighbour entry as the packet path sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Neighbor {
@@ -180,9 +237,22 @@ pub struct Tables {
     pub ecmp: Vec<NextHop>,
     pub neigh4: FastMap<(u16, u32), Neighbor>,
     pub neigh6: FastMap<(u16, u128), Neighbor>,
+    /// `hops` flattened for the IPv4 fast path, by the same index (see [`FastHop`]). Empty
+    /// until [`Tables::index_fast`] runs; the fast path then leaves everything to the slow one.
+    pub fast4: Vec<FastHop>,
 }
 
 impl Tables {
+    /// Build `fast4` from `hops` and `ports`. Call once the tables are complete, before
+    /// publishing them (and again if a test changes them).
+    pub fn index_fast(&mut self) {
+        self.fast4 = self
+            .hops
+            .iter()
+            .map(|h| FastHop::of(h, &self.ports))
+            .collect();
+    }
+
     /// Tables with ports and nothing routed (before the first compile, and for tests).
     pub fn empty(ports: Vec<PortTable>) -> Result<Tables, crate::lpm::LpmError> {
         Ok(Tables {
@@ -193,6 +263,7 @@ impl Tables {
             ecmp: Vec::new(),
             neigh4: FastMap::default(),
             neigh6: FastMap::default(),
+            fast4: Vec::new(),
         })
     }
 }

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use crate::buf::PacketBuf;
 use crate::counters::{DropReason, WorkerCounters};
 use crate::dpdk::{self, Mbuf, Mempool, RxBurst, TxBuffer};
+use crate::fastpath;
 use crate::router::{self, Action, Ctx, Learned, Scratch};
 use crate::snapshot::Subscriber;
 use crate::tables::Tables;
@@ -66,6 +67,18 @@ struct Out<'a> {
 }
 
 impl Out<'_> {
+    /// Queue a packet the fast path rewrote for `port` (a port of the tables).
+    #[inline(always)]
+    fn tx_fast(&mut self, port: u16, m: Mbuf) {
+        match self.tx.get_mut(port as usize) {
+            Some(t) => {
+                self.dropped += t.push(m) as u64;
+                self.queued += 1;
+            }
+            None => self.c.drop(DropReason::NoRoute),
+        }
+    }
+
     #[inline]
     fn dispatch(&mut self, action: Action, m: Mbuf, in_port: u16, since: u64) {
         match action {
@@ -195,6 +208,7 @@ impl Worker {
             kernel_dropped: 0,
         };
         let mut retry: Vec<(Mbuf, u16, u64)> = Vec::with_capacity(HOLD);
+        let mut stages = fastpath::Stages::default();
         let mut last_retry = 0u64;
         c.generation.set(snapshots.generation());
         while !stop.load(Ordering::Relaxed) {
@@ -229,30 +243,33 @@ impl Worker {
                 }
             }
             for q in &rx {
+                // Busy cycles count from before the rx call (the PMD's copy is work too).
+                let t0 = dpdk::tsc();
                 let n = burst.recv(q.dpdk_port, q.queue);
                 if n == 0 {
                     continue;
                 }
-                let t0 = dpdk::tsc();
                 scratch.now = t0;
                 let tables = snapshots.current();
-                // Look-ahead pass, as l3fwd does: start every IPv4 packet's FIB load now,
-                // so that the misses of the whole burst overlap instead of queueing.
-                for i in 0..n {
-                    if let Some(d) = burst.peek(i) {
-                        if d.len() >= 34 && d[12] == 0x08 && d[13] == 0x00 {
-                            let dst = u32::from_be_bytes([d[30], d[31], d[32], d[33]]);
-                            dpdk::prefetch(tables.fib4.first_level_slot(dst));
+                let fast_port = if q.from_kernel {
+                    None
+                } else {
+                    tables.ports.get(q.port as usize)
+                };
+                let mut ctx = Ctx {
+                    t: tables,
+                    s: &mut scratch,
+                    c,
+                };
+                fastpath::burst(
+                    tables,
+                    fast_port,
+                    burst.packets(),
+                    &mut stages,
+                    |fast, mut m| {
+                        if let Some(port) = fast {
+                            return out.tx_fast(port, m);
                         }
-                    }
-                }
-                {
-                    let mut ctx = Ctx {
-                        t: tables,
-                        s: &mut scratch,
-                        c,
-                    };
-                    for mut m in burst.by_ref() {
                         let action = if !m.is_contiguous() {
                             c.drop(DropReason::MultiSegment);
                             Action::Free
@@ -263,13 +280,14 @@ impl Worker {
                             router::process(&mut ctx, q.port, &mut m)
                         };
                         out.dispatch(action, m, q.port, t0);
-                    }
-                }
+                    },
+                );
                 out.side_effects(&mut scratch, tables, &pool, &mut learned);
                 out.flush();
                 c.rx.add(n as u64);
                 c.busy_cycles.add(dpdk::tsc() - t0);
                 c.busy_packets.add(n as u64);
+                c.busy_bursts.add(1);
             }
         }
         0
