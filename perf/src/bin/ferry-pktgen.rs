@@ -1,43 +1,68 @@
-//! `ferry-pktgen`: a DPDK packet generator for benchmarking Ferry (and l3fwd, testpmd, ...).
+//! `ferry-pktgen`: a DPDK packet generator for benchmarking Ferry (and l3fwd, testpmd, the
+//! kernel, ...).
 //!
-//! Sends UDP/IPv4 test traffic on the first port, receives on every port, counts loss and
-//! measures latency from a TSC timestamp in the payload. Fast by construction: one template
-//! per flow built before the run, mbufs allocated in bulk, 64 bytes copied and a few fields
-//! patched per packet, no per-packet formatting. With `--search LOSS` it finds the highest
-//! rate forwarded with at most that loss by binary search, as RFC 2544 does.
+//! Sends UDP or TCP over IPv4 or IPv6 on the first port, at full speed or at a fixed rate,
+//! receives on every port, counts loss and measures latency from a TSC stamp in the payload
+//! (p50/p99/p99.9). Frames are 64..1518 bytes or IMIX (64/594/1518 in 7:4:1, the "simple
+//! IMIX" TRex and most labs use), over 1 to 10M flows (source address and port).
+//!
+//! Fast by construction: one template per frame size built before the run; per packet the
+//! mbufs come in bulk, the template is copied, and four fields are patched (source address
+//! and port, stamp) with incremental checksum updates; received mbufs are freed in bulk.
+//! With `--search LOSS` it finds the highest rate forwarded with at most that loss by
+//! binary search, as RFC 2544 does.
 //!
 //! ```text
 //! ferry-pktgen --port net_memif0,role=client,socket=/tmp/m.sock,id=0 \
 //!              --port net_memif1,role=client,socket=/tmp/m.sock,id=1 \
 //!              --dst-mac 00:01:02:03:04:01 --dst-ip 10.253.0.1 --flows 1024 --size 64 \
-//!              --duration 5 [--rate 2000000] [--search 0.001] [--lcore 0]
+//!              --duration 5 [--proto tcp] [--rate 2000000] [--search 0.001] [--lcore 0]
 //! ```
 #![forbid(unsafe_code)]
 
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use ferry_dataplane::buf::PacketBuf;
 use ferry_dataplane::dpdk::{self, Eal, Mbuf, Mempool, Port, PortConfig, RxBurst, TxBuffer};
-use ferry_dataplane::wire::{ethernet, ipv4};
+use ferry_dataplane::wire::{checksum, ethernet, ipv4, ipv6};
 
-/// Marks our packets; the TSC timestamp follows it.
+/// Marks our packets; the low 32 bits of the TSC at send time follow it.
 const MAGIC: u32 = 0xfe77_9e4e;
-/// Offset of MAGIC + timestamp in the frame: after Ethernet (14) + IPv4 (20) + UDP (8).
-const STAMP: usize = 42;
+const STAMP_LEN: usize = 8;
 const BURST: usize = 32;
+/// Source ports per source address; more flows move on to the next address.
+const PORTS_PER_ADDR: u32 = 60_000;
+const FIRST_PORT: u16 = 1024;
+/// Simple IMIX: frame sizes (with FCS) and their shares.
+const IMIX: [(usize, usize); 3] = [(64, 7), (594, 4), (1518, 1)];
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Proto {
+    Udp,
+    Tcp,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Size {
+    Fixed(usize),
+    Imix,
+}
 
 struct Args {
     ports: Vec<String>,
     lcore: u32,
     src_mac: Option<[u8; 6]>,
     dst_mac: [u8; 6],
-    src_ip: [u8; 4],
-    dst_ip: [u8; 4],
+    src_ip: Option<IpAddr>,
+    dst_ip: IpAddr,
+    proto: Proto,
     flows: u32,
-    size: usize,
+    size: Size,
     rate: Option<u64>,
     duration: f64,
     search: Option<f64>,
+    queues: u16,
     json: bool,
 }
 
@@ -45,8 +70,9 @@ fn usage(msg: &str) -> ! {
     eprintln!("ferry-pktgen: {msg}");
     eprintln!(
         "usage: ferry-pktgen --port DEVARGS [--port DEVARGS] --dst-mac MAC [--src-mac MAC] \
-         [--src-ip A] [--dst-ip A] [--flows N] [--size 64..1500] [--rate PPS] [--duration S] \
-         [--search LOSS] [--lcore CPU] [--json]"
+         [--dst-ip A] [--src-ip A] [--proto udp|tcp] [--flows 1..10000000] \
+         [--size 64..1518|imix] [--rate PPS] [--duration S] [--search LOSS] [--queues N] \
+         [--lcore CPU] [--json]"
     );
     std::process::exit(2)
 }
@@ -57,13 +83,15 @@ fn parse_args() -> Args {
         lcore: 0,
         src_mac: None,
         dst_mac: [0; 6],
-        src_ip: [198, 18, 0, 1],
-        dst_ip: [10, 253, 0, 1],
+        src_ip: None,
+        dst_ip: IpAddr::from([10, 253, 0, 1]),
+        proto: Proto::Udp,
         flows: 1024,
-        size: 64,
+        size: Size::Fixed(64),
         rate: None,
         duration: 5.0,
         search: None,
+        queues: 1,
         json: false,
     };
     let mut dst_mac = false;
@@ -73,10 +101,9 @@ fn parse_args() -> Args {
             it.next()
                 .unwrap_or_else(|| usage(&format!("{k} needs a value")))
         };
-        let ip = |s: String| -> [u8; 4] {
-            s.parse::<std::net::Ipv4Addr>()
-                .unwrap_or_else(|_| usage(&format!("{s:?} is not an IPv4 address")))
-                .octets()
+        let ip = |k: &str, s: String| -> IpAddr {
+            s.parse()
+                .unwrap_or_else(|_| usage(&format!("{k}: {s:?} is not an IP address")))
         };
         match k.as_str() {
             "--port" => a.ports.push(v()),
@@ -88,8 +115,15 @@ fn parse_args() -> Args {
                 a.dst_mac = ethernet::parse_mac(&v()).unwrap_or_else(|| usage("--dst-mac"));
                 dst_mac = true;
             }
-            "--src-ip" => a.src_ip = ip(v()),
-            "--dst-ip" => a.dst_ip = ip(v()),
+            "--src-ip" => a.src_ip = Some(ip("--src-ip", v())),
+            "--dst-ip" => a.dst_ip = ip("--dst-ip", v()),
+            "--proto" => {
+                a.proto = match v().as_str() {
+                    "udp" => Proto::Udp,
+                    "tcp" => Proto::Tcp,
+                    other => usage(&format!("--proto: udp or tcp, not {other:?}")),
+                }
+            }
             "--flows" => {
                 a.flows = v()
                     .parse()
@@ -98,15 +132,50 @@ fn parse_args() -> Args {
                     .unwrap_or_else(|| usage("--flows: 1..=10000000"))
             }
             "--size" => {
-                a.size = v()
+                let s = v();
+                a.size = if s == "imix" {
+                    Size::Imix
+                } else {
+                    Size::Fixed(
+                        s.parse()
+                            .ok()
+                            .filter(|s| (64..=1518).contains(s))
+                            .unwrap_or_else(|| {
+                                usage("--size: 64..=1518 (frame bytes with the FCS) or imix")
+                            }),
+                    )
+                }
+            }
+            "--rate" => {
+                a.rate = Some(
+                    v().parse()
+                        .ok()
+                        .filter(|r| *r > 0)
+                        .unwrap_or_else(|| usage("--rate: packets/s, above 0")),
+                )
+            }
+            "--duration" => {
+                a.duration = v()
                     .parse()
                     .ok()
-                    .filter(|s| (64..=1518).contains(s))
-                    .unwrap_or_else(|| usage("--size: 64..=1518 (frame bytes without FCS + 4)"))
+                    .filter(|d: &f64| *d > 0.0 && *d <= 3600.0)
+                    .unwrap_or_else(|| usage("--duration: seconds, 0..3600"))
             }
-            "--rate" => a.rate = Some(v().parse().unwrap_or_else(|_| usage("--rate: packets/s"))),
-            "--duration" => a.duration = v().parse().unwrap_or_else(|_| usage("--duration: s")),
-            "--search" => a.search = Some(v().parse().unwrap_or_else(|_| usage("--search: loss"))),
+            "--search" => {
+                a.search = Some(
+                    v().parse()
+                        .ok()
+                        .filter(|l: &f64| (0.0..1.0).contains(l))
+                        .unwrap_or_else(|| usage("--search: a loss ratio, 0 <= loss < 1")),
+                )
+            }
+            "--queues" => {
+                a.queues = v()
+                    .parse()
+                    .ok()
+                    .filter(|q| (1..=16).contains(q))
+                    .unwrap_or_else(|| usage("--queues: 1..=16"))
+            }
             "--json" => a.json = true,
             other => usage(&format!("unknown argument {other:?}")),
         }
@@ -114,44 +183,157 @@ fn parse_args() -> Args {
     if a.ports.is_empty() || !dst_mac {
         usage("--port and --dst-mac are needed");
     }
+    if let Some(src) = a.src_ip {
+        if src.is_ipv4() != a.dst_ip.is_ipv4() {
+            usage("--src-ip and --dst-ip must be the same family");
+        }
+    }
     a
 }
 
-/// One prebuilt frame per flow: Ethernet / IPv4 / UDP, checksums filled, stamp area zero.
-fn templates(a: &Args, src_mac: [u8; 6]) -> Vec<Vec<u8>> {
+/// One prebuilt frame of one size, and where the per-packet fields are.
+struct Template {
+    frame: Vec<u8>,
+    /// Offset of the 32 bits of source address that vary per flow (the IPv4 address, or the
+    /// low 32 bits of the IPv6 one), of the source port, of the L4 checksum and of the stamp.
+    src_at: usize,
+    sport_at: usize,
+    l4_csum_at: usize,
+    stamp_at: usize,
+    /// The IPv4 header checksum's offset (None for IPv6).
+    ip_csum_at: Option<usize>,
+    udp: bool,
+}
+
+/// Header bytes before the stamp, by family and protocol.
+fn header_len(v6: bool, proto: Proto) -> usize {
+    14 + if v6 { 40 } else { 20 } + if proto == Proto::Tcp { 20 } else { 8 }
+}
+
+/// The smallest frame (with FCS) that holds the headers and the stamp.
+fn min_frame(v6: bool, proto: Proto) -> usize {
+    (header_len(v6, proto) + STAMP_LEN + 4).max(64)
+}
+
+fn template(a: &Args, src_mac: [u8; 6], src: IpAddr, size: usize) -> Template {
     // Frame size counts the 4-byte FCS, as RFC 2544 and TRex do.
-    let len = a.size - 4;
-    (0..a.flows)
-        .map(|f| {
-            let mut p = vec![0u8; len];
-            p[0..6].copy_from_slice(&a.dst_mac);
-            p[6..12].copy_from_slice(&src_mac);
+    let len = size - 4;
+    let v6 = a.dst_ip.is_ipv6();
+    let l3 = 14;
+    let l4 = l3 + if v6 { 40 } else { 20 };
+    let mut p = vec![0u8; len];
+    p[0..6].copy_from_slice(&a.dst_mac);
+    p[6..12].copy_from_slice(&src_mac);
+    let l4_len = (len - l4) as u16;
+    let proto = match a.proto {
+        Proto::Udp => ipv4::PROTO_UDP,
+        Proto::Tcp => ipv4::PROTO_TCP,
+    };
+    let (src_at, ip_csum_at) = match (src, a.dst_ip) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
             p[12..14].copy_from_slice(&ethernet::ETHERTYPE_IPV4.to_be_bytes());
-            // Flows differ in the source address's low 16 bits and the UDP source port.
-            let mut src = a.src_ip;
-            src[2] = src[2].wrapping_add((f >> 8) as u8);
-            src[3] = src[3].wrapping_add(f as u8);
-            let ip_len = (len - 14) as u16;
-            ipv4::emit_header(
-                &mut p[14..],
-                src,
-                a.dst_ip,
-                ipv4::PROTO_UDP,
-                64,
-                ip_len - 20,
-                0,
-            )
-            .expect("template fits");
-            let udp_len = ip_len - 20;
-            let sport = 1024 + (f % 60_000) as u16;
-            p[34..36].copy_from_slice(&sport.to_be_bytes());
-            p[36..38].copy_from_slice(&9u16.to_be_bytes());
-            p[38..40].copy_from_slice(&udp_len.to_be_bytes());
-            // UDP checksum 0 (none): the timestamp changes per packet.
-            p[STAMP..STAMP + 4].copy_from_slice(&MAGIC.to_be_bytes());
-            p
-        })
-        .collect()
+            ipv4::emit_header(&mut p[l3..], s.octets(), d.octets(), proto, 64, l4_len, 0)
+                .expect("template fits");
+            (l3 + 12, Some(l3 + 10))
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            p[12..14].copy_from_slice(&ethernet::ETHERTYPE_IPV6.to_be_bytes());
+            ipv6::emit_header(&mut p[l3..], &s.octets(), &d.octets(), proto, 64, l4_len)
+                .expect("template fits");
+            (l3 + 8 + 12, None)
+        }
+        _ => usage("--src-ip and --dst-ip must be the same family"),
+    };
+    p[l4..l4 + 2].copy_from_slice(&FIRST_PORT.to_be_bytes());
+    p[l4 + 2..l4 + 4].copy_from_slice(&9u16.to_be_bytes());
+    let (l4_csum_at, stamp_at) = match a.proto {
+        Proto::Udp => {
+            p[l4 + 4..l4 + 6].copy_from_slice(&l4_len.to_be_bytes());
+            (l4 + 6, l4 + 8)
+        }
+        Proto::Tcp => {
+            // An established-connection segment: ACK|PSH, fixed sequence numbers.
+            p[l4 + 4..l4 + 8].copy_from_slice(&1u32.to_be_bytes());
+            p[l4 + 8..l4 + 12].copy_from_slice(&1u32.to_be_bytes());
+            p[l4 + 12] = 5 << 4;
+            p[l4 + 13] = 0x18;
+            p[l4 + 14..l4 + 16].copy_from_slice(&65535u16.to_be_bytes());
+            (l4 + 16, l4 + 20)
+        }
+    };
+    p[stamp_at..stamp_at + 4].copy_from_slice(&MAGIC.to_be_bytes());
+    let pseudo = match (src, a.dst_ip) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            checksum::pseudo_v4(s.octets(), d.octets(), proto, l4_len)
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            checksum::pseudo_v6(&s.octets(), &d.octets(), proto, l4_len as u32)
+        }
+        _ => unreachable!("families checked above"),
+    };
+    let c = checksum::finish(checksum::add(pseudo, checksum::sum(&p[l4..])));
+    p[l4_csum_at..l4_csum_at + 2].copy_from_slice(&c.to_be_bytes());
+    Template {
+        frame: p,
+        src_at,
+        sport_at: l4,
+        l4_csum_at,
+        stamp_at,
+        ip_csum_at,
+        udp: a.proto == Proto::Udp,
+    }
+}
+
+/// RFC 1624 eqn. 3 over several 16-bit words: the checksum after `old` became `new`.
+#[inline(always)]
+fn adjust(csum: u16, old: &[u16], new: &[u16]) -> u16 {
+    let mut s = u32::from(!csum);
+    for &o in old {
+        s += u32::from(!o);
+    }
+    for &n in new {
+        s += u32::from(n);
+    }
+    checksum::finish(s)
+}
+
+fn words32(x: u32) -> [u16; 2] {
+    [(x >> 16) as u16, x as u16]
+}
+
+impl Template {
+    /// Copy the template into `d` for source `src` (32 varying bits) and port `sport`,
+    /// stamped with `tsc`; all checksums stay valid.
+    #[inline(always)]
+    fn write(&self, d: &mut [u8], src: u32, sport: u16, tsc: u32) {
+        d.copy_from_slice(&self.frame);
+        let f = &self.frame;
+        let rd = |at: usize| u16::from_be_bytes([f[at], f[at + 1]]);
+        let old_src = u32::from_be_bytes([
+            f[self.src_at],
+            f[self.src_at + 1],
+            f[self.src_at + 2],
+            f[self.src_at + 3],
+        ]);
+        let [o0, o1] = words32(old_src);
+        let [n0, n1] = words32(src);
+        let [t0, t1] = words32(tsc);
+        d[self.src_at..self.src_at + 4].copy_from_slice(&src.to_be_bytes());
+        d[self.sport_at..self.sport_at + 2].copy_from_slice(&sport.to_be_bytes());
+        d[self.stamp_at + 4..self.stamp_at + 8].copy_from_slice(&tsc.to_be_bytes());
+        if let Some(at) = self.ip_csum_at {
+            let c = adjust(rd(at), &[o0, o1], &[n0, n1]);
+            d[at..at + 2].copy_from_slice(&c.to_be_bytes());
+        }
+        // The stamp's time was zero in the template.
+        let at = self.l4_csum_at;
+        let mut c = adjust(rd(at), &[o0, o1, FIRST_PORT], &[n0, n1, sport, t0, t1]);
+        if c == 0 && self.udp {
+            // UDP sends a computed 0 as 0xffff (0 means "no checksum").
+            c = 0xffff;
+        }
+        d[at..at + 2].copy_from_slice(&c.to_be_bytes());
+    }
 }
 
 #[derive(Default, Clone, Copy)]
@@ -180,14 +362,22 @@ impl Trial {
 struct Gen<'a> {
     pool: &'a Mempool,
     ports: Vec<u16>,
-    templates: Vec<Vec<u8>>,
+    queues: u16,
+    /// One template per frame size, and the order sizes are sent in (IMIX: 7:4:1 interleaved).
+    templates: Vec<Template>,
+    pattern: Vec<u8>,
+    /// First source (32 varying bits), and the number of flows.
+    src: u32,
+    flows: u32,
     hz: u64,
 }
 
 impl Gen<'_> {
     /// Send at `rate` (None: as fast as possible) for `secs`, receive until 200 ms after.
     fn run(&self, rate: Option<u64>, secs: f64) -> Trial {
-        let mut tx = TxBuffer::new(self.ports[0], 0);
+        let mut tx: Vec<TxBuffer> = (0..self.queues)
+            .map(|q| TxBuffer::new(self.ports[0], q))
+            .collect();
         let mut burst = RxBurst::default();
         let mut bufs: Vec<Mbuf> = Vec::with_capacity(BURST);
         let mut lat: Vec<u32> = Vec::with_capacity(1 << 20);
@@ -196,8 +386,11 @@ impl Gen<'_> {
         let end = start + (secs * self.hz as f64) as u64;
         let drain_end = end + self.hz / 5;
         let ticks_per_pkt = rate.map(|r| self.hz as f64 / r.max(1) as f64);
-        let mut flow = 0usize;
+        let (mut flow, mut src, mut sport) = (0u32, self.src, FIRST_PORT);
+        let mut step = 0usize;
+        let mut q = 0usize;
         let mut sample = 0u32;
+        let stamp_at = self.templates[0].stamp_at;
         loop {
             let now = dpdk::tsc();
             if now >= drain_end {
@@ -212,68 +405,89 @@ impl Gen<'_> {
                     }
                 };
                 if due > 0 && self.pool.alloc_bulk(&mut bufs, due as usize) {
+                    let txq = &mut tx[q];
                     for mut m in bufs.drain(..) {
-                        let tpl = &self.templates[flow];
-                        flow += 1;
-                        if flow == self.templates.len() {
-                            flow = 0;
+                        let tpl = &self.templates[self.pattern[step] as usize];
+                        step += 1;
+                        if step == self.pattern.len() {
+                            step = 0;
                         }
-                        if !m.append(tpl.len()) {
+                        if !m.append(tpl.frame.len()) {
                             continue;
                         }
-                        let d = m.data_mut();
-                        d.copy_from_slice(tpl);
-                        d[STAMP + 4..STAMP + 12].copy_from_slice(&now.to_ne_bytes());
-                        t.tx_dropped += tx.push(m) as u64;
+                        tpl.write(m.data_mut(), src, sport, now as u32);
+                        flow += 1;
+                        sport += 1;
+                        if flow == self.flows {
+                            (flow, src, sport) = (0, self.src, FIRST_PORT);
+                        } else if u32::from(sport - FIRST_PORT) == PORTS_PER_ADDR {
+                            (src, sport) = (src.wrapping_add(1), FIRST_PORT);
+                        }
+                        t.tx_dropped += txq.push(m) as u64;
                         t.sent += 1;
                     }
-                    t.tx_dropped += tx.flush() as u64;
+                    t.tx_dropped += txq.flush() as u64;
+                    q = (q + 1) % tx.len();
                 }
             }
             for &p in &self.ports {
-                let n = burst.recv(p, 0);
-                if n == 0 {
-                    continue;
-                }
-                let rx_now = dpdk::tsc();
-                for m in burst.by_ref() {
-                    let d = m.data();
-                    if d.len() >= STAMP + 12 && d[STAMP..STAMP + 4] == MAGIC.to_be_bytes() {
+                for rxq in 0..self.queues {
+                    let n = burst.recv(p, rxq);
+                    if n == 0 {
+                        continue;
+                    }
+                    let rx_now = dpdk::tsc() as u32;
+                    for m in burst.packets().iter().flatten() {
+                        let d = m.data();
+                        let Some(s) = d.get(stamp_at..stamp_at + STAMP_LEN) else {
+                            continue;
+                        };
+                        if s[..4] != MAGIC.to_be_bytes() {
+                            continue;
+                        }
                         t.received += 1;
                         // Sample one packet in 16 for latency.
                         sample = sample.wrapping_add(1);
                         if sample.is_multiple_of(16) && lat.len() < lat.capacity() {
-                            let mut ts = [0u8; 8];
-                            ts.copy_from_slice(&d[STAMP + 4..STAMP + 12]);
-                            let sent = u64::from_ne_bytes(ts);
-                            lat.push(rx_now.saturating_sub(sent).min(u32::MAX as u64) as u32);
+                            let sent = u32::from_be_bytes([s[4], s[5], s[6], s[7]]);
+                            lat.push(rx_now.wrapping_sub(sent));
                         }
                     }
+                    // The burst's mbufs are freed in bulk by the next recv.
                 }
             }
         }
         t.sent = t.sent.saturating_sub(t.tx_dropped);
         t.offered_pps = t.sent as f64 / secs;
         lat.sort_unstable();
-        let q = |f: f64| {
+        let qf = |f: f64| {
             if lat.is_empty() {
                 return 0.0;
             }
             let i = ((lat.len() as f64 * f) as usize).min(lat.len() - 1);
             lat[i] as f64 * 1e6 / self.hz as f64
         };
-        t.p50_us = q(0.5);
-        t.p99_us = q(0.99);
-        t.p999_us = q(0.999);
+        t.p50_us = qf(0.5);
+        t.p99_us = qf(0.99);
+        t.p999_us = qf(0.999);
         t
     }
 }
 
 fn report(a: &Args, label: &str, t: &Trial) {
+    let size = match a.size {
+        Size::Fixed(s) => s.to_string(),
+        Size::Imix => "\"imix\"".to_string(),
+    };
+    let proto = match a.proto {
+        Proto::Udp => "udp",
+        Proto::Tcp => "tcp",
+    };
+    let family = if a.dst_ip.is_ipv6() { "ipv6" } else { "ipv4" };
     if a.json {
         println!(
-            "{{\"mode\":\"{label}\",\"size\":{},\"flows\":{},\"offered_mpps\":{:.4},\"mpps\":{:.4},\"loss\":{:.6},\"p50_us\":{:.2},\"p99_us\":{:.2},\"p999_us\":{:.2}}}",
-            a.size, a.flows, t.offered_pps / 1e6, t.rx_pps(a.duration) / 1e6, t.loss(), t.p50_us, t.p99_us, t.p999_us
+            "{{\"mode\":\"{label}\",\"size\":{size},\"family\":\"{family}\",\"proto\":\"{proto}\",\"flows\":{},\"offered_mpps\":{:.4},\"mpps\":{:.4},\"loss\":{:.6},\"p50_us\":{:.2},\"p99_us\":{:.2},\"p999_us\":{:.2}}}",
+            a.flows, t.offered_pps / 1e6, t.rx_pps(a.duration) / 1e6, t.loss(), t.p50_us, t.p99_us, t.p999_us
         );
     } else {
         println!(
@@ -290,9 +504,28 @@ fn report(a: &Args, label: &str, t: &Trial) {
 
 fn main() {
     let a = parse_args();
+    let v6 = a.dst_ip.is_ipv6();
+    let min = min_frame(v6, a.proto);
+    let sizes: Vec<(usize, usize)> = match a.size {
+        Size::Fixed(s) if s < min => usage(&format!(
+            "--size: {s} is too small for {} {:?} with the stamp (at least {min})",
+            if v6 { "IPv6" } else { "IPv4" },
+            a.proto
+        )),
+        Size::Fixed(s) => vec![(s, 1)],
+        Size::Imix => IMIX.iter().map(|&(s, n)| (s.max(min), n)).collect(),
+    };
+    let src = a.src_ip.unwrap_or(if v6 {
+        // RFC 5180's benchmarking prefix, as RFC 2544's 198.18.0.0/15 for IPv4.
+        IpAddr::from([0x2001, 2, 0, 0, 0, 0, 0, 1])
+    } else {
+        IpAddr::from([198, 18, 0, 1])
+    });
     let mut eal_args = vec![
         format!("--lcores=0@{}", a.lcore),
         "--in-memory".to_string(),
+        // memif's zero-copy client mode needs the memory in one file per segment list.
+        "--single-file-segments".to_string(),
         format!("--file-prefix=pktgen{}", std::process::id()),
         "--no-pci".to_string(),
         "--log-level=pmd.net.memif:warning".to_string(),
@@ -307,8 +540,8 @@ fn main() {
     let pool =
         Mempool::new("pktgen", 65_535, 512, 2048 + 128).unwrap_or_else(|e| usage(&e.to_string()));
     let cfg = PortConfig {
-        rx_queues: 1,
-        tx_queues: 1,
+        rx_queues: a.queues,
+        tx_queues: a.queues,
         rx_desc: 1024,
         tx_desc: 1024,
         mtu: None,
@@ -328,10 +561,33 @@ fn main() {
         usage(&format!("port {} link still down after 10 s", p.id()));
     }
     let src_mac = a.src_mac.unwrap_or(ports[0].info().mac);
+    let templates: Vec<Template> = sizes
+        .iter()
+        .map(|&(s, _)| template(&a, src_mac, src, s))
+        .collect();
+    // The send order: IMIX interleaves its sizes (7:4:1 as 0 0 1 0 1 0 2 0 1 0 1 0).
+    let mut pattern = Vec::new();
+    let mut left: Vec<usize> = sizes.iter().map(|&(_, n)| n).collect();
+    while left.iter().any(|&n| n > 0) {
+        for (i, n) in left.iter_mut().enumerate() {
+            if *n > 0 {
+                pattern.push(i as u8);
+                *n -= 1;
+            }
+        }
+    }
+    let src32 = match src {
+        IpAddr::V4(s) => u32::from(s),
+        IpAddr::V6(s) => u128::from(s) as u32,
+    };
     let g = Gen {
         pool: &pool,
         ports: ports.iter().map(|p| p.id()).collect(),
-        templates: templates(&a, src_mac),
+        queues: a.queues,
+        templates,
+        pattern,
+        src: src32,
+        flows: a.flows,
         hz: dpdk::tsc_hz(),
     };
     // Warm-up: low-rate trials until the DUT forwards (it may still be waiting for its
@@ -378,5 +634,85 @@ fn main() {
     if received == 0 {
         eprintln!("ferry-pktgen: nothing came back");
         std::process::exit(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(dst: &str, proto: Proto) -> Args {
+        Args {
+            ports: vec![],
+            lcore: 0,
+            src_mac: None,
+            dst_mac: [2, 0, 0, 0, 0, 1],
+            src_ip: None,
+            dst_ip: dst.parse().unwrap(),
+            proto,
+            flows: 1,
+            size: Size::Fixed(64),
+            rate: None,
+            duration: 1.0,
+            search: None,
+            queues: 1,
+            json: false,
+        }
+    }
+
+    /// Every patched frame has valid IP and L4 checksums (recomputed from scratch).
+    #[test]
+    fn patched_frames_keep_valid_checksums() {
+        for (dst, src) in [("10.253.0.1", "198.18.0.1"), ("2001:db8::1", "2001:2::1")] {
+            for proto in [Proto::Udp, Proto::Tcp] {
+                let a = args(dst, proto);
+                let src: IpAddr = src.parse().unwrap();
+                let v6 = a.dst_ip.is_ipv6();
+                let size = min_frame(v6, proto).max(80);
+                let t = template(&a, [2, 0, 0, 0, 0, 2], src, size);
+                let base = match src {
+                    IpAddr::V4(s) => u32::from(s),
+                    IpAddr::V6(s) => u128::from(s) as u32,
+                };
+                for (i, (s, port, tsc)) in [
+                    (base, FIRST_PORT, 0u32),
+                    (base + 7, 4242, 0xdead_beef),
+                    (base + 1, 65535, 0xffff_ffff),
+                    (base.wrapping_add(99_999), 1024, 1),
+                ]
+                .into_iter()
+                .enumerate()
+                {
+                    let mut d = vec![0u8; t.frame.len()];
+                    t.write(&mut d, s, port, tsc);
+                    let l4 = if v6 { 54 } else { 34 };
+                    let l4_len = (d.len() - l4) as u16;
+                    let p = if proto == Proto::Tcp { 6 } else { 17 };
+                    let pseudo = if v6 {
+                        let s: [u8; 16] = d[22..38].try_into().unwrap();
+                        let dd: [u8; 16] = d[38..54].try_into().unwrap();
+                        checksum::pseudo_v6(&s, &dd, p, l4_len as u32)
+                    } else {
+                        assert_eq!(checksum::checksum(&d[14..34]), 0, "IPv4 header, case {i}");
+                        let s: [u8; 4] = d[26..30].try_into().unwrap();
+                        let dd: [u8; 4] = d[30..34].try_into().unwrap();
+                        checksum::pseudo_v4(s, dd, p, l4_len)
+                    };
+                    let sum = checksum::fold(checksum::add(pseudo, checksum::sum(&d[l4..])));
+                    assert_eq!(sum, 0xffff, "{dst} {proto:?} L4 checksum, case {i}");
+                    assert_eq!(&d[t.stamp_at..t.stamp_at + 4], &MAGIC.to_be_bytes());
+                    assert_eq!(&d[t.stamp_at + 4..t.stamp_at + 8], &tsc.to_be_bytes());
+                    assert_eq!(u16::from_be_bytes([d[l4], d[l4 + 1]]), port);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn smallest_frames_hold_headers_and_stamp() {
+        assert_eq!(min_frame(false, Proto::Udp), 64);
+        assert_eq!(min_frame(false, Proto::Tcp), 66);
+        assert_eq!(min_frame(true, Proto::Udp), 74);
+        assert_eq!(min_frame(true, Proto::Tcp), 86);
     }
 }
