@@ -28,7 +28,7 @@ FERRY_SNAPSHOT_GENERATIONS=3000 valgrind --error-exitcode=99 -q --fair-sched=yes
 
 echo "== release build, benchmark smoke (fails on a crash or zero throughput, never on a number)"
 cargo build --release --bin ferryd -p ferry --bin ferry-pktgen -p ferry-perf
-./perf/bench --runs 1 --secs 2 --sizes 64 --json "$(mktemp /tmp/ferry-bench-smoke.XXXXXX.json)"
+./perf/bench --runs 1 --secs 2 --sizes 64 --no-veth --json "$(mktemp /tmp/ferry-bench-smoke.XXXXXX.json)"
 
 echo "== namespace tests (release ferryd)"
 ./ci/netns-tests.sh target/release/ferryd 1

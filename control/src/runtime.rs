@@ -500,6 +500,7 @@ fn write_stats(
         "retired": publisher.retired(),
         "neighbors": cache.len(),
         "neighbors_refused": cache.refused,
+        "tsc_hz": ferry_dataplane::dpdk::tsc_hz(),
         "total": counters_json(&total(counters)),
         "workers": workers,
         "ports": ports,

@@ -420,12 +420,41 @@ impl PacketBuf for Mbuf {
         n <= u16::MAX as usize
             && !unsafe { ffi::ferry_pktmbuf_adj(self.raw.as_ptr(), n as u16) }.is_null()
     }
+    #[inline]
     fn trim(&mut self, n: usize) -> bool {
+        let m = self.m();
+        if m.nb_segs == 1 {
+            // One segment: what rte_pktmbuf_trim does, without the call.
+            if n > m.data_len as usize {
+                return false;
+            }
+            // SAFETY: &mut self owns the mbuf; shortening data_len/pkt_len by at most
+            // data_len keeps both consistent and inside the buffer.
+            let m = unsafe { self.raw.as_mut() };
+            m.data_len -= n as u16;
+            m.pkt_len -= n as u32;
+            return true;
+        }
         // SAFETY: rte_pktmbuf_trim checks the length and returns -1 when short.
         n <= u16::MAX as usize
             && unsafe { ffi::ferry_pktmbuf_trim(self.raw.as_ptr(), n as u16) } == 0
     }
+    #[inline]
     fn append(&mut self, n: usize) -> bool {
+        let m = self.m();
+        if m.nb_segs == 1 {
+            // One segment: what rte_pktmbuf_append does, without the call.
+            let tail = m.buf_len as usize - m.data_off as usize - m.data_len as usize;
+            if n > tail {
+                return false;
+            }
+            // SAFETY: &mut self owns the mbuf; n fits the tailroom, so data_off + data_len
+            // stays within buf_len (and below u16::MAX, since buf_len is a u16).
+            let m = unsafe { self.raw.as_mut() };
+            m.data_len += n as u16;
+            m.pkt_len += n as u32;
+            return true;
+        }
         // SAFETY: rte_pktmbuf_append checks tailroom and returns NULL when short.
         n <= u16::MAX as usize
             && !unsafe { ffi::ferry_pktmbuf_append(self.raw.as_ptr(), n as u16) }.is_null()

@@ -29,8 +29,9 @@ const MIN_FRAME: usize = 34;
 #[inline(always)]
 pub fn check4(port: &PortTable, d: &[u8]) -> Option<u32> {
     let h: &[u8; MIN_FRAME] = d.get(..MIN_FRAME)?.try_into().ok()?;
-    // Unicast to us, IPv4, version 4 with a 20-byte header.
-    if h[0..6] != port.mac || h[12] != 0x08 || h[13] != 0x00 || h[14] != 0x45 {
+    // Unicast to us, IPv4, version 4 with a 20-byte header (fixed-size compares, no memcmp).
+    let dmac = [h[0], h[1], h[2], h[3], h[4], h[5]];
+    if dmac != port.mac || [h[12], h[13], h[14]] != [0x08, 0x00, 0x45] {
         return None;
     }
     let total = u16::from_be_bytes([h[16], h[17]]) as usize;

@@ -242,9 +242,11 @@ impl Worker {
                     out.flush();
                 }
             }
+            // One TSC read per round of polls, and one after each busy burst (rdtsc is not
+            // free, least of all in a VM). Busy cycles count from before the rx call: the
+            // PMD's copy is work too.
+            let mut t0 = dpdk::tsc();
             for q in &rx {
-                // Busy cycles count from before the rx call (the PMD's copy is work too).
-                let t0 = dpdk::tsc();
                 let n = burst.recv(q.dpdk_port, q.queue);
                 if n == 0 {
                     continue;
@@ -285,7 +287,9 @@ impl Worker {
                 out.side_effects(&mut scratch, tables, &pool, &mut learned);
                 out.flush();
                 c.rx.add(n as u64);
-                c.busy_cycles.add(dpdk::tsc() - t0);
+                let t1 = dpdk::tsc();
+                c.busy_cycles.add(t1 - t0);
+                t0 = t1;
                 c.busy_packets.add(n as u64);
                 c.busy_bursts.add(1);
             }

@@ -53,7 +53,13 @@ fn mbufs_are_owned_and_edited_within_bounds() {
         assert!(!m.trim(51), "more than the length is refused");
         assert!(!m.append(1 << 15), "more than the tailroom is refused");
         assert!(m.is_contiguous());
-        assert_eq!(e.pool.available(), before - 1);
+        // Exactly the tailroom fits, one byte more does not; trimming to zero is allowed.
+        let mut full = e.pool.alloc().expect("alloc");
+        assert!(full.append(2048));
+        assert!(!full.append(1));
+        assert!(full.trim(2048));
+        assert!(full.data().is_empty());
+        assert_eq!(e.pool.available(), before - 2);
     }
     assert_eq!(
         e.pool.available(),
