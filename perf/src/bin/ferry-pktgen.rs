@@ -336,6 +336,28 @@ impl Template {
     }
 }
 
+/// The order sizes are sent in, one cycle: each index `i` appears `shares[i]` times, spread
+/// evenly (smooth weighted round robin), so IMIX 7:4:1 is `0 1 0 0 1 0 2 0 1 0 1 0`, not
+/// runs of one size.
+fn send_order(shares: &[usize]) -> Vec<u8> {
+    let total: usize = shares.iter().sum();
+    let mut credit = vec![0i64; shares.len()];
+    let mut order = Vec::with_capacity(total);
+    for _ in 0..total {
+        for (c, &w) in credit.iter_mut().zip(shares) {
+            *c += w as i64;
+        }
+        let (i, _) = credit
+            .iter()
+            .enumerate()
+            .max_by_key(|&(i, c)| (*c, std::cmp::Reverse(i)))
+            .expect("at least one size");
+        credit[i] -= total as i64;
+        order.push(i as u8);
+    }
+    order
+}
+
 #[derive(Default, Clone, Copy)]
 struct Trial {
     offered_pps: f64,
@@ -576,17 +598,7 @@ fn main() {
         .iter()
         .map(|&(s, _)| template(&a, src_mac, src, s))
         .collect();
-    // The send order: IMIX interleaves its sizes (7:4:1 as 0 0 1 0 1 0 2 0 1 0 1 0).
-    let mut pattern = Vec::new();
-    let mut left: Vec<usize> = sizes.iter().map(|&(_, n)| n).collect();
-    while left.iter().any(|&n| n > 0) {
-        for (i, n) in left.iter_mut().enumerate() {
-            if *n > 0 {
-                pattern.push(i as u8);
-                *n -= 1;
-            }
-        }
-    }
+    let pattern = send_order(&sizes.iter().map(|&(_, n)| n).collect::<Vec<_>>());
     let src32 = match src {
         IpAddr::V4(s) => u32::from(s),
         IpAddr::V6(s) => u128::from(s) as u32,
@@ -718,6 +730,13 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn imix_interleaves_7_4_1() {
+        let o = send_order(&[7, 4, 1]);
+        assert_eq!(o, [0, 1, 0, 0, 1, 0, 2, 0, 1, 0, 1, 0]);
+        assert_eq!(send_order(&[1]), [0]);
     }
 
     #[test]
