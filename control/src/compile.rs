@@ -217,7 +217,7 @@ impl Plan {
             ecmp: self.ecmp.clone(),
             neigh4,
             neigh6,
-            fast4: Vec::new(),
+            fast: Vec::new(),
         };
         t.index_fast();
         t

@@ -91,6 +91,8 @@ fn routes6() -> Vec<(u128, u8, u32)> {
         (a6("fd10:2::1"), 128, HOP_LOCAL1),
         (u128::from_be_bytes(link_local_of(M1)), 128, HOP_LOCAL1),
         (a6("fd20::"), 48, HOP_GW6),
+        // IPv6 into the (IPv4-gateway) ECMP group: members are chosen by port and MAC only.
+        (a6("fd30::"), 48, HOP_ECMP),
     ]
 }
 
@@ -173,7 +175,7 @@ fn tables(with_default: bool) -> Tables {
         ecmp: vec![HOP_GW_A, HOP_GW_B],
         neigh4,
         neigh6,
-        fast4: Vec::new(),
+        fast: Vec::new(),
     };
     t.index_fast();
     t
@@ -2282,6 +2284,100 @@ proptest! {
         }
         ip[10..12].copy_from_slice(&c.to_be_bytes());
         let mut frame = eth(dst_mac, H1_MAC, ET_IPV4, &ip);
+        frame.resize(frame.len() + pad, 0);
+        fast_agrees(&mut fx, 0, &frame)?;
+    }
+}
+
+#[test]
+fn fast_path_takes_the_common_cases_v6() {
+    // IPv6 UDP and TCP via a gateway, to a connected host, through ECMP, padded: fast, as process.
+    let mut fx = Fx::new();
+    let cases = [
+        ("fd20::5", true),     // via fd10:2::2
+        ("fd10:2::5", true),   // connected, fresh neighbour
+        ("fd30::7", true),     // ECMP
+        ("fd10:2::77", false), // connected, no neighbour: held, solicited
+        ("fd10:1::1", false),  // ours
+        ("fd99::1", false),    // no route: ICMPv6 error
+    ];
+    for (dst, fast) in cases {
+        for (next, l4) in [(17u8, udp(1234, 53, &data(18))), (6, tcp_syn(1234, 80))] {
+            let ip = ipv6_pkt(v6("fd10:1::2"), v6(dst), next, 64, &l4);
+            let mut frame = eth(M0, H1_MAC, ET_IPV6, &ip);
+            assert_eq!(
+                fast_agrees(&mut fx, 0, &frame).unwrap(),
+                fast,
+                "{dst} {next}"
+            );
+            frame.resize(frame.len() + 6, 0);
+            assert_eq!(
+                fast_agrees(&mut fx, 0, &frame).unwrap(),
+                fast,
+                "{dst} {next} padded"
+            );
+        }
+    }
+    // ICMPv6 (echo, ND, errors), extension headers, hop limit 1, link-local: never fast.
+    let echo = ipv6_pkt(
+        v6("fd10:1::2"),
+        v6("fd20::5"),
+        58,
+        64,
+        &[128, 0, 0, 0, 0, 1, 0, 1],
+    );
+    let hbh = ipv6_pkt(
+        v6("fd10:1::2"),
+        v6("fd20::5"),
+        0,
+        64,
+        &[17, 0, 1, 4, 0, 0, 0, 0],
+    );
+    let hl1 = ipv6_pkt(v6("fd10:1::2"), v6("fd20::5"), 17, 1, &udp(1, 2, &data(4)));
+    let ll = ipv6_pkt(
+        link_local_of(H1_MAC),
+        v6("fd20::5"),
+        17,
+        64,
+        &udp(1, 2, &data(4)),
+    );
+    for ip in [&echo, &hbh, &hl1, &ll] {
+        assert!(fx.run_fast(0, &eth(M0, H1_MAC, ET_IPV6, ip)).is_none());
+    }
+}
+
+fn src6_strategy() -> impl Strategy<Value = [u8; 16]> {
+    prop_oneof![
+        Just(v6("fd10:1::2")),
+        Just([0; 16]),
+        Just(v6("::1")),
+        Just(v6("ff02::1")),
+        Just(link_local_of(H1_MAC)),
+        any::<[u8; 16]>(),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(4000))]
+    #[test]
+    fn fast_path_matches_process_v6(
+        dst in prop_oneof![dst6_strategy(), Just(v6("fd30::9")), Just(v6("fd10:2::77"))],
+        src in src6_strategy(),
+        hop_limit in prop_oneof![Just(64u8), any::<u8>()],
+        next in prop_oneof![Just(17u8), Just(6), Just(58), Just(0), Just(44), any::<u8>()],
+        len_delta in prop_oneof![Just(0i32), -30i32..30],
+        pad in prop_oneof![Just(0usize), 0usize..40],
+        dst_mac in prop_oneof![Just(M0), Just(M1), Just([0x33, 0x33, 0, 0, 0, 1])],
+        tail in proptest::collection::vec(any::<u8>(), 0..200),
+        mtu in prop_oneof![Just(1500u16), 68u16..300],
+        with_default in any::<bool>(),
+    ) {
+        let mut fx = if with_default { Fx::with_default_routes() } else { Fx::new() };
+        fx.t.ports[1].mtu = mtu;
+        let mut ip = ipv6_pkt(src, dst, next, hop_limit, &tail);
+        let plen = (tail.len() as i32 + len_delta).clamp(0, 0xffff) as u16;
+        ip[4..6].copy_from_slice(&plen.to_be_bytes());
+        let mut frame = eth(dst_mac, H1_MAC, ET_IPV6, &ip);
         frame.resize(frame.len() + pad, 0);
         fast_agrees(&mut fx, 0, &frame)?;
     }

@@ -112,7 +112,7 @@ pub enum Hop {
     Ecmp { start: u32, len: u32 },
 }
 
-/// What the IPv4 fast path needs of a next hop, flattened per hop id by
+/// What the fast path needs of a next hop (either family), flattened per hop id by
 /// [`Tables::index_fast`], so that forwarding reads one small entry instead of a [`Hop`] and
 /// a [`PortTable`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -237,16 +237,16 @@ pub struct Tables {
     pub ecmp: Vec<NextHop>,
     pub neigh4: FastMap<(u16, u32), Neighbor>,
     pub neigh6: FastMap<(u16, u128), Neighbor>,
-    /// `hops` flattened for the IPv4 fast path, by the same index (see [`FastHop`]). Empty
+    /// `hops` flattened for the fast path, by the same index (see [`FastHop`]). Empty
     /// until [`Tables::index_fast`] runs; the fast path then leaves everything to the slow one.
-    pub fast4: Vec<FastHop>,
+    pub fast: Vec<FastHop>,
 }
 
 impl Tables {
-    /// Build `fast4` from `hops` and `ports`. Call once the tables are complete, before
+    /// Build `fast` from `hops` and `ports`. Call once the tables are complete, before
     /// publishing them (and again if a test changes them).
     pub fn index_fast(&mut self) {
-        self.fast4 = self
+        self.fast = self
             .hops
             .iter()
             .map(|h| FastHop::of(h, &self.ports))
@@ -263,7 +263,7 @@ impl Tables {
             ecmp: Vec::new(),
             neigh4: FastMap::default(),
             neigh6: FastMap::default(),
-            fast4: Vec::new(),
+            fast: Vec::new(),
         })
     }
 }
