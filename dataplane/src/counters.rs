@@ -176,9 +176,9 @@ pub struct WorkerCounters {
     pub fragmented: Counter,
     /// Packets consumed without a drop (ARP for others, NA without kernel, ...).
     pub consumed: Counter,
-    /// TSC cycles spent in bursts that carried packets (from the rx call to the last tx
-    /// flush), the packets in them, and how many such bursts (packets per burst says how
-    /// loaded the worker is: near 32 it is saturated).
+    /// TSC cycles of the poll rounds that carried packets (from the round's rx calls to the
+    /// next round: rx, processing, tx flush), the packets in them, and how many non-empty
+    /// bursts (packets per burst says how loaded the worker is: near 32 it is saturated).
     pub busy_cycles: Counter,
     pub busy_packets: Counter,
     pub busy_bursts: Counter,

@@ -56,17 +56,27 @@ pub fn check4(port: &PortTable, d: &[u8]) -> Option<u32> {
     Some(dst)
 }
 
-/// RFC 1071 over a 20-byte header as five native-endian 32-bit words: the ones' complement
-/// sum is the same whatever the word size and byte order, and a valid header sums to 0xffff.
+/// RFC 1071 over a 20-byte header as two native-endian 64-bit words and one 32-bit word:
+/// the ones' complement sum is the same whatever the word size and byte order (carries wrap
+/// around), and a valid header sums to 0xffff. Three loads and a short fold, where 16-bit
+/// words take ten loads and adds.
 #[inline(always)]
 fn header_checksum_ok(h: &[u8]) -> bool {
-    let w = |i: usize| u64::from(u32::from_ne_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]));
-    let mut s = w(0) + w(4) + w(8) + w(12) + w(16);
-    s = (s & 0xffff_ffff) + (s >> 32);
-    s = (s & 0xffff_ffff) + (s >> 32);
-    s = (s & 0xffff) + (s >> 16);
-    s = (s & 0xffff) + (s >> 16);
-    s == 0xffff
+    let (Some(a), Some(b), Some(c)) = (h.get(0..8), h.get(8..16), h.get(16..20)) else {
+        return false;
+    };
+    let a = u64::from_ne_bytes([a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]]);
+    let b = u64::from_ne_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
+    let c = u64::from(u32::from_ne_bytes([c[0], c[1], c[2], c[3]]));
+    let (s, o1) = a.overflowing_add(b);
+    let (s, o2) = s.overflowing_add(c);
+    // Fold to 32 bits with the two carries (each worth 2^64, which is 1 modulo 0xffff),
+    // then to 16.
+    let mut t = (s & 0xffff_ffff) + (s >> 32) + u64::from(o1) + u64::from(o2);
+    t = (t & 0xffff) + (t >> 16);
+    t = (t & 0xffff) + (t >> 16);
+    t = (t & 0xffff) + (t >> 16);
+    t == 0xffff
 }
 
 /// The flattened next hop for `hop`, with the destination MAC filled in (from the
