@@ -64,6 +64,8 @@ struct Args {
     search: Option<f64>,
     queues: u16,
     json: bool,
+    /// Write the traffic to this pcap file instead of sending it (no EAL, no ports).
+    pcap: Option<String>,
 }
 
 fn usage(msg: &str) -> ! {
@@ -72,7 +74,7 @@ fn usage(msg: &str) -> ! {
         "usage: ferry-pktgen --port DEVARGS [--port DEVARGS] --dst-mac MAC [--src-mac MAC] \
          [--dst-ip A] [--src-ip A] [--proto udp|tcp] [--flows 1..10000000] \
          [--size 64..1518|imix] [--rate PPS] [--duration S] [--search LOSS] [--queues N] \
-         [--lcore CPU] [--json]"
+         [--lcore CPU] [--json] [--pcap FILE]"
     );
     std::process::exit(2)
 }
@@ -93,6 +95,7 @@ fn parse_args() -> Args {
         search: None,
         queues: 1,
         json: false,
+        pcap: None,
     };
     let mut dst_mac = false;
     let mut it = std::env::args().skip(1);
@@ -177,11 +180,12 @@ fn parse_args() -> Args {
                     .unwrap_or_else(|| usage("--queues: 1..=16"))
             }
             "--json" => a.json = true,
+            "--pcap" => a.pcap = Some(v()),
             other => usage(&format!("unknown argument {other:?}")),
         }
     }
-    if a.ports.is_empty() || !dst_mac {
-        usage("--port and --dst-mac are needed");
+    if (a.ports.is_empty() && a.pcap.is_none()) || !dst_mac {
+        usage("--port (or --pcap FILE) and --dst-mac are needed");
     }
     if let Some(src) = a.src_ip {
         if src.is_ipv4() != a.dst_ip.is_ipv4() {
@@ -334,6 +338,50 @@ impl Template {
         }
         d[at..at + 2].copy_from_slice(&c.to_be_bytes());
     }
+}
+
+/// Write the traffic as a pcap file (what `net_pcap,rx_pcap=FILE,infinite_rx=1` replays
+/// without end: a generator that never limits the device under test): every flow once, up
+/// to 65536 frames, in the send order; stamps are zero. Returns the number of frames.
+fn write_pcap(
+    path: &str,
+    templates: &[Template],
+    order: &[u8],
+    src: IpAddr,
+    flows: u32,
+) -> std::io::Result<usize> {
+    use std::io::Write;
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
+    // Classic pcap header: magic, version 2.4, UTC, accuracy, snaplen, Ethernet.
+    let mut h = Vec::with_capacity(24);
+    h.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+    h.extend_from_slice(&2u16.to_le_bytes());
+    h.extend_from_slice(&4u16.to_le_bytes());
+    h.extend_from_slice(&[0; 8]);
+    h.extend_from_slice(&65535u32.to_le_bytes());
+    h.extend_from_slice(&1u32.to_le_bytes());
+    f.write_all(&h)?;
+    let base = match src {
+        IpAddr::V4(s) => u32::from(s),
+        IpAddr::V6(s) => u128::from(s) as u32,
+    };
+    let n = (flows as usize).clamp(order.len(), 65536);
+    let mut d = Vec::new();
+    for i in 0..n {
+        let t = &templates[order[i % order.len()] as usize];
+        let flow = (i as u32) % flows;
+        let src = base.wrapping_add(flow / PORTS_PER_ADDR);
+        let sport = FIRST_PORT + (flow % PORTS_PER_ADDR) as u16;
+        d.resize(t.frame.len(), 0);
+        t.write(&mut d, src, sport, 0);
+        let len = (d.len() as u32).to_le_bytes();
+        f.write_all(&[0u8; 8])?;
+        f.write_all(&len)?;
+        f.write_all(&len)?;
+        f.write_all(&d)?;
+    }
+    f.flush()?;
+    Ok(n)
 }
 
 /// The order sizes are sent in, one cycle: each index `i` appears `shares[i]` times, spread
@@ -554,6 +602,19 @@ fn main() {
     } else {
         IpAddr::from([198, 18, 0, 1])
     });
+    if let Some(path) = &a.pcap {
+        let src_mac = a.src_mac.unwrap_or([2, 0xfe, 0, 0, 0, 1]);
+        let templates: Vec<Template> = sizes
+            .iter()
+            .map(|&(s, _)| template(&a, src_mac, src, s))
+            .collect();
+        let order = send_order(&sizes.iter().map(|&(_, n)| n).collect::<Vec<_>>());
+        match write_pcap(path, &templates, &order, src, a.flows) {
+            Ok(n) => eprintln!("ferry-pktgen: wrote {n} frames to {path}"),
+            Err(e) => usage(&format!("--pcap {path}: {e}")),
+        }
+        return;
+    }
     let mut eal_args = vec![
         format!("--lcores=0@{}", a.lcore),
         "--in-memory".to_string(),
@@ -681,6 +742,7 @@ mod tests {
             search: None,
             queues: 1,
             json: false,
+            pcap: None,
         }
     }
 
@@ -730,6 +792,44 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn pcap_holds_every_flow_with_valid_frames() {
+        let mut a = args("10.253.0.1", Proto::Udp);
+        a.flows = 100;
+        let src: IpAddr = "198.18.0.1".parse().unwrap();
+        let sizes = [(64usize, 7usize), (594, 4), (1518, 1)];
+        let t: Vec<Template> = sizes
+            .iter()
+            .map(|&(s, _)| template(&a, [2, 0, 0, 0, 0, 2], src, s))
+            .collect();
+        let order = send_order(&[7, 4, 1]);
+        let path = std::env::temp_dir().join(format!("pktgen-test-{}.pcap", std::process::id()));
+        let n = write_pcap(path.to_str().unwrap(), &t, &order, src, a.flows).unwrap();
+        assert_eq!(n, 100);
+        let b = std::fs::read(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(&b[..4], &0xa1b2_c3d4u32.to_le_bytes());
+        let (mut at, mut frames, mut ports) = (24, 0, std::collections::HashSet::new());
+        while at < b.len() {
+            let len = u32::from_le_bytes(b[at + 8..at + 12].try_into().unwrap()) as usize;
+            let d = &b[at + 16..at + 16 + len];
+            assert_eq!(
+                len + 4,
+                sizes[order[frames % 12] as usize].0,
+                "frame {frames}"
+            );
+            assert_eq!(
+                checksum::checksum(&d[14..34]),
+                0,
+                "IPv4 header of frame {frames}"
+            );
+            ports.insert(u16::from_be_bytes([d[34], d[35]]));
+            at += 16 + len;
+            frames += 1;
+        }
+        assert_eq!((frames, ports.len()), (100, 100));
     }
 
     #[test]
