@@ -2262,7 +2262,7 @@ proptest! {
                            Just(v4("224.1.2.3")), any::<[u8; 4]>()],
         ttl in prop_oneof![Just(64u8), any::<u8>()],
         proto in prop_oneof![Just(6u8), Just(17), Just(1), any::<u8>()],
-        flags in prop_oneof![Just(0u16), Just(0x4000), any::<u16>()],
+        flags in prop_oneof![Just(0u16), Just(0x4000), Just(0x2000), Just(0x0010), any::<u16>()],
         len_delta in prop_oneof![Just(0i32), -30i32..30],
         pad in prop_oneof![Just(0usize), 0usize..40],
         break_sum in prop_oneof![Just(false), any::<bool>()],
@@ -2381,4 +2381,20 @@ proptest! {
         frame.resize(frame.len() + pad, 0);
         fast_agrees(&mut fx, 0, &frame)?;
     }
+}
+
+#[test]
+fn fast_path_hashes_fragments_on_addresses_like_process() {
+    // First fragments (MF, offset 0) through ECMP: the fast path picks the member process picks.
+    let mut fx = Fx::new();
+    let mut taken = 0;
+    for sport in 0..64u16 {
+        let u = udp(1000 + sport, 443, &data(64));
+        let mut first = ipv4_pkt(v4("10.10.1.2"), v4("10.20.1.1"), 17, 64, &u[..48]);
+        set_frag(&mut first, false, true, 0);
+        if fast_agrees(&mut fx, 0, &eth(M0, H1_MAC, ET_IPV4, &first)).unwrap() {
+            taken += 1;
+        }
+    }
+    assert_eq!(taken, 64, "first fragments are fast-path traffic");
 }
