@@ -56,10 +56,9 @@ pub fn check4(port: &PortTable, d: &[u8]) -> Option<u32> {
     Some(dst)
 }
 
-/// RFC 1071 over a 20-byte header as two native-endian 64-bit words and one 32-bit word:
-/// the ones' complement sum is the same whatever the word size and byte order (carries wrap
-/// around), and a valid header sums to 0xffff. Three loads and a short fold, where 16-bit
-/// words take ten loads and adds.
+/// RFC 1071 over a 20-byte header as five native-endian 32-bit words: the ones' complement
+/// sum is the same whatever the word size and byte order, and a valid header sums to 0xffff.
+/// (Two 64-bit words and a 32-bit one measured the same under callgrind.)
 #[inline(always)]
 fn header_checksum_ok(h: &[u8]) -> bool {
     let w = |i: usize| u64::from(u32::from_ne_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]));
