@@ -67,9 +67,9 @@ struct Out<'a> {
 }
 
 impl Out<'_> {
-    /// Queue a packet the fast path rewrote for `port` (a port of the tables).
+    /// Queue a packet for the wire on `port` (from the fast path or `Action::Tx`).
     #[inline(always)]
-    fn tx_fast(&mut self, port: u16, m: Mbuf) {
+    fn queue_tx(&mut self, port: u16, m: Mbuf) {
         match self.tx.get_mut(port as usize) {
             Some(t) => {
                 self.dropped += t.push(m) as u64;
@@ -82,13 +82,7 @@ impl Out<'_> {
     #[inline]
     fn dispatch(&mut self, action: Action, m: Mbuf, in_port: u16, since: u64) {
         match action {
-            Action::Tx(p) => match self.tx.get_mut(p as usize) {
-                Some(t) => {
-                    self.dropped += t.push(m) as u64;
-                    self.queued += 1;
-                }
-                None => self.c.drop(DropReason::NoRoute),
-            },
+            Action::Tx(p) => self.queue_tx(p, m),
             Action::Kernel(p) => match self.kernel_tx.get_mut(p as usize) {
                 Some(Some(t)) => {
                     self.kernel_dropped += t.push(m) as u64;
@@ -278,7 +272,7 @@ impl Worker {
                     &mut stages,
                     |fast, mut m| {
                         if let Some(port) = fast {
-                            return out.tx_fast(port, m);
+                            return out.queue_tx(port, m);
                         }
                         let action = if !m.is_contiguous() {
                             c.drop(DropReason::MultiSegment);
