@@ -515,28 +515,6 @@ impl RxBurst {
         &mut self.slots[next..len]
     }
 
-    /// Prefetch packet data of the mbuf at `i` positions ahead of the cursor.
-    #[inline]
-    pub fn prefetch(&self, ahead: usize) {
-        if let Some(Some(m)) = self
-            .slots
-            .get(self.next + ahead)
-            .filter(|_| self.next + ahead < self.len)
-        {
-            m.prefetch_data();
-        }
-    }
-
-    /// The data of the `i`-th packet not yet taken from the burst (for a look-ahead pass).
-    #[inline]
-    pub fn peek(&self, i: usize) -> Option<&[u8]> {
-        let i = self.next + i;
-        if i >= self.len {
-            return None;
-        }
-        self.slots[i].as_ref().map(|m| m.data())
-    }
-
     fn free_rest(&mut self) {
         if self.len > 0 {
             // SAFETY: slots[..len] are nullable pointers to owned mbufs (None is NULL, which
