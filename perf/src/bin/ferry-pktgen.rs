@@ -79,6 +79,14 @@ fn usage(msg: &str) -> ! {
     std::process::exit(2)
 }
 
+/// `s` parsed as a `T` that satisfies `ok`, or the usage error `msg`.
+fn bounded<T: std::str::FromStr>(s: String, ok: impl Fn(&T) -> bool, msg: &str) -> T {
+    s.parse()
+        .ok()
+        .filter(|x| ok(x))
+        .unwrap_or_else(|| usage(msg))
+}
+
 fn parse_args() -> Args {
     let mut a = Args {
         ports: Vec::new(),
@@ -128,57 +136,40 @@ fn parse_args() -> Args {
                 }
             }
             "--flows" => {
-                a.flows = v()
-                    .parse()
-                    .ok()
-                    .filter(|f| (1..=10_000_000).contains(f))
-                    .unwrap_or_else(|| usage("--flows: 1..=10000000"))
+                a.flows = bounded(
+                    v(),
+                    |f| (1..=10_000_000).contains(f),
+                    "--flows: 1..=10000000",
+                )
             }
             "--size" => {
                 let s = v();
                 a.size = if s == "imix" {
                     Size::Imix
                 } else {
-                    Size::Fixed(
-                        s.parse()
-                            .ok()
-                            .filter(|s| (64..=1518).contains(s))
-                            .unwrap_or_else(|| {
-                                usage("--size: 64..=1518 (frame bytes with the FCS) or imix")
-                            }),
-                    )
+                    Size::Fixed(bounded(
+                        s,
+                        |s| (64..=1518).contains(s),
+                        "--size: 64..=1518 (frame bytes with the FCS) or imix",
+                    ))
                 }
             }
-            "--rate" => {
-                a.rate = Some(
-                    v().parse()
-                        .ok()
-                        .filter(|r| *r > 0)
-                        .unwrap_or_else(|| usage("--rate: packets/s, above 0")),
-                )
-            }
+            "--rate" => a.rate = Some(bounded(v(), |r| *r > 0, "--rate: packets/s, above 0")),
             "--duration" => {
-                a.duration = v()
-                    .parse()
-                    .ok()
-                    .filter(|d: &f64| *d > 0.0 && *d <= 3600.0)
-                    .unwrap_or_else(|| usage("--duration: seconds, 0..3600"))
+                a.duration = bounded(
+                    v(),
+                    |d: &f64| *d > 0.0 && *d <= 3600.0,
+                    "--duration: seconds, 0..3600",
+                )
             }
             "--search" => {
-                a.search = Some(
-                    v().parse()
-                        .ok()
-                        .filter(|l: &f64| (0.0..1.0).contains(l))
-                        .unwrap_or_else(|| usage("--search: a loss ratio, 0 <= loss < 1")),
-                )
+                a.search = Some(bounded(
+                    v(),
+                    |l: &f64| (0.0..1.0).contains(l),
+                    "--search: a loss ratio, 0 <= loss < 1",
+                ))
             }
-            "--queues" => {
-                a.queues = v()
-                    .parse()
-                    .ok()
-                    .filter(|q| (1..=16).contains(q))
-                    .unwrap_or_else(|| usage("--queues: 1..=16"))
-            }
+            "--queues" => a.queues = bounded(v(), |q| (1..=16).contains(q), "--queues: 1..=16"),
             "--json" => a.json = true,
             "--pcap" => a.pcap = Some(v()),
             other => usage(&format!("unknown argument {other:?}")),
