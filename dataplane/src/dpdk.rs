@@ -597,6 +597,43 @@ impl TxBuffer {
         dropped
     }
 
+    /// Queue every packet in `slots`, in order, leaving the slots empty (a whole burst
+    /// forwarded to one port). Returns (queued, dropped by flushes).
+    #[inline]
+    pub fn push_slots(&mut self, slots: &mut [Option<Mbuf>]) -> (usize, usize) {
+        let mut dropped = 0;
+        if self.len + slots.len() > TX_BUFFER {
+            dropped = self.flush();
+        }
+        let n = slots.len();
+        if n <= TX_BUFFER - self.len && slots.iter().all(Option::is_some) {
+            // SAFETY: every slot is Some, that is a non-null pointer to an owned mbuf (the
+            // layout is asserted beside RxBurst); copying the pointers moves ownership into
+            // ptrs[len..len + n], which has room, and the slots are then overwritten with
+            // None (null) without running Mbuf's drop, so each mbuf has one owner.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    slots.as_ptr() as *const *mut ffi::rte_mbuf,
+                    self.ptrs.as_mut_ptr().add(self.len),
+                    n,
+                );
+                std::ptr::write_bytes(slots.as_mut_ptr(), 0, n);
+            }
+            self.len += n;
+            return (n, dropped);
+        }
+        let mut queued = 0;
+        for m in slots.iter_mut().filter_map(Option::take) {
+            if self.len == TX_BUFFER {
+                dropped += self.flush();
+            }
+            self.ptrs[self.len] = m.into_raw();
+            self.len += 1;
+            queued += 1;
+        }
+        (queued, dropped)
+    }
+
     /// Send everything buffered; what the queue did not take is freed. Returns that count.
     #[inline]
     pub fn flush(&mut self) -> usize {

@@ -2118,7 +2118,7 @@ impl Fx {
         let mut got = None;
         let mut slow = None;
         let port = self.t.ports.get(in_port as usize);
-        crate::fastpath::burst(&self.t, port, &mut bufs, &mut st, |out, b| match out {
+        crate::fastpath::burst_each(&self.t, port, &mut bufs, &mut st, |out, b| match out {
             Some(p) => got = Some((p, b.data().to_vec())),
             None => slow = Some(b.data().to_vec()),
         });
@@ -2237,7 +2237,7 @@ fn fast_path_keeps_arrival_order_in_a_burst() {
         .collect();
     let mut st = crate::fastpath::Stages::default();
     let mut seen = Vec::new();
-    crate::fastpath::burst(&fx.t, fx.t.ports.first(), &mut bufs, &mut st, |out, b| {
+    crate::fastpath::burst_each(&fx.t, fx.t.ports.first(), &mut bufs, &mut st, |out, b| {
         let d = b.data();
         seen.push((
             out.is_some(),
@@ -2397,4 +2397,96 @@ fn fast_path_hashes_fragments_on_addresses_like_process() {
         }
     }
     assert_eq!(taken, 64, "first fragments are fast-path traffic");
+}
+
+#[test]
+fn fast_path_leaves_a_one_port_burst_in_its_slots() {
+    // A full burst that all leaves by one port stays, rewritten, in its slots (Done::AllTo),
+    // with the bytes `process` makes; one packet to another port or one the slow path takes
+    // makes the burst go out packet by packet, in order.
+    let mut fx = Fx::with_default_routes();
+    fx.t.index_fast();
+    let u = udp(1234, 53, &data(18));
+    let frame = |d: &str| {
+        eth(
+            M0,
+            H1_MAC,
+            ET_IPV4,
+            &ipv4_pkt(v4("10.10.1.2"), v4(d), 17, 64, &u),
+        )
+    };
+    let (far, near, slow) = (frame("10.99.1.1"), frame("10.10.2.5"), frame("10.10.2.50"));
+    let (Action::Tx(p_far), far_out) = fx.run(0, &far) else {
+        panic!("10.99.1.1 must be forwarded")
+    };
+    let (Action::Tx(p_near), near_out) = fx.run(0, &near) else {
+        panic!("10.10.2.5 must be forwarded")
+    };
+    let burst_of = |frames: &[&Vec<u8>]| -> Vec<Option<TestBuf>> {
+        frames.iter().map(|f| Some(TestBuf::new(f))).collect()
+    };
+    let mut st = crate::fastpath::Stages::default();
+
+    let mut bufs = burst_of(&vec![&far; crate::dpdk::BURST]);
+    let done = crate::fastpath::burst(&fx.t, fx.t.ports.first(), &mut bufs, &mut st, |_, _| {
+        panic!("nothing is emitted one by one")
+    });
+    assert_eq!(done, crate::fastpath::Done::AllTo(p_far));
+    for b in &bufs {
+        assert_eq!(b.as_ref().expect("left in its slot").data(), &far_out[..]);
+    }
+
+    // Two next hops on one port (gateway and on-link neighbour): still one port.
+    let mut bufs = burst_of(&[&far, &near, &far]);
+    let done = crate::fastpath::burst(&fx.t, fx.t.ports.first(), &mut bufs, &mut st, |_, _| {
+        panic!("nothing is emitted one by one")
+    });
+    assert_eq!(p_far, p_near, "both routes leave by the outside port");
+    assert_eq!(done, crate::fastpath::Done::AllTo(p_far));
+    assert_eq!(bufs[1].as_ref().unwrap().data(), &near_out[..]);
+
+    // Back out of the port it came in by (an on-link host of the inside port), between two
+    // packets to the outside: two egress ports, so each packet is emitted, in order.
+    let back = eth(
+        M0,
+        H1_MAC,
+        ET_IPV4,
+        &ipv4_pkt(v4("10.20.1.2"), v4("10.10.1.2"), 17, 64, &u),
+    );
+    let (Action::Tx(p_back), back_out) = fx.run(0, &back) else {
+        panic!("10.10.1.2 must be forwarded")
+    };
+    assert_ne!(p_back, p_far);
+    let mut bufs = burst_of(&[&far, &back, &far]);
+    let mut seen = Vec::new();
+    let done = crate::fastpath::burst(&fx.t, fx.t.ports.first(), &mut bufs, &mut st, |out, b| {
+        seen.push((out, b.data().to_vec()))
+    });
+    assert_eq!(done, crate::fastpath::Done::Emitted);
+    assert_eq!(
+        seen,
+        vec![
+            (Some(p_far), far_out.clone()),
+            (Some(p_back), back_out),
+            (Some(p_far), far_out.clone())
+        ]
+    );
+
+    // A stale neighbour needs the slow path: everything is emitted, in order, and the slow
+    // packet untouched.
+    let mut bufs = burst_of(&[&far, &slow, &near]);
+    let mut seen = Vec::new();
+    let done = crate::fastpath::burst(&fx.t, fx.t.ports.first(), &mut bufs, &mut st, |out, b| {
+        seen.push((out, b.data().to_vec()))
+    });
+    assert_eq!(done, crate::fastpath::Done::Emitted);
+    assert!(bufs.iter().all(Option::is_none));
+    assert_eq!(
+        seen,
+        vec![
+            (Some(p_far), far_out.clone()),
+            (None, slow.clone()),
+            (Some(p_near), near_out.clone())
+        ]
+    );
 }

@@ -79,6 +79,24 @@ impl Out<'_> {
         }
     }
 
+    /// Queue a whole burst the fast path forwarded to `port` (the slots end up empty).
+    #[inline(always)]
+    fn queue_slots(&mut self, port: u16, slots: &mut [Option<Mbuf>]) {
+        match self.tx.get_mut(port as usize) {
+            Some(t) => {
+                let (queued, dropped) = t.push_slots(slots);
+                self.queued += queued as u64;
+                self.dropped += dropped as u64;
+            }
+            None => {
+                for m in slots.iter_mut().filter_map(Option::take) {
+                    drop(m);
+                    self.c.drop(DropReason::NoRoute);
+                }
+            }
+        }
+    }
+
     #[inline]
     fn dispatch(&mut self, action: Action, m: Mbuf, in_port: u16, since: u64) {
         match action {
@@ -265,7 +283,7 @@ impl Worker {
                     s: &mut scratch,
                     c,
                 };
-                fastpath::burst(
+                let done = fastpath::burst(
                     tables,
                     fast_port,
                     burst.packets(),
@@ -286,6 +304,9 @@ impl Worker {
                         out.dispatch(action, m, q.port, t0);
                     },
                 );
+                if let fastpath::Done::AllTo(port) = done {
+                    out.queue_slots(port, burst.packets());
+                }
                 out.side_effects(&mut scratch, tables, &pool, &mut learned);
                 out.flush();
                 c.rx.add(n as u64);

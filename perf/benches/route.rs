@@ -68,7 +68,7 @@ fn route_burst(
     spare: &mut Vec<TestBuf>,
 ) -> u64 {
     let mut tx = 0;
-    fastpath::burst(tables, tables.ports.first(), bufs, stages, |out, mut b| {
+    fastpath::burst_each(tables, tables.ports.first(), bufs, stages, |out, mut b| {
         let action = match out {
             Some(p) => Action::Tx(p),
             None => {
