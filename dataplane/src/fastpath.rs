@@ -470,21 +470,18 @@ pub fn burst<B: PacketBuf>(
             }
         }
     }
-    if v4 != 0 {
-        // Every slot is looked up (a declined one's answer is not used): no compaction.
-        t.fib4.lookup_bulk(&st.dst4[..n], &mut st.hop4[..n]);
-    }
-    if k6 > 0 {
-        t.fib6.lookup_bulk(&st.dst6[..k6], &mut st.hop6[..k6]);
-    }
     if v4 == all && n > 0 {
-        // Only IPv4 candidates (the usual burst): rewrite in place, and if they all leave
-        // by one port, leave them in their slots for the caller to queue at once.
+        // Only IPv4 candidates (the usual burst): look up, rewrite in place, and if they all
+        // leave by one port, leave them in their slots for the caller to queue at once. The
+        // lookup is made here, one packet at a time: the gather pass prefetched each
+        // first-level entry, and the iterations are independent, so their loads overlap
+        // as lookup_bulk's do, without its store and reload of every answer.
         let mut same = true;
         let mut forwarded = 0u64;
         for (i, slot) in bufs.iter_mut().enumerate() {
             if let Some(b) = slot {
-                let (hop, tot, len, w2) = (st.hop4[i], st.tot[i], st.len[i], st.w2n[i]);
+                let hop = t.fib4.lookup(st.dst4[i]);
+                let (tot, len, w2) = (st.tot[i], st.len[i], st.w2n[i]);
                 if let Some(out) = forward4(t, hop, tot, len, w2, b) {
                     st.egress[i] = out;
                     forwarded |= 1 << i;
@@ -501,6 +498,13 @@ pub fn burst<B: PacketBuf>(
             }
         }
         return Done::Emitted;
+    }
+    if v4 != 0 {
+        // Every slot is looked up (a declined one's answer is not used): no compaction.
+        t.fib4.lookup_bulk(&st.dst4[..n], &mut st.hop4[..n]);
+    }
+    if k6 > 0 {
+        t.fib6.lookup_bulk(&st.dst6[..k6], &mut st.hop6[..k6]);
     }
     let mut j6 = 0;
     for (i, slot) in bufs.iter_mut().enumerate() {
