@@ -275,17 +275,21 @@ pub fn forward6<B: PacketBuf>(t: &Tables, hop: Option<NextHop>, b: &mut B) -> Op
         u128::from_be_bytes(a)
     };
     let plen = u16::from_be_bytes([d[18], d[19]]) as usize;
-    let f = next_hop(
-        t,
-        hop?,
-        |port| t.neigh6.get(&(port, addr(38))).copied(),
-        || {
-            let (s, x) = (addr(22), addr(38));
-            let l4 = b.data().get(MIN_FRAME6..MIN_FRAME6 + plen).unwrap_or(&[]);
-            let ports = l4::ports(d[20], l4).unwrap_or((0, 0));
-            flow_hash((s ^ (s >> 64)) as u64, (x ^ (x >> 64)) as u64, d[20], ports)
-        },
-    )?;
+    let hop = hop?;
+    let mut f = *t.fast.get(hop as usize)?;
+    if f.kind != FastKind::Direct {
+        f = next_hop(
+            t,
+            hop,
+            |port| t.neigh6.get(&(port, addr(38))).copied(),
+            || {
+                let (s, x) = (addr(22), addr(38));
+                let l4 = b.data().get(MIN_FRAME6..MIN_FRAME6 + plen).unwrap_or(&[]);
+                let ports = l4::ports(d[20], l4).unwrap_or((0, 0));
+                flow_hash((s ^ (s >> 64)) as u64, (x ^ (x >> 64)) as u64, d[20], ports)
+            },
+        )?;
+    }
     if 40 + plen > f.mtu as usize || d[21] <= 1 {
         return None;
     }
@@ -443,7 +447,7 @@ pub fn burst<B: PacketBuf>(
     port: Option<&PortTable>,
     bufs: &mut [Option<B>],
     st: &mut Stages,
-    mut emit: impl FnMut(Option<u16>, B),
+    emit: impl FnMut(Option<u16>, B),
 ) -> Done {
     let n = bufs.len().min(BURST);
     let bufs = &mut bufs[..n];
@@ -452,21 +456,20 @@ pub fn burst<B: PacketBuf>(
     // k-th set bit of v6.
     let (mut v4, mut v6, mut k6) = (0u64, 0u64, 0);
     if let Some(p) = port.filter(|p| p.vlan.is_none()).map(RxPort::new) {
-        gather4(&t.fib4, bufs, st);
-        v4 = checks4(&p, st) & all;
-        if v4 != all {
-            for (i, b) in bufs.iter().enumerate() {
-                if v4 & (1 << i) != 0 {
-                    continue;
-                }
-                let Some(b) = b.as_ref().filter(|b| b.contiguous()) else {
-                    continue;
-                };
-                if let Some(dst) = check6(p.port, b.data()) {
-                    st.dst6[k6] = dst;
-                    k6 += 1;
-                    v6 |= 1 << i;
-                }
+        // A burst that starts with IPv6 is checked for IPv6 first, so that a burst of IPv6
+        // does not pay for the IPv4 columns.
+        let lead6 = bufs
+            .first()
+            .and_then(Option::as_ref)
+            .is_some_and(|b| b.data().get(12..14) == Some(&[0x86, 0xdd][..]));
+        if lead6 {
+            (v6, k6) = scan6(p.port, bufs, st, 0);
+        }
+        if v6 != all {
+            gather4(&t.fib4, bufs, st);
+            v4 = checks4(&p, st) & all & !v6;
+            if !lead6 && v4 != all {
+                (v6, k6) = scan6(p.port, bufs, st, v4);
             }
         }
     }
@@ -476,8 +479,7 @@ pub fn burst<B: PacketBuf>(
         // lookup is made here, one packet at a time: the gather pass prefetched each
         // first-level entry, and the iterations are independent, so their loads overlap
         // as lookup_bulk's do, without its store and reload of every answer.
-        let mut same = true;
-        let mut forwarded = 0u64;
+        let (mut same, mut forwarded) = (true, 0u64);
         for (i, slot) in bufs.iter_mut().enumerate() {
             if let Some(b) = slot {
                 let hop = t.fib4.lookup(st.dst4[i]);
@@ -489,15 +491,7 @@ pub fn burst<B: PacketBuf>(
                 }
             }
         }
-        if forwarded == all && same {
-            return Done::AllTo(st.egress[0]);
-        }
-        for (i, slot) in bufs.iter_mut().enumerate() {
-            if let Some(b) = slot.take() {
-                emit((forwarded & (1 << i) != 0).then_some(st.egress[i]), b);
-            }
-        }
-        return Done::Emitted;
+        return hand_over(bufs, st, forwarded == all && same, forwarded, emit);
     }
     if v4 != 0 {
         // Every slot is looked up (a declined one's answer is not used): no compaction.
@@ -506,18 +500,71 @@ pub fn burst<B: PacketBuf>(
     if k6 > 0 {
         t.fib6.lookup_bulk(&st.dst6[..k6], &mut st.hop6[..k6]);
     }
-    let mut j6 = 0;
+    // Mixed or IPv6: the same, per family.
+    let (mut same, mut forwarded, mut first, mut j6) = (true, 0u64, None, 0);
     for (i, slot) in bufs.iter_mut().enumerate() {
-        let Some(mut b) = slot.take() else { continue };
+        let Some(b) = slot else { continue };
         let out = if v4 & (1 << i) != 0 {
-            forward4(t, st.hop4[i], st.tot[i], st.len[i], st.w2n[i], &mut b)
+            forward4(t, st.hop4[i], st.tot[i], st.len[i], st.w2n[i], b)
         } else if v6 & (1 << i) != 0 {
             j6 += 1;
-            forward6(t, st.hop6.get(j6 - 1).copied().flatten(), &mut b)
+            forward6(t, st.hop6.get(j6 - 1).copied().flatten(), b)
         } else {
             None
         };
-        emit(out, b);
+        if let Some(out) = out {
+            st.egress[i] = out;
+            forwarded |= 1 << i;
+            same &= out == *first.get_or_insert(out);
+        }
+    }
+    hand_over(bufs, st, forwarded == all && same, forwarded, emit)
+}
+
+/// The IPv6 checks over the slots not in `skip`: (candidates, a bit each; their count), the
+/// destinations in `st.dst6` in arrival order.
+#[inline(always)]
+fn scan6<B: PacketBuf>(
+    port: &PortTable,
+    bufs: &[Option<B>],
+    st: &mut Stages,
+    skip: u64,
+) -> (u64, usize) {
+    let (mut v6, mut k6) = (0u64, 0);
+    for (i, b) in bufs.iter().enumerate().take(BURST) {
+        if skip & (1 << i) != 0 {
+            continue;
+        }
+        let Some(b) = b.as_ref().filter(|b| b.contiguous()) else {
+            continue;
+        };
+        if let Some(dst) = check6(port, b.data()) {
+            st.dst6[k6] = dst;
+            k6 += 1;
+            v6 |= 1 << i;
+        }
+    }
+    (v6, k6)
+}
+
+/// The end of a burst: all of it to one port ([`Done::AllTo`], left in the slots; `one`
+/// says so, and an empty burst is not one), or every packet to `emit` in order, `Some(egress)` for the slots in
+/// `forwarded`.
+#[inline(always)]
+fn hand_over<B: PacketBuf>(
+    bufs: &mut [Option<B>],
+    st: &Stages,
+    one: bool,
+    forwarded: u64,
+    mut emit: impl FnMut(Option<u16>, B),
+) -> Done {
+    if one && forwarded != 0 {
+        return Done::AllTo(st.egress[0]);
+    }
+    for (i, slot) in bufs.iter_mut().enumerate() {
+        if let Some(b) = slot.take() {
+            emit((forwarded & (1 << i) != 0).then_some(st.egress[i]), b);
+        }
     }
     Done::Emitted
 }
