@@ -624,11 +624,7 @@ impl TxBuffer {
         }
         let mut queued = 0;
         for m in slots.iter_mut().filter_map(Option::take) {
-            if self.len == TX_BUFFER {
-                dropped += self.flush();
-            }
-            self.ptrs[self.len] = m.into_raw();
-            self.len += 1;
+            dropped += self.push(m);
             queued += 1;
         }
         (queued, dropped)
