@@ -9,7 +9,7 @@
 //! the rewritten TTL/checksum word at the same time; the destinations are looked up together
 //! ([`Lpm4::lookup_bulk`](crate::lpm::Lpm4::lookup_bulk), [`Lpm6`](crate::lpm::Lpm6) for
 //! IPv6), and each packet is rewritten in place from the flattened next hop
-//! ([`FastHop`](crate::tables::FastHop)): two MACs and one 32-bit word. A burst that all
+//! ([`FastHop`]): two MACs and one 32-bit word. A burst that all
 //! leaves by one port stays in its slots for the worker to queue at once.
 //!
 //! Everything else (ARP, ND and all ICMPv6, options and extension headers, fragments to be
@@ -17,7 +17,7 @@
 //! VLANs, martians, bad checksums, any malformed header) is left untouched and goes to
 //! [`router::process`](crate::router::process), which is the reference: for every packet the
 //! fast path forwards, `process` forwards the same bytes to the same port (property tests
-//! hold the two together), and the column checks pass exactly what the scalar [`check4`]
+//! hold the two together), and the column checks pass exactly what the scalar `check4`
 //! passes.
 
 use crate::buf::PacketBuf;
@@ -34,14 +34,14 @@ const MIN_FRAME6: usize = 54;
 
 /// What the header checks need of the receiving port, computed once per burst.
 #[derive(Clone, Copy)]
-pub struct RxPort<'a> {
+struct RxPort<'a> {
     port: &'a PortTable,
     /// The port's MAC as the first six bytes of a little-endian u64.
     mac: u64,
 }
 
 impl<'a> RxPort<'a> {
-    pub fn new(port: &'a PortTable) -> Self {
+    fn new(port: &'a PortTable) -> Self {
         let m = port.mac;
         RxPort {
             port,
@@ -54,8 +54,8 @@ impl<'a> RxPort<'a> {
 /// `checks4`: `Some(destination)` if the frame received on `port` may take the fast path
 /// (the caller has checked that `port` is untagged and the buffer contiguous). The worker
 /// runs `checks4`; a property test holds the two to the same verdicts.
-#[inline(always)]
-pub fn check4(port: &RxPort, d: &[u8]) -> Option<u32> {
+#[cfg(test)]
+fn check4(port: &RxPort, d: &[u8]) -> Option<u32> {
     let h: &[u8; MIN_FRAME] = d.get(..MIN_FRAME)?.try_into().ok()?;
     // Unicast to us (destination MAC, 6 bytes of an 8-byte load), IPv4 (0x0800), version 4
     // with a 20-byte header (0x45).
@@ -92,7 +92,7 @@ pub fn check4(port: &RxPort, d: &[u8]) -> Option<u32> {
 /// does the byte swap of a little-endian load (it multiplies `s` by 2^8 mod 0xffff, which is
 /// prime to 0xffff). The first byte is 0x45, so `s` is never 0. One remainder by a constant
 /// (a multiply and a shift) replaces four dependent folds.
-#[inline(always)]
+#[cfg(test)]
 fn header_checksum_ok(h: &[u8; MIN_FRAME]) -> bool {
     let w = |i: usize| u64::from(u32::from_ne_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]));
     let s = w(14) + w(18) + w(22) + w(26) + w(30);
@@ -393,7 +393,7 @@ fn gather4<B: PacketBuf>(fib: &crate::lpm::Lpm4, bufs: &[Option<B>], st: &mut St
 }
 
 /// The IPv4 checks over a whole burst of gathered fields: bit `i` set if slot `i` may take
-/// the fast path. The same tests as [`check4`] (held together by a property test), written
+/// the fast path. The same tests as `check4` (held together by a property test), written
 /// lane-wise without branches so they vectorise. Also fills the total-length and rewritten
 /// TTL/checksum columns the rewrite uses.
 #[inline(always)]
@@ -598,11 +598,16 @@ mod tests {
         f[14..].copy_from_slice(&hdr);
         f[14] = 0x45;
         if fix {
-            f[24..26].fill(0);
-            let c = checksum::checksum(&f[14..34]);
-            f[24..26].copy_from_slice(&c.to_be_bytes());
+            fix_checksum(&mut f);
         }
         f
+    }
+
+    /// Set the checksum of the IPv4 header at bytes 14..34 so that the header is valid.
+    fn fix_checksum(f: &mut [u8]) {
+        f[24..26].fill(0);
+        let c = checksum::checksum(&f[14..34]);
+        f[24..26].copy_from_slice(&c.to_be_bytes());
     }
 
     proptest! {
@@ -714,9 +719,7 @@ mod tests {
                         f[b] = y;
                     }
                     if fix {
-                        f[24..26].fill(0);
-                        let c = checksum::checksum(&f[14..34]);
-                        f[24..26].copy_from_slice(&c.to_be_bytes());
+                        fix_checksum(&mut f);
                     }
                     if kind == 2 {
                         f.truncate(len);
@@ -741,27 +744,9 @@ mod tests {
     #[test]
     fn check4_refuses_each_bad_field() {
         let mac = [2, 0xfe, 0, 0, 1, 1];
-        let port = PortTable {
-            name: "a".into(),
-            mac,
-            mtu: 1500,
-            vlan: None,
-            v4: vec![],
-            v6: vec![],
-            kernel: false,
-        };
+        let port = test_port(mac);
         let p = RxPort::new(&port);
-        let mut hdr = [0u8; 20];
-        hdr[2..4].copy_from_slice(&46u16.to_be_bytes()); // total length
-        hdr[8] = 64; // TTL
-        hdr[9] = 17;
-        hdr[12..16].copy_from_slice(&[198, 18, 0, 1]);
-        hdr[16..20].copy_from_slice(&[10, 253, 0, 1]);
-        let mut good = vec![0u8; 60];
-        good[..MIN_FRAME].copy_from_slice(&frame(hdr, true));
-        good[..6].copy_from_slice(&mac);
-        good[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 9]);
-        good[12..14].copy_from_slice(&[0x08, 0x00]);
+        let good = good_frame(mac);
         assert_eq!(check4(&p, &good), Some(0x0afd_0001));
         // (byte, new value, whether to fix the checksum afterwards)
         let cases: &[(usize, u8, bool)] = &[
@@ -781,11 +766,6 @@ mod tests {
             (30, 255, true),   // broadcast
             (25, 0x00, false), // bad checksum
         ];
-        let fix_checksum = |f: &mut [u8]| {
-            f[24..26].fill(0);
-            let c = checksum::checksum(&f[14..34]);
-            f[24..26].copy_from_slice(&c.to_be_bytes());
-        };
         for &(at, v, fix) in cases {
             let mut f = good.clone();
             f[at] = v;
