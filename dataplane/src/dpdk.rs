@@ -515,10 +515,21 @@ impl RxBurst {
         &mut self.slots[next..len]
     }
 
+    /// Forget the burst once every slot is empty (None): the next `recv` has nothing to free.
+    #[inline]
+    fn clear(&mut self) {
+        debug_assert!(self.slots.iter().all(Option::is_none));
+        self.len = 0;
+        self.next = 0;
+    }
+
     fn free_rest(&mut self) {
         // The worker takes every packet out of its slot, so there is usually nothing to free
-        // (and no call to make).
-        if self.slots[..self.len].iter().any(Option::is_some) {
+        // (and no call to make). A fold, not `any`: a few vector ors instead of a loop.
+        if self.slots[..self.len]
+            .iter()
+            .fold(false, |a, s| a | s.is_some())
+        {
             // SAFETY: slots[..len] are nullable pointers to owned mbufs (None is NULL, which
             // rte_pktmbuf_free_bulk skips); each is freed once and the slots are then reset to
             // None without running Mbuf's drop.
@@ -597,16 +608,20 @@ impl TxBuffer {
         dropped
     }
 
-    /// Queue every packet in `slots`, in order, leaving the slots empty (a whole burst
-    /// forwarded to one port). Returns (queued, dropped by flushes).
+    /// Queue every packet left in `burst`, in order, and leave the burst empty (a whole
+    /// burst forwarded to one port), so that the next `recv` has nothing to look at.
+    /// Returns (queued, dropped by flushes).
     #[inline]
-    pub fn push_slots(&mut self, slots: &mut [Option<Mbuf>]) -> (usize, usize) {
+    pub fn push_burst(&mut self, burst: &mut RxBurst) -> (usize, usize) {
+        let slots = burst.packets();
         let mut dropped = 0;
         if self.len + slots.len() > TX_BUFFER {
             dropped = self.flush();
         }
         let n = slots.len();
-        if n <= TX_BUFFER - self.len && slots.iter().all(Option::is_some) {
+        // Without branches, so that it is a few vector compares, not a loop of 32 exits.
+        let full = slots.iter().fold(true, |a, s| a & s.is_some());
+        if n <= TX_BUFFER - self.len && full {
             // SAFETY: every slot is Some, that is a non-null pointer to an owned mbuf (the
             // layout is asserted beside RxBurst); copying the pointers moves ownership into
             // ptrs[len..len + n], which has room, and the slots are then overwritten with
@@ -620,6 +635,7 @@ impl TxBuffer {
                 std::ptr::write_bytes(slots.as_mut_ptr(), 0, n);
             }
             self.len += n;
+            burst.clear();
             return (n, dropped);
         }
         let mut queued = 0;
@@ -627,6 +643,7 @@ impl TxBuffer {
             dropped += self.push(m);
             queued += 1;
         }
+        burst.clear();
         (queued, dropped)
     }
 

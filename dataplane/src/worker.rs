@@ -79,17 +79,17 @@ impl Out<'_> {
         }
     }
 
-    /// Queue a whole burst the fast path forwarded to `port` (the slots end up empty).
+    /// Queue a whole burst the fast path forwarded to `port` (the burst ends up empty).
     #[inline(always)]
-    fn queue_slots(&mut self, port: u16, slots: &mut [Option<Mbuf>]) {
+    fn queue_burst(&mut self, port: u16, burst: &mut RxBurst) {
         match self.tx.get_mut(port as usize) {
             Some(t) => {
-                let (queued, dropped) = t.push_slots(slots);
+                let (queued, dropped) = t.push_burst(burst);
                 self.queued += queued as u64;
                 self.dropped += dropped as u64;
             }
             None => {
-                for m in slots.iter_mut().filter_map(Option::take) {
+                for m in burst.packets().iter_mut().filter_map(Option::take) {
                     drop(m);
                     self.c.drop(DropReason::NoRoute);
                 }
@@ -305,7 +305,7 @@ impl Worker {
                     },
                 );
                 if let fastpath::Done::AllTo(port) = done {
-                    out.queue_slots(port, burst.packets());
+                    out.queue_burst(port, &mut burst);
                 }
                 out.side_effects(&mut scratch, tables, &pool, &mut learned);
                 out.flush();
