@@ -31,6 +31,8 @@ use crate::wire::l4;
 const MIN_FRAME: usize = 34;
 /// Ethernet + IPv6 header.
 const MIN_FRAME6: usize = 54;
+/// No next hop (FIB answers are below 2^24): the empty hop cache.
+const NO_HOP: NextHop = NextHop::MAX;
 
 /// What the header checks need of the receiving port, computed once per burst.
 #[derive(Clone, Copy)]
@@ -156,15 +158,22 @@ fn forward4<B: PacketBuf>(
         // On-link or ECMP: out of line, so the common case stays a load and a compare.
         f = resolve4(t, hop, b.data())?;
     }
+    send4(&f, total, len, w2, b)
+}
+
+/// The end of [`forward4`] once the next hop `f` is known: the MTU, the trim of any
+/// Ethernet padding, the rewrite.
+#[inline(always)]
+fn send4<B: PacketBuf>(f: &FastHop, total: u32, len: u32, w2: u32, b: &mut B) -> Option<u16> {
     // The checks refused TTL 0 and 1 and datagrams longer than the frame.
     if total > u32::from(f.mtu) {
         return None;
     }
     if len > 14 + total {
         // Ethernet padding (or trailing junk) beyond the datagram: cut before rewriting.
-        return trim_then_rewrite4(b, (len - 14 - total) as usize, &f, w2);
+        return trim_then_rewrite4(b, (len - 14 - total) as usize, f, w2);
     }
-    rewrite4(b.data_mut(), &f, w2)
+    rewrite4(b.data_mut(), f, w2)
 }
 
 /// The next hop of an on-link or ECMP route for the IPv4 packet `d` (see [`next_hop`]).
@@ -385,7 +394,8 @@ fn gather4<B: PacketBuf>(fib: &crate::lpm::Lpm4, bufs: &[Option<B>], st: &mut St
         for (k, w) in st.w.iter_mut().enumerate() {
             w[i] = le(14 + 4 * k);
         }
-        let dst = u32::from_be_bytes([h[30], h[31], h[32], h[33]]);
+        // Bytes 30..34, the destination, are the last word: one load for both.
+        let dst = st.w[4][i].swap_bytes();
         st.dst4[i] = dst;
         // The FIB load starts now, so the burst's misses overlap with the checks.
         crate::dpdk::prefetch(fib.first_level_slot(dst));
@@ -441,7 +451,9 @@ fn checks4(p: &RxPort, st: &mut Stages) -> u64 {
 /// the fast path rewrote and `emit(None, buf)` (untouched) for each the slow path must take.
 /// `port` is `None` for a port the fast path does not serve (the kernel side); a tagged port
 /// sends everything to the slow path too. A `None` slot is skipped.
-#[inline(always)]
+// Not inlined into the worker's loop: on its own, the burst keeps its columns' indices and
+// the kept next hop in registers (inlined, they were spilled around the loop's state).
+#[inline(never)]
 pub fn burst<B: PacketBuf>(
     t: &Tables,
     port: Option<&PortTable>,
@@ -479,18 +491,41 @@ pub fn burst<B: PacketBuf>(
         // lookup is made here, one packet at a time: the gather pass prefetched each
         // first-level entry, and the iterations are independent, so their loads overlap
         // as lookup_bulk's do, without its store and reload of every answer.
-        let (mut same, mut forwarded) = (true, 0u64);
+        //
+        // Consecutive packets mostly share a next hop (one gateway, a default route), so the
+        // last direct next hop is kept: the packet after it costs a compare, not a table
+        // load and its checks. (On-link and ECMP hops depend on the packet: not kept.)
+        let mut forwarded = 0u64;
+        let (mut last, mut lf) = (NO_HOP, FastHop::default());
         for (i, slot) in bufs.iter_mut().enumerate() {
-            if let Some(b) = slot {
-                let hop = t.fib4.lookup(st.dst4[i]);
-                let (tot, len, w2) = (st.tot[i], st.len[i], st.w2n[i]);
-                if let Some(out) = forward4(t, hop, tot, len, w2, b) {
-                    st.egress[i] = out;
-                    forwarded |= 1 << i;
-                    same &= out == st.egress[0];
+            let Some(b) = slot else { continue };
+            let Some(hop) = t.fib4.lookup(st.dst4[i]) else {
+                continue;
+            };
+            if hop != last {
+                match t.fast.get(hop as usize) {
+                    Some(f) if f.kind == FastKind::Direct => (last, lf) = (hop, *f),
+                    Some(_) => {
+                        let (tot, len, w2) = (st.tot[i], st.len[i], st.w2n[i]);
+                        if let Some(out) =
+                            resolve4(t, hop, b.data()).and_then(|f| send4(&f, tot, len, w2, b))
+                        {
+                            st.egress[i] = out;
+                            forwarded |= 1 << i;
+                        }
+                        continue;
+                    }
+                    None => continue,
                 }
             }
+            if let Some(out) = send4(&lf, st.tot[i], st.len[i], st.w2n[i], b) {
+                st.egress[i] = out;
+                forwarded |= 1 << i;
+            }
         }
+        // One port for all? Lane-wise over the column, after the loop (vector compares).
+        let e0 = st.egress[0];
+        let same = st.egress[..n].iter().fold(true, |a, &e| a & (e == e0));
         return hand_over(bufs, st, forwarded == all && same, forwarded, emit);
     }
     if v4 != 0 {

@@ -79,6 +79,8 @@ fn routes4() -> Vec<(u32, u8, u32)> {
         (a4("10.20.0.0"), 16, HOP_ECMP),
         (a4("10.30.0.0"), 16, HOP_UNRESOLVED),
         (a4("10.40.0.0"), 16, HOP_STALE_GW),
+        // A second resolved gateway, so a burst can alternate between two direct next hops.
+        (a4("10.50.0.0"), 16, HOP_GW_B),
     ]
 }
 
@@ -2499,13 +2501,16 @@ proptest! {
     /// (which the tests above hold to `process`), or untouched for the slow path.
     #[test]
     fn fast_path_bursts_match_single_packets(
-        picks in proptest::collection::vec(0usize..9, 0..=crate::dpdk::BURST),
+        picks in proptest::collection::vec(0usize..13, 0..=crate::dpdk::BURST),
+        only4 in any::<bool>(),
     ) {
         let mut fx = Fx::with_default_routes();
         fx.t.index_fast();
         let u = udp(1234, 53, &data(18));
         let f4 = |d: &str, ttl| eth(M0, H1_MAC, ET_IPV4, &ipv4_pkt(v4("10.10.1.2"), v4(d), 17, ttl, &u));
         let f6 = |d: &str, hl| eth(M0, H1_MAC, ET_IPV6, &ipv6_pkt(v6("fd10:1::2"), v6(d), 17, hl, &u));
+        let mut padded = f4("10.99.2.2", 64);
+        padded.extend_from_slice(&[0xee; 6]);
         let kinds = [
             f4("10.99.1.1", 64),  // default route, gateway
             f4("10.10.2.5", 64),  // on-link neighbour
@@ -2516,11 +2521,25 @@ proptest! {
             f6("2001:db8::1", 1), // hop limit expiry: slow
             eth(M0, H1_MAC, 0x0806, &[0u8; 28]), // ARP: slow
             f4("10.10.1.2", 64),  // back out of the port it came in by
+            f4("10.50.1.1", 64),  // a second gateway
+            f4("10.20.7.7", 64),  // ECMP
+            f4("10.30.1.1", 64),  // unresolved gateway: slow
+            padded,               // the default gateway, with Ethernet padding to trim
         ];
+        let fast_kinds = [0, 1, 4, 5, 8, 9, 10, 12];
         for (k, frame) in kinds.iter().enumerate() {
             let fast = fx.run_fast(0, frame).is_some();
-            prop_assert_eq!(fast, [0, 1, 4, 5, 8].contains(&k), "kind {} alone", k);
+            prop_assert_eq!(fast, fast_kinds.contains(&k), "kind {} alone", k);
         }
+        // Half the cases are all IPv4 (the burst loop that keeps the last next hop): the
+        // picks are mapped onto the IPv4 kinds, so gateways, on-link, ECMP and slow
+        // packets alternate within a burst.
+        let v4_kinds = [0, 1, 2, 3, 8, 9, 10, 11, 12];
+        let picks: Vec<usize> = if only4 {
+            picks.iter().map(|&k| v4_kinds[k % v4_kinds.len()]).collect()
+        } else {
+            picks
+        };
         let mut want = Vec::new();
         for &k in &picks {
             want.push(match fx.run_fast(0, &kinds[k]) {
