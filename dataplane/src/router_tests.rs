@@ -95,6 +95,8 @@ fn routes6() -> Vec<(u128, u8, u32)> {
         (a6("fd20::"), 48, HOP_GW6),
         // IPv6 into the (IPv4-gateway) ECMP group: members are chosen by port and MAC only.
         (a6("fd30::"), 48, HOP_ECMP),
+        // A second gateway (members and hops are shared by both families).
+        (a6("fd50::"), 48, HOP_GW_B),
     ]
 }
 
@@ -2501,8 +2503,8 @@ proptest! {
     /// (which the tests above hold to `process`), or untouched for the slow path.
     #[test]
     fn fast_path_bursts_match_single_packets(
-        picks in proptest::collection::vec(0usize..13, 0..=crate::dpdk::BURST),
-        only4 in any::<bool>(),
+        picks in proptest::collection::vec(0usize..16, 0..=crate::dpdk::BURST),
+        family in 0usize..3,
     ) {
         let mut fx = Fx::with_default_routes();
         fx.t.index_fast();
@@ -2511,6 +2513,8 @@ proptest! {
         let f6 = |d: &str, hl| eth(M0, H1_MAC, ET_IPV6, &ipv6_pkt(v6("fd10:1::2"), v6(d), 17, hl, &u));
         let mut padded = f4("10.99.2.2", 64);
         padded.extend_from_slice(&[0xee; 6]);
+        let mut padded6 = f6("2001:db8::7", 64);
+        padded6.extend_from_slice(&[0xee; 6]);
         let kinds = [
             f4("10.99.1.1", 64),  // default route, gateway
             f4("10.10.2.5", 64),  // on-link neighbour
@@ -2525,20 +2529,24 @@ proptest! {
             f4("10.20.7.7", 64),  // ECMP
             f4("10.30.1.1", 64),  // unresolved gateway: slow
             padded,               // the default gateway, with Ethernet padding to trim
+            f6("fd50::1", 64),    // a second gateway
+            f6("fd30::7", 64),    // ECMP
+            padded6,              // the default gateway, with Ethernet padding to trim
         ];
-        let fast_kinds = [0, 1, 4, 5, 8, 9, 10, 12];
+        let fast_kinds = [0, 1, 4, 5, 8, 9, 10, 12, 13, 14, 15];
         for (k, frame) in kinds.iter().enumerate() {
             let fast = fx.run_fast(0, frame).is_some();
             prop_assert_eq!(fast, fast_kinds.contains(&k), "kind {} alone", k);
         }
-        // Half the cases are all IPv4 (the burst loop that keeps the last next hop): the
-        // picks are mapped onto the IPv4 kinds, so gateways, on-link, ECMP and slow
-        // packets alternate within a burst.
+        // A third of the cases are all IPv4, a third all IPv6 (the burst loops that keep the
+        // last next hop): the picks are mapped onto that family's kinds, so gateways,
+        // on-link, ECMP and slow packets alternate within a burst.
         let v4_kinds = [0, 1, 2, 3, 8, 9, 10, 11, 12];
-        let picks: Vec<usize> = if only4 {
-            picks.iter().map(|&k| v4_kinds[k % v4_kinds.len()]).collect()
-        } else {
-            picks
+        let v6_kinds = [4, 5, 6, 13, 14, 15];
+        let picks: Vec<usize> = match family {
+            1 => picks.iter().map(|&k| v4_kinds[k % v4_kinds.len()]).collect(),
+            2 => picks.iter().map(|&k| v6_kinds[k % v6_kinds.len()]).collect(),
+            _ => picks,
         };
         let mut want = Vec::new();
         for &k in &picks {
