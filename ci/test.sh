@@ -29,6 +29,10 @@ FERRY_SNAPSHOT_GENERATIONS=3000 valgrind --error-exitcode=99 -q --fair-sched=yes
 echo "== release build, benchmark smoke (fails on a crash or zero throughput, never on a number)"
 cargo build --release --bin ferryd -p ferry --bin ferry-pktgen -p ferry-perf
 ./perf/bench --runs 1 --secs 2 --sizes 64 --no-veth --json "$(mktemp /tmp/ferry-bench-smoke.XXXXXX.json)"
+# Two queues per port: ferryd with two workers, testpmd and l3fwd with two lcores, the
+# generator on two queues (all on CPU 1 on a 2-CPU machine: multi-queue works, not scaling).
+./perf/bench --runs 1 --secs 2 --sizes 64 --no-veth --no-capacity --queues 2 \
+  --json "$(mktemp /tmp/ferry-bench-smoke-q2.XXXXXX.json)"
 
 echo "== namespace tests (release ferryd)"
 ./ci/netns-tests.sh target/release/ferryd 1
