@@ -2503,7 +2503,7 @@ proptest! {
     /// (which the tests above hold to `process`), or untouched for the slow path.
     #[test]
     fn fast_path_bursts_match_single_packets(
-        picks in proptest::collection::vec(0usize..16, 0..=crate::dpdk::BURST),
+        picks in proptest::collection::vec(0usize..19, 0..=crate::dpdk::BURST),
         family in 0usize..3,
     ) {
         let mut fx = Fx::with_default_routes();
@@ -2515,6 +2515,11 @@ proptest! {
         padded.extend_from_slice(&[0xee; 6]);
         let mut padded6 = f6("2001:db8::7", 64);
         padded6.extend_from_slice(&[0xee; 6]);
+        // Over the egress MTU (1500) behind the kept gateway: the slow path fragments or
+        // answers "too big".
+        let big = udp(1234, 53, &data(1500));
+        let big4 = eth(M0, H1_MAC, ET_IPV4, &ipv4_pkt(v4("10.10.1.2"), v4("10.99.1.1"), 17, 64, &big));
+        let big6 = eth(M0, H1_MAC, ET_IPV6, &ipv6_pkt(v6("fd10:1::2"), v6("2001:db8::1"), 17, 64, &big));
         let kinds = [
             f4("10.99.1.1", 64),  // default route, gateway
             f4("10.10.2.5", 64),  // on-link neighbour
@@ -2532,38 +2537,47 @@ proptest! {
             f6("fd50::1", 64),    // a second gateway
             f6("fd30::7", 64),    // ECMP
             padded6,              // the default gateway, with Ethernet padding to trim
+            f6("fd10:1::2", 64),  // back out of the port it came in by
+            big4,                 // too big: slow
+            big6,                 // too big: slow
         ];
-        let fast_kinds = [0, 1, 4, 5, 8, 9, 10, 12, 13, 14, 15];
+        let fast_kinds = [0, 1, 4, 5, 8, 9, 10, 12, 13, 14, 15, 16];
         for (k, frame) in kinds.iter().enumerate() {
             let fast = fx.run_fast(0, frame).is_some();
             prop_assert_eq!(fast, fast_kinds.contains(&k), "kind {} alone", k);
         }
         // A third of the cases are all IPv4, a third all IPv6 (the burst loops that keep the
-        // last next hop): the picks are mapped onto that family's kinds, so gateways,
-        // on-link, ECMP and slow packets alternate within a burst.
-        let v4_kinds = [0, 1, 2, 3, 8, 9, 10, 11, 12];
-        let v6_kinds = [4, 5, 6, 13, 14, 15];
+        // last next hop): the picks are mapped onto that family's kinds that pass the header
+        // checks, so gateways, on-link, ECMP, both egress ports and packets the slow path
+        // must take (stale, unresolved, too big) alternate within a burst.
+        let v4_kinds = [0, 1, 2, 8, 9, 10, 11, 12, 17];
+        let v6_kinds = [4, 5, 13, 14, 15, 16, 18];
         let picks: Vec<usize> = match family {
             1 => picks.iter().map(|&k| v4_kinds[k % v4_kinds.len()]).collect(),
             2 => picks.iter().map(|&k| v6_kinds[k % v6_kinds.len()]).collect(),
             _ => picks,
         };
-        let mut want = Vec::new();
-        for &k in &picks {
-            want.push(match fx.run_fast(0, &kinds[k]) {
-                Some((p, bytes)) => (Some(p), bytes),
-                None => (None, kinds[k].clone()),
-            });
-        }
-        let mut bufs: Vec<Option<TestBuf>> =
-            picks.iter().map(|&k| Some(TestBuf::new(&kinds[k]))).collect();
+        // Two bursts through the same stages, as the worker reuses them: the reversed
+        // picks first, so the second burst starts over stale lanes.
         let mut st = crate::fastpath::Stages::default();
-        let mut seen = Vec::new();
-        crate::fastpath::burst_each(&fx.t, fx.t.ports.first(), &mut bufs, &mut st, |o, b| {
-            seen.push((o, b.data().to_vec()))
-        });
-        prop_assert_eq!(seen, want);
-        prop_assert!(bufs.iter().all(Option::is_none));
+        let reversed: Vec<usize> = picks.iter().rev().copied().collect();
+        for picks in [&reversed, &picks] {
+            let mut want = Vec::new();
+            for &k in picks {
+                want.push(match fx.run_fast(0, &kinds[k]) {
+                    Some((p, bytes)) => (Some(p), bytes),
+                    None => (None, kinds[k].clone()),
+                });
+            }
+            let mut bufs: Vec<Option<TestBuf>> =
+                picks.iter().map(|&k| Some(TestBuf::new(&kinds[k]))).collect();
+            let mut seen = Vec::new();
+            crate::fastpath::burst_each(&fx.t, fx.t.ports.first(), &mut bufs, &mut st, |o, b| {
+                seen.push((o, b.data().to_vec()))
+            });
+            prop_assert_eq!(seen, want);
+            prop_assert!(bufs.iter().all(Option::is_none));
+        }
     }
 }
 
