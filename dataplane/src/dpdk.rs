@@ -79,8 +79,25 @@ impl Eal {
         let rc = unsafe { ffi::rte_eal_init((argv.len() - 1) as i32, argv.as_mut_ptr()) };
         if rc < 0 {
             EAL_UP.store(false, Ordering::SeqCst);
-            let reason = last_error();
-            let hint = eal_hint(&reason);
+            // SAFETY: reads the thread-local rte_errno through the shim.
+            let errno = unsafe { ffi::ferry_errno() };
+            // Some EAL failures set no rte_errno (then strerror says "Success"); the one
+            // that is easy to cause is a second primary process on the same --file-prefix.
+            let (reason, hint) = if errno == 0 {
+                let shared = !args.iter().any(|a| a.as_ref() == "--in-memory");
+                (
+                    "EAL gave no reason, see its lines above".to_string(),
+                    if shared {
+                        eal_hint("busy")
+                    } else {
+                        eal_hint("")
+                    },
+                )
+            } else {
+                let reason = strerror(errno);
+                let hint = eal_hint(&reason);
+                (reason, hint)
+            };
             return Err(DpdkError::EalInit { reason, hint });
         }
         Ok(Eal { _private: () })
