@@ -28,6 +28,11 @@ FERRY_SNAPSHOT_GENERATIONS=3000 valgrind --error-exitcode=99 -q --fair-sched=yes
 
 echo "== release build, benchmark smoke (fails on a crash or zero throughput, never on a number)"
 cargo build --release --bin ferryd -p ferry --bin ferry-pktgen -p ferry-perf
+# The lab scripts cannot run here (no NIC, no TRex): the TRex profile's packets and field
+# engine are checked against ferry-pktgen's (perf/trex/check.py), the pktgen-dpdk script is
+# syntax-checked.
+/usr/bin/python3 perf/trex/check.py target/release/ferry-pktgen
+luac5.3 -p perf/pktgen-dpdk/ferry.lua
 ./perf/bench --runs 1 --secs 2 --sizes 64 --no-veth --json "$(mktemp /tmp/ferry-bench-smoke.XXXXXX.json)"
 # Two queues per port: ferryd with two workers, testpmd and l3fwd with two lcores, the
 # generator on two queues (all on CPU 1 on a 2-CPU machine: multi-queue works, not scaling).

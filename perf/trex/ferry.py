@@ -36,7 +36,9 @@ stl/imix.py. ferry-pktgen interleaves the sizes in one stream and one flow count
 stream (and one flow counter) per size. Rates are relative: scale with -m (e.g. -m 100%).
 
 Load it on the port that faces ferryd's first port only (-p 0): it ignores `direction`.
-Written against the TRex v3.0x STL API; not run here (no TRex, no NIC): checked with py_compile.
+Written against the TRex v3.0x STL API; not run here (no TRex, no NIC). perf/trex/check.py (in CI)
+builds its streams with scapy behind a stand-in for the STL classes and compares them with
+ferry-pktgen's frames byte for byte, and its field engine and rates with ferry-pktgen's flows.
 """
 
 import argparse
