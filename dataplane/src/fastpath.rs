@@ -550,10 +550,13 @@ pub fn burst<B: PacketBuf>(
                 forwarded |= 1 << i;
             }
         }
-        // One port for all? Lane-wise over the column, after the loop (vector compares).
-        let e0 = st.egress[0];
-        let same = st.egress[..n].iter().fold(true, |a, &e| a & (e == e0));
-        return hand_over(bufs, st, forwarded == all && same, forwarded, emit);
+        return hand_over(
+            bufs,
+            st,
+            forwarded == all && one_port(st, n),
+            forwarded,
+            emit,
+        );
     }
     if v6 == all && n > 0 {
         // Only IPv6 candidates: the destinations are slot-indexed (the k-th candidate is
@@ -573,7 +576,7 @@ pub fn burst<B: PacketBuf>(
                         (last, lf) = (hop, *f);
                         send6(&lf, b)
                     }
-                    Some(_) => forward6(t, Some(hop), b),
+                    Some(_) => resolve6(t, hop, b.data()).and_then(|f| send6(&f, b)),
                     None => None,
                 }
             };
@@ -582,9 +585,13 @@ pub fn burst<B: PacketBuf>(
                 forwarded |= 1 << i;
             }
         }
-        let e0 = st.egress[0];
-        let same = st.egress[..n].iter().fold(true, |a, &e| a & (e == e0));
-        return hand_over(bufs, st, forwarded == all && same, forwarded, emit);
+        return hand_over(
+            bufs,
+            st,
+            forwarded == all && one_port(st, n),
+            forwarded,
+            emit,
+        );
     }
     if v4 != 0 {
         // Every slot is looked up (a declined one's answer is not used): no compaction.
@@ -612,6 +619,14 @@ pub fn burst<B: PacketBuf>(
         }
     }
     hand_over(bufs, st, forwarded == all && same, forwarded, emit)
+}
+
+/// Whether the first `n` egress lanes all name one port: lane-wise, after a loop that wrote
+/// every one of them (vector compares, not a test per packet in the loop).
+#[inline(always)]
+fn one_port(st: &Stages, n: usize) -> bool {
+    let e0 = st.egress[0];
+    st.egress[..n].iter().fold(true, |a, &e| a & (e == e0))
 }
 
 /// The IPv6 checks over the slots not in `skip`: (candidates, a bit each; their count), the
