@@ -49,9 +49,13 @@ fn strerror(errnum: i32) -> String {
         .into_owned()
 }
 
-fn last_error() -> String {
+fn last_errno() -> i32 {
     // SAFETY: reads the thread-local rte_errno through the shim.
-    strerror(unsafe { ffi::ferry_errno() })
+    unsafe { ffi::ferry_errno() }
+}
+
+fn last_error() -> String {
+    strerror(last_errno())
 }
 
 static EAL_UP: AtomicBool = AtomicBool::new(false);
@@ -79,25 +83,20 @@ impl Eal {
         let rc = unsafe { ffi::rte_eal_init((argv.len() - 1) as i32, argv.as_mut_ptr()) };
         if rc < 0 {
             EAL_UP.store(false, Ordering::SeqCst);
-            // SAFETY: reads the thread-local rte_errno through the shim.
-            let errno = unsafe { ffi::ferry_errno() };
-            // Some EAL failures set no rte_errno (then strerror says "Success"); the one
-            // that is easy to cause is a second primary process on the same --file-prefix.
-            let (reason, hint) = if errno == 0 {
-                let shared = !args.iter().any(|a| a.as_ref() == "--in-memory");
-                (
-                    "EAL gave no reason, see its lines above".to_string(),
-                    if shared {
-                        eal_hint("busy")
-                    } else {
-                        eal_hint("")
-                    },
-                )
+            let errno = last_errno();
+            let reason = if errno == 0 {
+                "EAL gave no reason, see its lines above".to_string()
             } else {
-                let reason = strerror(errno);
-                let hint = eal_hint(&reason);
-                (reason, hint)
+                strerror(errno)
             };
+            // Some EAL failures set no rte_errno (strerror would say "Success"); the one that
+            // is easy to cause is a second primary process on the same --file-prefix.
+            let in_memory = args.iter().any(|a| a.as_ref() == "--in-memory");
+            let hint = eal_hint(if errno == 0 && !in_memory {
+                "busy"
+            } else {
+                &reason
+            });
             return Err(DpdkError::EalInit { reason, hint });
         }
         Ok(Eal { _private: () })
