@@ -16,13 +16,12 @@ Usage: python3 perf/trex/check.py PATH/TO/ferry-pktgen      (exits non-zero on a
 
 import importlib.util
 import os
-import struct
 import subprocess
 import sys
 import tempfile
 import types
 
-from scapy.all import IP, TCP, UDP, Ether, IPv6, Raw
+from scapy.all import IP, TCP, UDP, Ether, IPv6, Raw, RawPcapReader
 
 
 class Rec(object):
@@ -64,16 +63,7 @@ def load_profile():
 
 
 def pcap_frames(path):
-    with open(path, "rb") as f:
-        data = f.read()
-    magic = struct.unpack("<I", data[:4])[0]
-    end = "<" if magic in (0xA1B2C3D4, 0xA1B23C4D) else ">"
-    frames, off = [], 24
-    while off + 16 <= len(data):
-        incl = struct.unpack(end + "I", data[off + 8:off + 12])[0]
-        frames.append(data[off + 16:off + 16 + incl])
-        off += 16 + incl
-    return frames
+    return [data for data, _ in RawPcapReader(path)]
 
 
 DST_MAC, SRC_MAC = "02:70:63:61:70:00", "02:fe:00:00:00:01"
