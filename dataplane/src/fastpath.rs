@@ -6,11 +6,13 @@
 //! registers: the header fields of every packet are gathered into arrays (one bounds check
 //! per packet), the checks (MAC, EtherType and version, lengths, TTL, martians, the header
 //! checksum) run lane by lane without branches, which the compiler vectorises, and compute
-//! the rewritten TTL/checksum word at the same time; the destinations are looked up together
-//! ([`Lpm4::lookup_bulk`](crate::lpm::Lpm4::lookup_bulk), [`Lpm6`](crate::lpm::Lpm6) for
-//! IPv6), and each packet is rewritten in place from the flattened next hop
-//! ([`FastHop`]): two MACs and one 32-bit word. A burst that all
-//! leaves by one port stays in its slots for the worker to queue at once.
+//! the rewritten TTL/checksum word at the same time. The destinations are looked up (in the
+//! rewrite loop for an all-IPv4 burst, whose gather prefetched each first-level entry;
+//! together, [`Lpm6::lookup_bulk`](crate::lpm::Lpm6::lookup_bulk) and
+//! [`Lpm4::lookup_bulk`](crate::lpm::Lpm4::lookup_bulk), otherwise), and each packet is
+//! rewritten in place from the flattened next hop ([`FastHop`]): two MACs and one 32-bit
+//! word; a run of packets with the same direct next hop reads its entry once. A burst that
+//! all leaves by one port stays in its slots for the worker to queue at once.
 //!
 //! Everything else (ARP, ND and all ICMPv6, options and extension headers, fragments to be
 //! made, TTL expiry, local and link-local destinations, unresolved or stale neighbours,
@@ -472,7 +474,7 @@ fn checks4(p: &RxPort, st: &mut Stages) -> u64 {
 }
 
 /// Run a burst (at most [`BURST`] packets received on `port`) in stages, as l3fwd does:
-/// header checks for the whole burst, one bulk FIB lookup per family, then the rewrite.
+/// header checks for the whole burst, the FIB lookups, then the rewrite.
 /// If every packet was forwarded to one port, they stay in their slots and the result is
 /// [`Done::AllTo`]; otherwise, in arrival order, `emit(Some(egress), buf)` for each packet
 /// the fast path rewrote and `emit(None, buf)` (untouched) for each the slow path must take.
