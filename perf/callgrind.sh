@@ -4,7 +4,8 @@
 # UDP/IPv4, one route via a gateway) and prints two figures:
 #   router::process      - the full (slow) path, one packet at a time, inclusive
 #   route_burst          - bursts of 32 as the worker runs them: fastpath::burst (header
-#                          checks, bulk FIB lookup, rewrite) and the hand-off per packet
+#                          checks, FIB lookups, rewrite) and the hand-off per packet; then
+#                          bursts of 2 (a lightly loaded port), where a burst's fixed cost shows
 #
 # Usage: perf/callgrind.sh [PACKETS_PER_ROUND]     (default 100000; the bench runs 14 rounds)
 set -euo pipefail
@@ -18,9 +19,17 @@ for l in sys.stdin:
         print(m["executable"])' | tail -1)
 out=$(mktemp /tmp/ferry-callgrind.XXXXXX)
 trap 'rm -f "$out"' EXIT
-ROUTE_SMALL_ONLY=1 ROUTE_PACKETS="$N" valgrind --tool=callgrind --callgrind-out-file="$out" "$bin" > /dev/null 2>&1
-callgrind_annotate --inclusive=yes "$out" 2>/dev/null |
-  awk -v n="$N" '
-    /router::process \[/ && !p { gsub(",", "", $1); printf "router::process (one at a time): %.0f instructions/packet (%d packets)\n", $1 / (7 * n), 7 * n; p = 1 }
-    /route::route_burst/ && !b { gsub(",", "", $1); m = int(n / 32) * 32; printf "route_burst (fast path, bursts of 32): %.0f instructions/packet (%d packets)\n", $1 / (7 * m), 7 * m; b = 1 }
-    END { if (!p || !b) { print "route functions not found in the profile" > "/dev/stderr"; exit 1 } }'
+# $1: burst size. The first run also counts router::process.
+count() {
+  ROUTE_SMALL_ONLY=1 ROUTE_PACKETS="$N" ROUTE_BURST="$1" valgrind --tool=callgrind \
+    --callgrind-out-file="$out" "$bin" > /dev/null 2>&1
+  callgrind_annotate --inclusive=yes "$out" 2>/dev/null |
+    awk -v n="$N" -v bs="$1" -v slow="$2" '
+      /router::process \[/ && !p { gsub(",", "", $1); if (slow) printf "router::process (one at a time): %.0f instructions/packet (%d packets)\n", $1 / (7 * n), 7 * n; p = 1 }
+      /route::route_burst/ && !b { gsub(",", "", $1); m = int(n / bs) * bs; printf "route_burst (fast path, bursts of %d): %.0f instructions/packet (%d packets)\n", bs, $1 / (7 * m), 7 * m; b = 1 }
+      END { if (!p || !b) { print "route functions not found in the profile" > "/dev/stderr"; exit 1 } }'
+}
+count 32 1
+# A lightly loaded port: a poll brings a packet or two, so what a burst costs whatever its
+# size shows here.
+count 2 0

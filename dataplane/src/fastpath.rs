@@ -434,14 +434,18 @@ fn gather4<B: PacketBuf>(fib: &crate::lpm::Lpm4, bufs: &[Option<B>], st: &mut St
 /// The IPv4 checks over a whole burst of gathered fields: bit `i` set if slot `i` may take
 /// the fast path. The same tests as `check4` (held together by a property test), written
 /// lane-wise without branches so they vectorise. Also fills the total-length and rewritten
-/// TTL/checksum columns the rewrite uses.
+/// TTL/checksum columns the rewrite uses. Only the first `n` lanes are the burst's: the
+/// lanes are computed up to the next multiple of four (whole vectors; the rest hold an
+/// earlier burst's fields, which the caller masks off), not all [`BURST`] of them, so that
+/// a short burst (a lightly loaded port: one or two packets a poll) costs little.
 #[inline(always)]
-fn checks4(p: &RxPort, st: &mut Stages) -> u64 {
+fn checks4(p: &RxPort, st: &mut Stages, n: usize) -> u64 {
     let mut ok = [0u8; BURST];
     let (mlo, mhi) = (p.mac as u32, (p.mac >> 32) as u32);
+    let lanes = n.next_multiple_of(4).min(BURST);
     // Lane i of every column: indexing keeps the loop a plain counted one that vectorises.
     #[allow(clippy::needless_range_loop)]
-    for i in 0..BURST {
+    for i in 0..lanes {
         let [w0, w1, w2, w3, w4] = [st.w[0][i], st.w[1][i], st.w[2][i], st.w[3][i], st.w[4][i]];
         // Bytes 16-17 (total length) are the top half of w0, bytes 22 (TTL) the bottom of w2.
         let total = ((w0 >> 8) & 0xff00) | (w0 >> 24);
@@ -508,7 +512,7 @@ pub fn burst<B: PacketBuf>(
         }
         if v6 != all {
             gather4(&t.fib4, bufs, st);
-            v4 = checks4(&p, st) & all & !v6;
+            v4 = checks4(&p, st, n) & all & !v6;
             if !lead6 && v4 != all {
                 (v6, k6) = scan6(p.port, bufs, st, v4);
             }
@@ -815,7 +819,7 @@ mod tests {
             let full: Vec<Option<TestBuf>> =
                 (0..BURST).map(|_| Some(TestBuf::new(&good_frame(mac)))).collect();
             gather4(&fib, &full, &mut st);
-            prop_assert_eq!(checks4(&p, &mut st), u64::MAX >> (64 - BURST));
+            prop_assert_eq!(checks4(&p, &mut st, BURST), u64::MAX >> (64 - BURST));
             let bufs: Vec<Option<TestBuf>> = muts
                 .iter()
                 .map(|&(a, x, b, y, fix, len, kind)| {
@@ -840,7 +844,7 @@ mod tests {
                 .collect();
             gather4(&fib, &bufs, &mut st);
             let all = (1u64 << bufs.len()) - 1;
-            let got = checks4(&p, &mut st) & all;
+            let got = checks4(&p, &mut st, bufs.len()) & all;
             let want = bufs.iter().enumerate().fold(0u64, |m, (i, b)| {
                 let pass = b.as_ref().is_some_and(|b| check4(&p, b.data()).is_some());
                 m | (u64::from(pass) << i)
