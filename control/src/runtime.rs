@@ -149,12 +149,14 @@ pub fn run(opts: Options) -> Result<(), StartError> {
     let room = (max_frame.max(2048) + 128) as u16;
     let pool = Arc::new(Mempool::new("ferry_pkt", cfg.dpdk.mbufs, 256, room)?);
     let queues = workers as u16;
+    // Wire ports take an MTU and the NIC's checksum verdict; the kernel's TAP side neither.
     let dev = |mtu: Option<u16>| DevConfig {
         rx_queues: queues,
         tx_queues: queues,
         rx_desc: cfg.tuning.rx_desc,
         tx_desc: cfg.tuning.tx_desc,
         mtu,
+        rx_ip_cksum: mtu.is_some(),
     };
     let mut ports = Vec::new();
     for p in &cfg.ports {
@@ -172,7 +174,7 @@ pub fn run(opts: Options) -> Result<(), StartError> {
         let i = port.info();
         tracing::info!(
             port = %p.name, id, driver = %i.driver, mac = %format_mac(&i.mac), mtu = p.mtu,
-            rss = i.rss, queues, link = %port.link(), "port up"
+            rss = i.rss, rx_ip_cksum = i.rx_ip_cksum, queues, link = %port.link(), "port up"
         );
         ports.push(port);
     }

@@ -21,6 +21,11 @@ pub trait PacketBuf {
     fn contiguous(&self) -> bool {
         true
     }
+    /// True if the NIC verified the IPv4 header checksum and found it good (DPDK's
+    /// `RTE_MBUF_F_RX_IP_CKSUM_GOOD`); false if it found it bad, did not check, or cannot.
+    fn ip_cksum_good(&self) -> bool {
+        false
+    }
     /// Set the length to exactly `len`, growing or shrinking at the end.
     fn set_len(&mut self, len: usize) -> bool {
         let cur = self.data().len();
@@ -38,6 +43,8 @@ pub struct TestBuf {
     storage: Vec<u8>,
     start: usize,
     end: usize,
+    /// What [`PacketBuf::ip_cksum_good`] says (as a NIC with the offload would).
+    pub ip_cksum_good: bool,
 }
 
 impl TestBuf {
@@ -50,6 +57,7 @@ impl TestBuf {
             storage,
             start: head,
             end: head + bytes.len(),
+            ip_cksum_good: false,
         }
     }
 }
@@ -73,6 +81,10 @@ impl PacketBuf for TestBuf {
     #[inline]
     fn data_mut(&mut self) -> &mut [u8] {
         &mut self.storage[self.start..self.end]
+    }
+    #[inline]
+    fn ip_cksum_good(&self) -> bool {
+        self.ip_cksum_good
     }
     fn prepend(&mut self, n: usize) -> bool {
         if n > self.start {

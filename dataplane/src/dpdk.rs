@@ -13,6 +13,9 @@ use crate::buf::PacketBuf;
 
 /// Packets per rx burst, as in l3fwd.
 pub const BURST: usize = 32;
+/// `RTE_MBUF_F_RX_IP_CKSUM_MASK` and `_GOOD` (DPDK 22.11; checked against the shim's).
+const RX_IP_CKSUM_MASK: u64 = (1 << 4) | (1 << 7);
+const RX_IP_CKSUM_GOOD: u64 = 1 << 7;
 
 /// Errors from DPDK calls, each naming what failed and DPDK's reason.
 #[derive(Debug, thiserror::Error)]
@@ -362,6 +365,13 @@ impl Mbuf {
         self.m().nb_segs == 1
     }
 
+    /// True if the NIC verified the IPv4 header checksum and found it good (the port has the
+    /// rx offload on, see [`PortInfo::rx_ip_cksum`]); false for bad, not checked, unknown.
+    #[inline]
+    pub fn ip_cksum_good(&self) -> bool {
+        self.m().ol_flags & RX_IP_CKSUM_MASK == RX_IP_CKSUM_GOOD
+    }
+
     /// The RSS hash the NIC computed, if it did.
     #[inline]
     pub fn rss_hash(&self) -> Option<u32> {
@@ -414,6 +424,10 @@ impl PacketBuf for Mbuf {
     #[inline]
     fn contiguous(&self) -> bool {
         self.is_contiguous()
+    }
+    #[inline]
+    fn ip_cksum_good(&self) -> bool {
+        Mbuf::ip_cksum_good(self)
     }
     #[inline]
     fn data_mut(&mut self) -> &mut [u8] {
@@ -743,6 +757,9 @@ pub struct PortConfig {
     pub rx_desc: u16,
     pub tx_desc: u16,
     pub mtu: Option<u16>,
+    /// Ask the NIC for its IPv4 header checksum verdict (if it can give one): for the ports
+    /// the fast path serves, not for the kernel side, which gains nothing from it.
+    pub rx_ip_cksum: bool,
 }
 
 /// What a port turned out to be after configuration.
@@ -753,6 +770,9 @@ pub struct PortInfo {
     pub mac: [u8; 6],
     pub mtu: u16,
     pub rss: bool,
+    /// The NIC verifies IPv4 header checksums (`RTE_ETH_RX_OFFLOAD_IPV4_CKSUM` is on) and
+    /// flags each mbuf with its verdict.
+    pub rx_ip_cksum: bool,
     pub rx_queues: u16,
     pub tx_queues: u16,
 }
@@ -807,6 +827,13 @@ impl Port {
         // SAFETY: reads a const global from the shim.
         let fast_free = unsafe { ffi::ferry_eth_tx_offload_mbuf_fast_free };
         conf.txmode.offloads = fast_free & dev.tx_offload_capa;
+        // The NIC's IPv4 header checksum verdict, where it has one: a burst it vouches for
+        // skips the fast path's own check.
+        // SAFETY: reads a const global from the shim.
+        let ip_cksum = unsafe { ffi::ferry_eth_rx_offload_ipv4_cksum };
+        if cfg.rx_ip_cksum {
+            conf.rxmode.offloads = ip_cksum & dev.rx_offload_capa;
+        }
         if let Some(mtu) = cfg.mtu {
             conf.rxmode.mtu = mtu as u32;
         }
@@ -881,6 +908,7 @@ impl Port {
                 mac: mac.addr_bytes,
                 mtu,
                 rss,
+                rx_ip_cksum: conf.rxmode.offloads & ip_cksum != 0,
                 rx_queues: cfg.rx_queues,
                 tx_queues: cfg.tx_queues,
             },
@@ -1172,4 +1200,21 @@ pub fn advise_hugepages<T>(mem: &[T]) -> usize {
         libc::madvise(a as *mut c_void, b - a, MADV_COLLAPSE);
     }
     b - a
+}
+
+#[cfg(test)]
+mod tests {
+    /// The mbuf flag values Rust tests are DPDK's own (read from the shim, built from the
+    /// headers).
+    #[test]
+    fn ip_cksum_flags_match_the_shim() {
+        // SAFETY: plain `const` globals defined in shim.c.
+        let shim = unsafe {
+            (
+                super::ffi::ferry_mbuf_f_rx_ip_cksum_mask,
+                super::ffi::ferry_mbuf_f_rx_ip_cksum_good,
+            )
+        };
+        assert_eq!((super::RX_IP_CKSUM_MASK, super::RX_IP_CKSUM_GOOD), shim);
+    }
 }

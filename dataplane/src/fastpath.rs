@@ -399,13 +399,17 @@ pub enum Done {
 
 /// Gather the IPv4 check fields of every slot into `st` (a column per field). A slot that
 /// cannot be IPv4-forwarded (empty, chained, too short) gets an EtherType that fails.
+/// Returns true if the NIC vouched for the IPv4 header checksum of every buffer (see
+/// [`PacketBuf::ip_cksum_good`]).
 #[inline(always)]
-fn gather4<B: PacketBuf>(fib: &crate::lpm::Lpm4, bufs: &[Option<B>], st: &mut Stages) {
+fn gather4<B: PacketBuf>(fib: &crate::lpm::Lpm4, bufs: &[Option<B>], st: &mut Stages) -> bool {
+    let mut vouched = true;
     for (i, b) in bufs.iter().enumerate().take(BURST) {
         let h = match b {
             Some(b) if b.contiguous() => {
                 let d = b.data();
                 st.len[i] = d.len() as u32;
+                vouched &= b.ip_cksum_good();
                 d.get(..MIN_FRAME)
                     .and_then(|h| <&[u8; MIN_FRAME]>::try_from(h).ok())
             }
@@ -429,6 +433,7 @@ fn gather4<B: PacketBuf>(fib: &crate::lpm::Lpm4, bufs: &[Option<B>], st: &mut St
         // The FIB load starts now, so the burst's misses overlap with the checks.
         crate::dpdk::prefetch(fib.first_level_slot(dst));
     }
+    vouched
 }
 
 /// The IPv4 checks over a whole burst of gathered fields: bit `i` set if slot `i` may take
@@ -438,8 +443,9 @@ fn gather4<B: PacketBuf>(fib: &crate::lpm::Lpm4, bufs: &[Option<B>], st: &mut St
 /// lanes are computed up to the next multiple of four (whole vectors; the rest hold an
 /// earlier burst's fields, which the caller masks off), not all [`BURST`] of them, so that
 /// a short burst (a lightly loaded port: one or two packets a poll) costs little.
+/// `SUM`: verify the header checksum; false when the NIC has (every buffer flagged good).
 #[inline(always)]
-fn checks4(p: &RxPort, st: &mut Stages, n: usize) -> u64 {
+fn checks4<const SUM: bool>(p: &RxPort, st: &mut Stages, n: usize) -> u64 {
     let mut ok = [0u8; BURST];
     let (mlo, mhi) = (p.mac as u32, (p.mac >> 32) as u32);
     let lanes = n.next_multiple_of(4).min(BURST);
@@ -452,10 +458,13 @@ fn checks4(p: &RxPort, st: &mut Stages, n: usize) -> u64 {
         let ttl = w2 & 0xff;
         let (s, t) = (w3 & 0xff, w4 & 0xff);
         // RFC 1071: the sum of the ten 16-bit words (< 2^20) folded twice is 0xffff when valid.
-        let mut c = (w0 & 0xffff) + (w0 >> 16) + (w1 & 0xffff) + (w1 >> 16) + (w2 & 0xffff);
-        c += (w2 >> 16) + (w3 & 0xffff) + (w3 >> 16) + (w4 & 0xffff) + (w4 >> 16);
-        c = (c & 0xffff) + (c >> 16);
-        c = (c & 0xffff) + (c >> 16);
+        let sum_ok = !SUM || {
+            let mut c = (w0 & 0xffff) + (w0 >> 16) + (w1 & 0xffff) + (w1 >> 16) + (w2 & 0xffff);
+            c += (w2 >> 16) + (w3 & 0xffff) + (w3 >> 16) + (w4 & 0xffff) + (w4 >> 16);
+            c = (c & 0xffff) + (c >> 16);
+            c = (c & 0xffff) + (c >> 16);
+            c == 0xffff
+        };
         let good = (st.mac_lo[i] == mlo)
             & (st.mac_hi[i] == mhi)
             & (st.ty[i] & 0x00ff_ffff == 0x0045_0008)
@@ -467,7 +476,7 @@ fn checks4(p: &RxPort, st: &mut Stages, n: usize) -> u64 {
             & (w3 != 0)
             & (t < 224)
             & (t != 127)
-            & (c == 0xffff);
+            & sum_ok;
         ok[i] = good as u8;
         st.tot[i] = total;
         st.w2n[i] = ttl_word(w2);
@@ -511,8 +520,13 @@ pub fn burst<B: PacketBuf>(
             (v6, k6) = scan6(p.port, bufs, st, 0);
         }
         if v6 != all {
-            gather4(&t.fib4, bufs, st);
-            v4 = checks4(&p, st, n) & all & !v6;
+            // A burst the NIC vouched for skips the checksum (~10% of the path's cycles).
+            let ok = if gather4(&t.fib4, bufs, st) {
+                checks4::<false>(&p, st, n)
+            } else {
+                checks4::<true>(&p, st, n)
+            };
+            v4 = ok & all & !v6;
             if !lead6 && v4 != all {
                 (v6, k6) = scan6(p.port, bufs, st, v4);
             }
@@ -723,6 +737,15 @@ mod tests {
         f[24..26].copy_from_slice(&c.to_be_bytes());
     }
 
+    /// `d` with its IPv4 header checksum made valid (if it is long enough to have one).
+    fn fix_checksum_copy(d: &[u8]) -> Vec<u8> {
+        let mut f = d.to_vec();
+        if f.len() >= MIN_FRAME {
+            fix_checksum(&mut f);
+        }
+        f
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(20_000))]
 
@@ -809,6 +832,7 @@ mod tests {
                 (0usize..34, any::<u8>(), 0usize..34, any::<u8>(), any::<bool>(), 0usize..70, 0u8..8),
                 1..=BURST,
             ),
+            nic in 0u8..3,
         ) {
             let mac = [2, 0xfe, 0, 0, 1, 1];
             let port = test_port(mac);
@@ -818,8 +842,8 @@ mod tests {
             // A first, full burst of good frames leaves every lane "good".
             let full: Vec<Option<TestBuf>> =
                 (0..BURST).map(|_| Some(TestBuf::new(&good_frame(mac)))).collect();
-            gather4(&fib, &full, &mut st);
-            prop_assert_eq!(checks4(&p, &mut st, BURST), u64::MAX >> (64 - BURST));
+            prop_assert!(!gather4(&fib, &full, &mut st));
+            prop_assert_eq!(checks4::<true>(&p, &mut st, BURST), u64::MAX >> (64 - BURST));
             let bufs: Vec<Option<TestBuf>> = muts
                 .iter()
                 .map(|&(a, x, b, y, fix, len, kind)| {
@@ -839,14 +863,32 @@ mod tests {
                     } else if kind == 3 {
                         f.resize(len.max(60), 0);
                     }
-                    Some(TestBuf::new(&f))
+                    let mut b = TestBuf::new(&f);
+                    // nic 1: a NIC that flags the frames whose checksum it found good; 2: one
+                    // that flags every frame good (wrongly, for a bad one).
+                    let good = f.len() >= MIN_FRAME
+                        && header_checksum_ok(f[..MIN_FRAME].try_into().unwrap());
+                    b.ip_cksum_good = nic == 2 || (nic == 1 && good);
+                    Some(b)
                 })
                 .collect();
-            gather4(&fib, &bufs, &mut st);
+            let vouched = gather4(&fib, &bufs, &mut st);
+            let flagged = bufs.iter().flatten().all(|b| b.ip_cksum_good);
+            prop_assert_eq!(vouched, flagged);
             let all = (1u64 << bufs.len()) - 1;
-            let got = checks4(&p, &mut st, bufs.len()) & all;
+            let got = if vouched {
+                checks4::<false>(&p, &mut st, bufs.len())
+            } else {
+                checks4::<true>(&p, &mut st, bufs.len())
+            } & all;
+            // The single-packet check, trusting the NIC's word on the checksum as the burst
+            // does when every buffer carries it (a frame whose checksum is the only fault
+            // then passes).
             let want = bufs.iter().enumerate().fold(0u64, |m, (i, b)| {
-                let pass = b.as_ref().is_some_and(|b| check4(&p, b.data()).is_some());
+                let pass = b.as_ref().is_some_and(|b| {
+                    check4(&p, b.data()).is_some()
+                        || (vouched && check4(&p, &fix_checksum_copy(b.data())).is_some())
+                });
                 m | (u64::from(pass) << i)
             });
             prop_assert_eq!(got, want);

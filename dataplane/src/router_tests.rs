@@ -2182,6 +2182,35 @@ fn fast_path_takes_the_common_cases() {
 }
 
 #[test]
+fn fast_path_takes_the_nics_checksum_verdict_for_a_whole_burst_only() {
+    // A burst whose every buffer the NIC flagged "IPv4 checksum good" is not summed again: a
+    // (wrongly) flagged bad checksum goes through. With one buffer unflagged, the burst is
+    // summed in software and the bad one goes to the slow path (which drops it).
+    let mut fx = Fx::with_default_routes();
+    fx.t.index_fast();
+    let u = udp(1234, 53, &data(18));
+    let ok = ipv4_pkt(v4("10.10.1.2"), v4("10.99.1.1"), 17, 64, &u);
+    let mut bad_sum = ok.clone();
+    bad_sum[10] ^= 1;
+    let frames = [
+        eth(M0, H1_MAC, ET_IPV4, &ok),
+        eth(M0, H1_MAC, ET_IPV4, &bad_sum),
+    ];
+    for (flag_first, bad_goes_fast) in [(true, true), (false, false)] {
+        let mut bufs: Vec<Option<TestBuf>> = frames.iter().map(|f| Some(TestBuf::new(f))).collect();
+        for (b, flag) in bufs.iter_mut().flatten().zip([flag_first, true]) {
+            b.ip_cksum_good = flag;
+        }
+        let mut st = crate::fastpath::Stages::default();
+        let mut fast = Vec::new();
+        crate::fastpath::burst_each(&fx.t, fx.t.ports.first(), &mut bufs, &mut st, |o, _| {
+            fast.push(o.is_some())
+        });
+        assert_eq!(fast, [true, bad_goes_fast], "first flagged: {flag_first}");
+    }
+}
+
+#[test]
 fn fast_path_declines_what_it_does_not_handle() {
     // TTL 1, options, bad checksum, not our MAC, tagged port, too big for the egress MTU.
     let mut fx = Fx::with_default_routes();

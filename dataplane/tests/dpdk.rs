@@ -98,6 +98,7 @@ fn ring_port_loops_packets_back() {
         rx_desc: 512,
         tx_desc: 512,
         mtu: None,
+        rx_ip_cksum: false,
     };
     let port = Port::start(id, &cfg, &e.pool).expect("start net_ring0");
     assert!(port.link().up);
@@ -139,6 +140,7 @@ fn null_port_counts_and_unknown_port_is_an_error() {
         rx_desc: 512,
         tx_desc: 512,
         mtu: Some(1500),
+        rx_ip_cksum: false,
     };
     let port = Port::start(id, &cfg, &e.pool).expect("start net_null0");
     assert_eq!(port.info().driver, "net_null");
@@ -147,4 +149,92 @@ fn null_port_counts_and_unknown_port_is_an_error() {
     assert!(dpdk::tsc_hz() > 0);
     let t0 = dpdk::tsc();
     assert!(dpdk::tsc() >= t0);
+}
+
+/// A frame: Ethernet to `dst`, IPv4 UDP 198.18.0.1 -> 10.253.0.1 with TTL `ttl` (the
+/// marker the test looks for), its header checksum right or not.
+fn udp4_frame(dst: [u8; 6], ttl: u8, good_sum: bool) -> Vec<u8> {
+    let mut f = dst.to_vec();
+    f.extend_from_slice(&[2, 0, 0, 0, 0, 0x99, 0x08, 0x00]);
+    let mut ip = vec![0x45, 0, 0, 28, 0, 1, 0, 0, ttl, 17, 0, 0];
+    ip.extend_from_slice(&[198, 18, 0, 1, 10, 253, 0, 1]);
+    let mut s: u32 = ip
+        .chunks(2)
+        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+        .sum();
+    s = (s & 0xffff) + (s >> 16);
+    s = (s & 0xffff) + (s >> 16);
+    let c = !(s as u16) ^ u16::from(!good_sum);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&[0x04, 0x00, 0x00, 0x09, 0, 8, 0, 0]);
+    f
+}
+
+/// The NIC's IPv4 checksum verdict reaches `Mbuf::ip_cksum_good`: on `net_tap` (whose PMD
+/// verifies checksums when the rx offload is on, as a NIC does) a frame the kernel writes
+/// with a good header checksum reads good, one with a bad checksum does not.
+#[test]
+fn tap_port_reports_the_ip_checksum_verdict() {
+    let e = env().lock().unwrap();
+    let id = e
+        ._eal
+        .probe("net_tap9,iface=fcksum0", "net_tap9")
+        .expect("probe net_tap9");
+    let cfg = PortConfig {
+        rx_queues: 1,
+        tx_queues: 1,
+        rx_desc: 512,
+        tx_desc: 512,
+        mtu: None,
+        rx_ip_cksum: true,
+    };
+    let port = Port::start(id, &cfg, &e.pool).expect("start net_tap9");
+    assert!(
+        port.info().rx_ip_cksum,
+        "net_tap offers the IPv4 checksum offload"
+    );
+    let mac = port.info().mac;
+    let ip = |args: &[&str]| {
+        let ok = std::process::Command::new("ip")
+            .args(args)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "ip {args:?}");
+    };
+    ip(&["link", "set", "fcksum0", "up"]);
+    // From the kernel side of the tap, as a host on the wire would send them.
+    let hex = |f: Vec<u8>| f.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let script = format!(
+        "import socket\ns = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)\n\
+         s.bind(('fcksum0', 0))\ns.send(bytes.fromhex('{}'))\ns.send(bytes.fromhex('{}'))\n",
+        hex(udp4_frame(mac, 61, true)),
+        hex(udp4_frame(mac, 62, false))
+    );
+    let sent = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(sent, "python3 sent the frames on fcksum0");
+    let mut verdict = [None, None];
+    let mut burst = RxBurst::default();
+    for _ in 0..200 {
+        burst.recv(id, 0);
+        for m in burst.by_ref() {
+            let d = m.data();
+            // Ours by source MAC and TTL (the kernel sends its own frames on a new link).
+            if d.len() >= 34 && d[6..12] == [2, 0, 0, 0, 0, 0x99] && (61..=62).contains(&d[22]) {
+                verdict[usize::from(d[22] - 61)] = Some(m.ip_cksum_good());
+            }
+        }
+        if verdict.iter().all(Option::is_some) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(
+        verdict,
+        [Some(true), Some(false)],
+        "good sum: good; bad sum: not good"
+    );
 }

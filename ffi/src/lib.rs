@@ -33,6 +33,10 @@ mod tests {
             // RTE_ETH_RSS_TCP: NONFRAG_IPV4_TCP | NONFRAG_IPV6_TCP | IPV6_TCP_EX
             assert_eq!(ferry_eth_rss_tcp, bit(4) | bit(10) | bit(16));
             assert_eq!(ferry_eth_tx_offload_mbuf_fast_free, 1 << 16);
+            assert_eq!(ferry_eth_rx_offload_ipv4_cksum, 1 << 1);
+            // RTE_MBUF_F_RX_IP_CKSUM_BAD | _GOOD; GOOD alone (both: NONE, neither: UNKNOWN).
+            assert_eq!(ferry_mbuf_f_rx_ip_cksum_mask, (1 << 4) | (1 << 7));
+            assert_eq!(ferry_mbuf_f_rx_ip_cksum_good, 1 << 7);
             assert_eq!(ferry_eth_mq_rx_rss, 1);
             assert_eq!(ferry_ring_f_sp_enq, 1);
             assert_eq!(ferry_ring_f_sc_deq, 2);

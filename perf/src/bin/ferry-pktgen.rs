@@ -698,6 +698,7 @@ fn main() {
         rx_desc: 1024,
         tx_desc: 1024,
         mtu: None,
+        rx_ip_cksum: false,
     };
     let mut ports = Vec::new();
     for devargs in &a.ports {
