@@ -41,6 +41,8 @@ extern const uint64_t ferry_eth_tx_offload_mbuf_fast_free;
 extern const uint64_t ferry_eth_rx_offload_ipv4_cksum;
 extern const uint64_t ferry_mbuf_f_rx_ip_cksum_mask;
 extern const uint64_t ferry_mbuf_f_rx_ip_cksum_good;
+extern const uint64_t ferry_mbuf_f_rx_outer_ip_cksum_bad;
+extern const uint32_t ferry_ptype_tunnel_mask;
 extern const uint32_t ferry_eth_mq_rx_rss;
 extern const uint32_t ferry_ring_f_sp_enq;
 extern const uint32_t ferry_ring_f_sc_deq;

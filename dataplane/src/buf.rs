@@ -22,7 +22,8 @@ pub trait PacketBuf {
         true
     }
     /// True if the NIC verified the IPv4 header checksum and found it good (DPDK's
-    /// `RTE_MBUF_F_RX_IP_CKSUM_GOOD`); false if it found it bad, did not check, or cannot.
+    /// `RTE_MBUF_F_RX_IP_CKSUM_GOOD`, of the outer header: not for a packet the NIC parsed
+    /// as a tunnel); false if it found it bad, did not check, or cannot.
     fn ip_cksum_good(&self) -> bool {
         false
     }

@@ -13,9 +13,12 @@ use crate::buf::PacketBuf;
 
 /// Packets per rx burst, as in l3fwd.
 pub const BURST: usize = 32;
-/// `RTE_MBUF_F_RX_IP_CKSUM_MASK` and `_GOOD` (DPDK 22.11; checked against the shim's).
+/// `RTE_MBUF_F_RX_IP_CKSUM_MASK`, `_GOOD`, `RTE_MBUF_F_RX_OUTER_IP_CKSUM_BAD` and
+/// `RTE_PTYPE_TUNNEL_MASK` (DPDK 22.11; checked against the shim's).
 const RX_IP_CKSUM_MASK: u64 = (1 << 4) | (1 << 7);
 const RX_IP_CKSUM_GOOD: u64 = 1 << 7;
+const RX_OUTER_IP_CKSUM_BAD: u64 = 1 << 5;
+const PTYPE_TUNNEL_MASK: u32 = 0xf000;
 
 /// Errors from DPDK calls, each naming what failed and DPDK's reason.
 #[derive(Debug, thiserror::Error)]
@@ -365,11 +368,18 @@ impl Mbuf {
         self.m().nb_segs == 1
     }
 
-    /// True if the NIC verified the IPv4 header checksum and found it good (the port has the
-    /// rx offload on, see [`PortInfo::rx_ip_cksum`]); false for bad, not checked, unknown.
+    /// True if the NIC verified the (outer) IPv4 header checksum and found it good (the port
+    /// has the rx offload on, see [`PortInfo::rx_ip_cksum`]); false for bad, not checked,
+    /// unknown. On a packet the NIC parsed as a tunnel, the flag speaks of the inner header
+    /// (the outer one has only a "bad" flag, and no flag may mean unchecked): false then.
     #[inline]
     pub fn ip_cksum_good(&self) -> bool {
-        self.m().ol_flags & RX_IP_CKSUM_MASK == RX_IP_CKSUM_GOOD
+        let m = self.m();
+        // SAFETY: both members of the union are plain integers (the packet type, or the
+        // same 32 bits as bit fields): any value is valid.
+        let ptype = unsafe { m.__bindgen_anon_1.packet_type };
+        (m.ol_flags & (RX_IP_CKSUM_MASK | RX_OUTER_IP_CKSUM_BAD) == RX_IP_CKSUM_GOOD)
+            & (ptype & PTYPE_TUNNEL_MASK == 0)
     }
 
     /// The RSS hash the NIC computed, if it did.
@@ -832,7 +842,7 @@ impl Port {
         // SAFETY: reads a const global from the shim.
         let ip_cksum = unsafe { ffi::ferry_eth_rx_offload_ipv4_cksum };
         if cfg.rx_ip_cksum {
-            conf.rxmode.offloads = ip_cksum & dev.rx_offload_capa;
+            conf.rxmode.offloads |= ip_cksum & dev.rx_offload_capa;
         }
         if let Some(mtu) = cfg.mtu {
             conf.rxmode.mtu = mtu as u32;
@@ -1213,8 +1223,16 @@ mod tests {
             (
                 super::ffi::ferry_mbuf_f_rx_ip_cksum_mask,
                 super::ffi::ferry_mbuf_f_rx_ip_cksum_good,
+                super::ffi::ferry_mbuf_f_rx_outer_ip_cksum_bad,
+                super::ffi::ferry_ptype_tunnel_mask,
             )
         };
-        assert_eq!((super::RX_IP_CKSUM_MASK, super::RX_IP_CKSUM_GOOD), shim);
+        let ours = (
+            super::RX_IP_CKSUM_MASK,
+            super::RX_IP_CKSUM_GOOD,
+            super::RX_OUTER_IP_CKSUM_BAD,
+            super::PTYPE_TUNNEL_MASK,
+        );
+        assert_eq!(ours, shim);
     }
 }

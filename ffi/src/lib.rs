@@ -37,6 +37,8 @@ mod tests {
             // RTE_MBUF_F_RX_IP_CKSUM_BAD | _GOOD; GOOD alone (both: NONE, neither: UNKNOWN).
             assert_eq!(ferry_mbuf_f_rx_ip_cksum_mask, (1 << 4) | (1 << 7));
             assert_eq!(ferry_mbuf_f_rx_ip_cksum_good, 1 << 7);
+            assert_eq!(ferry_mbuf_f_rx_outer_ip_cksum_bad, 1 << 5);
+            assert_eq!(ferry_ptype_tunnel_mask, 0xf000);
             assert_eq!(ferry_eth_mq_rx_rss, 1);
             assert_eq!(ferry_ring_f_sp_enq, 1);
             assert_eq!(ferry_ring_f_sc_deq, 2);
