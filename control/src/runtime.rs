@@ -229,6 +229,7 @@ pub fn run(opts: Options) -> Result<(), StartError> {
                 dpdk_port: p.id(),
                 queue: q,
                 from_kernel: false,
+                rx_ip_cksum: p.info().rx_ip_cksum,
             });
         }
         for (i, k) in kernel.iter().enumerate() {
@@ -238,6 +239,7 @@ pub fn run(opts: Options) -> Result<(), StartError> {
                     dpdk_port: k.port.id(),
                     queue: q,
                     from_kernel: true,
+                    rx_ip_cksum: false,
                 });
             }
         }

@@ -363,6 +363,10 @@ pub struct Stages {
     hop6: [Option<NextHop>; BURST],
     /// The egress of each slot the fast path forwarded.
     egress: [u16; BURST],
+    /// Set by the caller: the burst comes from a port whose NIC flags its IPv4 checksum
+    /// verdict ([`PacketBuf::ip_cksum_good`]), so the flags are worth reading (else they are
+    /// not read: a few instructions a packet saved on every other PMD).
+    pub nic_cksum: bool,
 }
 
 impl Default for Stages {
@@ -380,6 +384,7 @@ impl Default for Stages {
             dst6: [0; BURST],
             hop6: [None; BURST],
             egress: [0; BURST],
+            nic_cksum: false,
         }
     }
 }
@@ -399,17 +404,23 @@ pub enum Done {
 
 /// Gather the IPv4 check fields of every slot into `st` (a column per field). A slot that
 /// cannot be IPv4-forwarded (empty, chained, too short) gets an EtherType that fails.
-/// Returns true if the NIC vouched for the IPv4 header checksum of every buffer (see
-/// [`PacketBuf::ip_cksum_good`]).
+/// With `NIC`, returns true if the NIC vouched for the IPv4 header checksum of every buffer
+/// (see [`PacketBuf::ip_cksum_good`]); without, reads no flag and returns false.
 #[inline(always)]
-fn gather4<B: PacketBuf>(fib: &crate::lpm::Lpm4, bufs: &[Option<B>], st: &mut Stages) -> bool {
-    let mut vouched = true;
+fn gather4<const NIC: bool, B: PacketBuf>(
+    fib: &crate::lpm::Lpm4,
+    bufs: &[Option<B>],
+    st: &mut Stages,
+) -> bool {
+    let mut vouched = NIC;
     for (i, b) in bufs.iter().enumerate().take(BURST) {
         let h = match b {
             Some(b) if b.contiguous() => {
                 let d = b.data();
                 st.len[i] = d.len() as u32;
-                vouched &= b.ip_cksum_good();
+                if NIC {
+                    vouched &= b.ip_cksum_good();
+                }
                 d.get(..MIN_FRAME)
                     .and_then(|h| <&[u8; MIN_FRAME]>::try_from(h).ok())
             }
@@ -521,7 +532,10 @@ pub fn burst<B: PacketBuf>(
         }
         if v6 != all {
             // A burst the NIC vouched for skips the checksum (~10% of the path's cycles).
-            let ok = if gather4(&t.fib4, bufs, st) {
+            let ok = if !st.nic_cksum {
+                gather4::<false, B>(&t.fib4, bufs, st);
+                checks4::<true>(&p, st, n)
+            } else if gather4::<true, B>(&t.fib4, bufs, st) {
                 checks4::<false>(&p, st, n)
             } else {
                 checks4::<true>(&p, st, n)
@@ -842,7 +856,7 @@ mod tests {
             // A first, full burst of good frames leaves every lane "good".
             let full: Vec<Option<TestBuf>> =
                 (0..BURST).map(|_| Some(TestBuf::new(&good_frame(mac)))).collect();
-            prop_assert!(!gather4(&fib, &full, &mut st));
+            prop_assert!(!gather4::<true, _>(&fib, &full, &mut st));
             prop_assert_eq!(checks4::<true>(&p, &mut st, BURST), u64::MAX >> (64 - BURST));
             let bufs: Vec<Option<TestBuf>> = muts
                 .iter()
@@ -872,7 +886,9 @@ mod tests {
                     Some(b)
                 })
                 .collect();
-            let vouched = gather4(&fib, &bufs, &mut st);
+            // Without NIC, no flag is read.
+            prop_assert!(!gather4::<false, _>(&fib, &bufs, &mut st));
+            let vouched = gather4::<true, _>(&fib, &bufs, &mut st);
             let flagged = bufs.iter().flatten().all(|b| b.ip_cksum_good);
             prop_assert_eq!(vouched, flagged);
             let all = (1u64 << bufs.len()) - 1;

@@ -2202,6 +2202,7 @@ fn fast_path_takes_the_nics_checksum_verdict_for_a_whole_burst_only() {
             b.ip_cksum_good = flag;
         }
         let mut st = crate::fastpath::Stages::default();
+        st.nic_cksum = true;
         let mut fast = Vec::new();
         crate::fastpath::burst_each(&fx.t, fx.t.ports.first(), &mut bufs, &mut st, |o, _| {
             fast.push(o.is_some())

@@ -32,6 +32,8 @@ pub struct RxQueue {
     pub queue: u16,
     /// True for the kernel (TAP) side of the exception path.
     pub from_kernel: bool,
+    /// The port flags each mbuf with the NIC's IPv4 checksum verdict.
+    pub rx_ip_cksum: bool,
 }
 
 /// Everything a worker owns.
@@ -283,6 +285,7 @@ impl Worker {
                     s: &mut scratch,
                     c,
                 };
+                stages.nic_cksum = q.rx_ip_cksum;
                 let done = fastpath::burst(
                     tables,
                     fast_port,
