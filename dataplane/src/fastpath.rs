@@ -546,6 +546,9 @@ pub fn burst<B: PacketBuf>(
             }
         }
     }
+    // Every lane starts "not forwarded"; the loops below write the egress of what they
+    // forward, and nothing else (no bit mask kept per packet alongside).
+    st.egress[..n].fill(NO_PORT);
     if v4 == all && n > 0 {
         // Only IPv4 candidates (the usual burst): look up, rewrite in place, and if they all
         // leave by one port, leave them in their slots for the caller to queue at once. The
@@ -556,7 +559,6 @@ pub fn burst<B: PacketBuf>(
         // Consecutive packets mostly share a next hop (one gateway, a default route), so the
         // last direct next hop is kept: the packet after it costs a compare, not a table
         // load and its checks. (On-link and ECMP hops depend on the packet: not kept.)
-        let mut forwarded = 0u64;
         let (mut last, mut lf) = (NO_HOP, FastHop::default());
         for (i, slot) in bufs.iter_mut().enumerate() {
             let Some(b) = slot else { continue };
@@ -572,7 +574,6 @@ pub fn burst<B: PacketBuf>(
                             resolve4(t, hop, b.data()).and_then(|f| send4(&f, tot, len, w2, b))
                         {
                             st.egress[i] = out;
-                            forwarded |= 1 << i;
                         }
                         continue;
                     }
@@ -581,23 +582,16 @@ pub fn burst<B: PacketBuf>(
             }
             if let Some(out) = send4(&lf, st.tot[i], st.len[i], st.w2n[i], b) {
                 st.egress[i] = out;
-                forwarded |= 1 << i;
             }
         }
-        return hand_over(
-            bufs,
-            st,
-            forwarded == all && one_port(st, n),
-            forwarded,
-            emit,
-        );
+        return hand_over(bufs, st, emit);
     }
     if v6 == all && n > 0 {
         // Only IPv6 candidates: the destinations are slot-indexed (the k-th candidate is
         // slot k), looked up together (level by level), then each packet is rewritten,
         // keeping the last direct next hop as the IPv4 loop does.
         t.fib6.lookup_bulk(&st.dst6[..n], &mut st.hop6[..n]);
-        let (mut forwarded, mut last, mut lf) = (0u64, NO_HOP, FastHop::default());
+        let (mut last, mut lf) = (NO_HOP, FastHop::default());
         for (i, slot) in bufs.iter_mut().enumerate() {
             let (Some(b), Some(hop)) = (slot, st.hop6[i]) else {
                 continue;
@@ -616,16 +610,9 @@ pub fn burst<B: PacketBuf>(
             };
             if let Some(out) = out {
                 st.egress[i] = out;
-                forwarded |= 1 << i;
             }
         }
-        return hand_over(
-            bufs,
-            st,
-            forwarded == all && one_port(st, n),
-            forwarded,
-            emit,
-        );
+        return hand_over(bufs, st, emit);
     }
     if v4 != 0 {
         // Every slot is looked up (a declined one's answer is not used): no compaction.
@@ -635,7 +622,7 @@ pub fn burst<B: PacketBuf>(
         t.fib6.lookup_bulk(&st.dst6[..k6], &mut st.hop6[..k6]);
     }
     // Mixed or IPv6: the same, per family.
-    let (mut same, mut forwarded, mut first, mut j6) = (true, 0u64, None, 0);
+    let mut j6 = 0;
     for (i, slot) in bufs.iter_mut().enumerate() {
         let Some(b) = slot else { continue };
         let out = if v4 & (1 << i) != 0 {
@@ -648,19 +635,21 @@ pub fn burst<B: PacketBuf>(
         };
         if let Some(out) = out {
             st.egress[i] = out;
-            forwarded |= 1 << i;
-            same &= out == *first.get_or_insert(out);
         }
     }
-    hand_over(bufs, st, forwarded == all && same, forwarded, emit)
+    hand_over(bufs, st, emit)
 }
 
-/// Whether the first `n` egress lanes all name one port: lane-wise, after a loop that wrote
-/// every one of them (vector compares, not a test per packet in the loop).
+/// The egress lane of a slot the fast path did not forward.
+const NO_PORT: u16 = u16::MAX;
+
+/// The port every one of the first `n` slots was forwarded to, if they all were and to one
+/// port: lane-wise, after the loop (vector compares, not a test per packet in the loop).
 #[inline(always)]
-fn one_port(st: &Stages, n: usize) -> bool {
+fn all_to(st: &Stages, n: usize) -> Option<u16> {
     let e0 = st.egress[0];
-    st.egress[..n].iter().fold(true, |a, &e| a & (e == e0))
+    let one = st.egress[..n].iter().fold(true, |a, &e| a & (e == e0));
+    (n > 0 && one && e0 != NO_PORT).then_some(e0)
 }
 
 /// The IPv6 checks over the slots not in `skip`: (candidates, a bit each; their count), the
@@ -688,23 +677,21 @@ fn scan6<B: PacketBuf>(
     (v6, k6)
 }
 
-/// The end of a burst: all of it to one port ([`Done::AllTo`], left in the slots; `one`
-/// says so, and an empty burst is not one), or every packet to `emit` in order, `Some(egress)` for the slots in
-/// `forwarded`.
+/// The end of a burst: all of it to one port ([`Done::AllTo`], left in the slots; an empty
+/// burst is not one), or every packet to `emit` in order, `Some(egress)` for the slots the
+/// fast path forwarded (an egress lane other than [`NO_PORT`]).
 #[inline(always)]
 fn hand_over<B: PacketBuf>(
     bufs: &mut [Option<B>],
     st: &Stages,
-    one: bool,
-    forwarded: u64,
     mut emit: impl FnMut(Option<u16>, B),
 ) -> Done {
-    if one && forwarded != 0 {
-        return Done::AllTo(st.egress[0]);
+    if let Some(p) = all_to(st, bufs.len()) {
+        return Done::AllTo(p);
     }
-    for (i, slot) in bufs.iter_mut().enumerate() {
+    for (slot, &e) in bufs.iter_mut().zip(st.egress.iter()) {
         if let Some(b) = slot.take() {
-            emit((forwarded & (1 << i) != 0).then_some(st.egress[i]), b);
+            emit((e != NO_PORT).then_some(e), b);
         }
     }
     Done::Emitted
