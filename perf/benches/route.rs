@@ -1,5 +1,5 @@
 //! The route path per packet, without a NIC: `router::process` on 64-byte UDP/IPv4 frames
-//! in memory (parse, checksum check, FIB lookup, next hop, TTL, MAC rewrite), with the
+//! (or, with `ROUTE_FAMILY=6`, 78-byte UDP/IPv6 frames on the small table) in memory (parse, checksum check, FIB lookup, next hop, TTL, MAC rewrite), with the
 //! tables `ferryd` compiles from a config, on a small table and on a 1M-route table with
 //! random destinations, one packet at a time and in bursts through the fast path
 //! (`fastpath::burst`, as the worker runs it). Median of several rounds; ns and Mpps per core.
@@ -22,13 +22,33 @@ use ferry_dataplane::wire::ipv4;
 const CFG: &str = r#"
 dpdk: { lcores: [0, 1] }
 ports:
-  - { name: a, devargs: net_null0, addresses: [192.168.98.1/24], exception: false }
-  - { name: b, devargs: net_null1, addresses: [192.168.99.1/24], exception: false }
+  - { name: a, devargs: net_null0, addresses: [192.168.98.1/24, "fd98::1/64"], exception: false }
+  - { name: b, devargs: net_null1, addresses: [192.168.99.1/24, "fd99::1/64"], exception: false }
 routes:
   - { prefix: 0.0.0.0/0, via: [192.168.99.2] }
+  - { prefix: "::/0", via: ["fd99::2"] }
 neighbors:
   - { address: 192.168.99.2, mac: "02:fe:00:00:00:02", port: b }
+  - { address: "fd99::2", mac: "02:fe:00:00:00:02", port: b }
 "#;
+
+/// A 78-byte UDP/IPv6 frame (RFC 5180's smallest) from 2001:2::1 to 2001:db8::1.
+fn frame6(sport: u16) -> Vec<u8> {
+    let mut f = vec![0u8; 78];
+    f[0..6].copy_from_slice(&[2, 0xfe, 0, 0, 1, 1]);
+    f[6..12].copy_from_slice(&[2, 0xfe, 0, 0, 0, 1]);
+    f[12..14].copy_from_slice(&0x86ddu16.to_be_bytes());
+    f[14] = 0x60;
+    f[18..20].copy_from_slice(&24u16.to_be_bytes()); // payload: UDP 8 + 16 bytes
+    f[20] = 17;
+    f[21] = 64;
+    f[22..38].copy_from_slice(&0x2001_0002_0000_0000_0000_0000_0000_0001u128.to_be_bytes());
+    f[38..54].copy_from_slice(&0x2001_0db8_0000_0000_0000_0000_0000_0001u128.to_be_bytes());
+    f[54..56].copy_from_slice(&sport.to_be_bytes());
+    f[56..58].copy_from_slice(&9u16.to_be_bytes());
+    f[58..60].copy_from_slice(&24u16.to_be_bytes());
+    f
+}
 
 fn frame(dst: u32, sport: u16) -> Vec<u8> {
     let mut f = vec![0u8; 60];
@@ -199,6 +219,12 @@ fn main() {
     let cfg = Config::from_yaml(CFG).unwrap();
     let macs = [[2, 0xfe, 0, 0, 1, 1], [2, 0xfe, 0, 0, 1, 2]];
     let plan = Plan::build(&cfg, &macs).unwrap();
+    // ROUTE_FAMILY=6: the small table with 78-byte UDP/IPv6 frames instead.
+    if std::env::var("ROUTE_FAMILY").is_ok_and(|f| f == "6") {
+        let one: Vec<Vec<u8>> = (0..1024).map(|i| frame6(1024 + i)).collect();
+        bench("small table, IPv6, 1024 flows", &plan, &one);
+        return;
+    }
     let one: Vec<Vec<u8>> = (0..1024).map(|i| frame(0x0afd_0001, 1024 + i)).collect();
     bench("small table, 1024 flows, one destination", &plan, &one);
     if std::env::var_os("ROUTE_SMALL_ONLY").is_some() {
