@@ -276,8 +276,13 @@ fn check6_fields(port: &PortTable, d: &[u8]) -> Option<u128> {
     a.copy_from_slice(&h[38..54]);
     let dst = u128::from_be_bytes(a);
     // Multicast (ff00::/8), link-local (fe80::/10), unspecified and loopback: slow path.
-    let special = |x: u128| x >> 120 == 0xff || x >> 118 == 0xfe80 >> 6 || x <= 1;
-    if special(src) || special(dst) {
+    // Tested on 64-bit halves and without branches (as 128-bit compares chained with `||`,
+    // this line was 21 of the IPv6 path's instructions per packet).
+    let special = |x: u128| {
+        let (hi, lo) = ((x >> 64) as u64, x as u64);
+        (hi >> 56 == 0xff) | (hi >> 54 == 0xfe80 >> 6) | ((hi == 0) & (lo <= 1))
+    };
+    if special(src) | special(dst) {
         return None;
     }
     Some(dst)
