@@ -7,6 +7,7 @@ use std::sync::OnceLock;
 
 use ferry_dataplane::buf::PacketBuf;
 use ferry_dataplane::dpdk::{self, Eal, MbufRing, Mempool, Port, PortConfig, RxBurst, TxBuffer};
+use ferry_dataplane::wire::ipv4;
 
 struct Env {
     _eal: Eal,
@@ -33,6 +34,18 @@ fn env() -> &'static std::sync::Mutex<Env> {
         let pool = Mempool::new("test_pool", 4095, 0, 2048 + 128).expect("mempool");
         std::sync::Mutex::new(Env { _eal: eal, pool })
     })
+}
+
+/// One queue pair of 512 descriptors.
+fn one_queue(mtu: Option<u16>, rx_ip_cksum: bool) -> PortConfig {
+    PortConfig {
+        rx_queues: 1,
+        tx_queues: 1,
+        rx_desc: 512,
+        tx_desc: 512,
+        mtu,
+        rx_ip_cksum,
+    }
 }
 
 #[test]
@@ -92,15 +105,7 @@ fn ring_hands_mbufs_over_and_frees_leftovers() {
 fn ring_port_loops_packets_back() {
     let e = env().lock().unwrap();
     let id = dpdk::port_by_name("net_ring0").expect("net_ring0");
-    let cfg = PortConfig {
-        rx_queues: 1,
-        tx_queues: 1,
-        rx_desc: 512,
-        tx_desc: 512,
-        mtu: None,
-        rx_ip_cksum: false,
-    };
-    let port = Port::start(id, &cfg, &e.pool).expect("start net_ring0");
+    let port = Port::start(id, &one_queue(None, false), &e.pool).expect("start net_ring0");
     assert!(port.link().up);
     let before = e.pool.available();
     let mut tx = TxBuffer::new(id, 0);
@@ -134,15 +139,7 @@ fn ring_port_loops_packets_back() {
 fn null_port_counts_and_unknown_port_is_an_error() {
     let e = env().lock().unwrap();
     let id = dpdk::port_by_name("net_null0").expect("net_null0");
-    let cfg = PortConfig {
-        rx_queues: 1,
-        tx_queues: 1,
-        rx_desc: 512,
-        tx_desc: 512,
-        mtu: Some(1500),
-        rx_ip_cksum: false,
-    };
-    let port = Port::start(id, &cfg, &e.pool).expect("start net_null0");
+    let port = Port::start(id, &one_queue(Some(1500), false), &e.pool).expect("start net_null0");
     assert_eq!(port.info().driver, "net_null");
     let err = dpdk::port_by_name("net_nosuch0").unwrap_err().to_string();
     assert!(err.contains("net_nosuch0"), "{err}");
@@ -156,18 +153,21 @@ fn null_port_counts_and_unknown_port_is_an_error() {
 fn udp4_frame(dst: [u8; 6], ttl: u8, good_sum: bool) -> Vec<u8> {
     let mut f = dst.to_vec();
     f.extend_from_slice(&[2, 0, 0, 0, 0, 0x99, 0x08, 0x00]);
-    let mut ip = vec![0x45, 0, 0, 28, 0, 1, 0, 0, ttl, 17, 0, 0];
-    ip.extend_from_slice(&[198, 18, 0, 1, 10, 253, 0, 1]);
-    let mut s: u32 = ip
-        .chunks(2)
-        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
-        .sum();
-    s = (s & 0xffff) + (s >> 16);
-    s = (s & 0xffff) + (s >> 16);
-    let c = !(s as u16) ^ u16::from(!good_sum);
-    ip[10..12].copy_from_slice(&c.to_be_bytes());
-    f.extend_from_slice(&ip);
-    f.extend_from_slice(&[0x04, 0x00, 0x00, 0x09, 0, 8, 0, 0]);
+    f.resize(14 + 28, 0);
+    ipv4::emit_header(
+        &mut f[14..],
+        [198, 18, 0, 1],
+        [10, 253, 0, 1],
+        17,
+        ttl,
+        8,
+        1,
+    )
+    .unwrap();
+    if !good_sum {
+        f[25] ^= 1;
+    }
+    f[34..42].copy_from_slice(&[0x04, 0x00, 0x00, 0x09, 0, 8, 0, 0]);
     f
 }
 
@@ -181,15 +181,7 @@ fn tap_port_reports_the_ip_checksum_verdict() {
         ._eal
         .probe("net_tap9,iface=fcksum0", "net_tap9")
         .expect("probe net_tap9");
-    let cfg = PortConfig {
-        rx_queues: 1,
-        tx_queues: 1,
-        rx_desc: 512,
-        tx_desc: 512,
-        mtu: None,
-        rx_ip_cksum: true,
-    };
-    let port = Port::start(id, &cfg, &e.pool).expect("start net_tap9");
+    let port = Port::start(id, &one_queue(None, true), &e.pool).expect("start net_tap9");
     assert!(
         port.info().rx_ip_cksum,
         "net_tap offers the IPv4 checksum offload"
