@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Instructions per packet of the route path under valgrind --tool=callgrind: repeatable on a
 # noisy machine, so regressions show. Runs the route bench's small-table case (64-byte
-# UDP/IPv4, one route via a gateway) and prints two figures:
+# UDP/IPv4, one route via a gateway) and prints these figures:
 #   router::process      - the full (slow) path, one packet at a time, inclusive
 #   route_burst          - bursts of 32 as the worker runs them: fastpath::burst (header
 #                          checks, FIB lookups, rewrite) and the hand-off per packet; then

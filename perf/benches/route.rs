@@ -1,6 +1,6 @@
 //! The route path per packet, without a NIC: `router::process` on 64-byte UDP/IPv4 frames
-//! (or, with `ROUTE_FAMILY=6`, 78-byte UDP/IPv6 frames on the small table) in memory (parse, checksum check, FIB lookup, next hop, TTL, MAC rewrite), with the
-//! tables `ferryd` compiles from a config, on a small table and on a 1M-route table with
+//! (or, with `ROUTE_FAMILY=6`, 78-byte UDP/IPv6 frames on the small table) in memory
+//! (parse, checksum check, FIB lookup, next hop, TTL, MAC rewrite), with the tables `ferryd` compiles from a config, on a small table and on a 1M-route table with
 //! random destinations, one packet at a time and in bursts through the fast path
 //! (`fastpath::burst`, as the worker runs it). Median of several rounds; ns and Mpps per core.
 //!
@@ -17,7 +17,7 @@ use ferry_dataplane::counters::WorkerCounters;
 use ferry_dataplane::fastpath;
 use ferry_dataplane::router::{process, Action, Ctx, Scratch};
 use ferry_dataplane::tables::Tables;
-use ferry_dataplane::wire::ipv4;
+use ferry_dataplane::wire::{ipv4, ipv6};
 
 const CFG: &str = r#"
 dpdk: { lcores: [0, 1] }
@@ -38,12 +38,10 @@ fn frame6(sport: u16) -> Vec<u8> {
     f[0..6].copy_from_slice(&[2, 0xfe, 0, 0, 1, 1]);
     f[6..12].copy_from_slice(&[2, 0xfe, 0, 0, 0, 1]);
     f[12..14].copy_from_slice(&0x86ddu16.to_be_bytes());
-    f[14] = 0x60;
-    f[18..20].copy_from_slice(&24u16.to_be_bytes()); // payload: UDP 8 + 16 bytes
-    f[20] = 17;
-    f[21] = 64;
-    f[22..38].copy_from_slice(&0x2001_0002_0000_0000_0000_0000_0000_0001u128.to_be_bytes());
-    f[38..54].copy_from_slice(&0x2001_0db8_0000_0000_0000_0000_0000_0001u128.to_be_bytes());
+    let src = 0x2001_0002_0000_0000_0000_0000_0000_0001u128.to_be_bytes();
+    let dst = 0x2001_0db8_0000_0000_0000_0000_0000_0001u128.to_be_bytes();
+    // Payload: UDP 8 + 16 bytes.
+    ipv6::emit_header(&mut f[14..], &src, &dst, 17, 64, 24).unwrap();
     f[54..56].copy_from_slice(&sport.to_be_bytes());
     f[56..58].copy_from_slice(&9u16.to_be_bytes());
     f[58..60].copy_from_slice(&24u16.to_be_bytes());
@@ -156,11 +154,7 @@ fn bench(name: &str, plan: &Plan, frames: &[Vec<u8>]) {
         Some("8") => bursts::<8>(name, &tables, frames, n, &mut scratch, &counters),
         _ => bursts::<32>(name, &tables, frames, n, &mut scratch, &counters),
     };
-    println!(
-        "{:40} {ns:6.1} ns/packet  {:6.1} Mpps per core",
-        "",
-        1e3 / ns
-    );
+    println!("{ns:6.1} ns/packet  {:6.1} Mpps per core", 1e3 / ns);
 }
 
 /// `n` packets in bursts of `BS`; the median ns per packet of 7 rounds.
@@ -172,7 +166,7 @@ fn bursts<const BS: usize>(
     scratch: &mut Scratch,
     counters: &WorkerCounters,
 ) -> f64 {
-    print!("{:40} bursts of {BS:2}: ", "");
+    print!("{:>40} ", format!("bursts of {BS:2}:"));
     // ROUTE_VOUCHED=1: as from a NIC that verified each IPv4 header checksum.
     let vouched = std::env::var_os("ROUTE_VOUCHED").is_some();
     let mut bufs: Vec<Option<TestBuf>> = (0..BS)
