@@ -417,22 +417,22 @@ struct Trial {
 }
 
 impl Trial {
-    /// Of the frames the link took, the share that did not come back (lost in the device).
-    fn loss(&self) -> f64 {
-        if self.sent == 0 {
+    /// Of `of` frames, the share that did not come back (all of them if there were none).
+    fn lost_of(&self, of: u64) -> f64 {
+        if of == 0 {
             return 1.0;
         }
-        1.0 - self.received.min(self.sent) as f64 / self.sent as f64
+        1.0 - self.received.min(of) as f64 / of as f64
+    }
+    /// Of the frames the link took, the share that did not come back (lost in the device).
+    fn loss(&self) -> f64 {
+        self.lost_of(self.sent)
     }
     /// Of the frames offered, the share that did not come back: refused by the link or lost
     /// in the device. What RFC 2544's throughput counts (a frame the device's receive ring
     /// had no room for is lost, whether a NIC drops it or a memif ring refuses it).
     fn offered_loss(&self) -> f64 {
-        let offered = self.sent + self.refused;
-        if offered == 0 {
-            return 1.0;
-        }
-        1.0 - self.received.min(offered) as f64 / offered as f64
+        self.lost_of(self.sent + self.refused)
     }
     fn rx_pps(&self) -> f64 {
         if self.secs > 0.0 {
