@@ -141,9 +141,9 @@ fn next_hop(
 }
 
 /// Forward an IPv4 packet that passed the checks, whose destination looked up to `hop`:
-/// rewrite it for its next hop and return the egress port, or `None` (and leave the packet
-/// as it was) if the slow path must handle it. `total` (the IPv4 total length), `len` (the
-/// frame's) and `w2` (the header's bytes 22..26 rewritten: TTL - 1, protocol, updated
+/// rewrite it for its next hop and return the egress port, or [`NO_PORT`] (and leave the
+/// packet as it was) if the slow path must handle it. `total` (the IPv4 total length), `len`
+/// (the frame's) and `w2` (the header's bytes 22..26 rewritten: TTL - 1, protocol, updated
 /// checksum, as [`ttl_word`] makes them) come from the burst-wide pass.
 #[inline(always)]
 fn forward4<B: PacketBuf>(
@@ -153,29 +153,125 @@ fn forward4<B: PacketBuf>(
     len: u32,
     w2: u32,
     b: &mut B,
-) -> Option<u16> {
-    let hop = hop?;
-    let mut f = *t.fast.get(hop as usize)?;
-    if f.kind != FastKind::Direct {
-        // On-link or ECMP: out of line, so the common case stays a load and a compare.
-        f = resolve4(t, hop, b.data())?;
+) -> u16 {
+    let Some(hop) = hop else { return NO_PORT };
+    let Some(f) = t.fast.get(hop as usize) else {
+        return NO_PORT;
+    };
+    if f.kind == FastKind::Direct {
+        return Egress4::of(f).send4(total, len, w2, b);
     }
-    send4(&f, total, len, w2, b)
+    // On-link or ECMP: out of line, so the common case stays a load and a compare.
+    resolve4(t, hop, b.data()).map_or(NO_PORT, |f| Egress4::of(&f).send4(total, len, w2, b))
 }
 
-/// The end of [`forward4`] once the next hop `f` is known: the MTU, the trim of any
-/// Ethernet padding, the rewrite.
-#[inline(always)]
-fn send4<B: PacketBuf>(f: &FastHop, total: u32, len: u32, w2: u32, b: &mut B) -> Option<u16> {
-    // The checks refused TTL 0 and 1 and datagrams longer than the frame.
-    if total > u32::from(f.mtu) {
-        return None;
+/// An IPv4 next hop as the rewrite uses it: both MACs as two words, the port, the MTU. The
+/// all-IPv4 loop keeps the last direct one (`hop`) across a burst's packets in these scalars;
+/// as a [`FastHop`] it lived on the stack and was reloaded for every packet.
+#[derive(Clone, Copy)]
+struct Egress4 {
+    hop: NextHop,
+    /// The frame's bytes 0..8 and 8..12 (both MACs), little-endian.
+    l2_lo: u64,
+    l2_hi: u32,
+    port: u16,
+    mtu: u16,
+}
+
+impl Egress4 {
+    /// Nothing kept: no lookup answers [`NO_HOP`].
+    const NONE: Egress4 = Egress4 {
+        hop: NO_HOP,
+        l2_lo: 0,
+        l2_hi: 0,
+        port: NO_PORT,
+        mtu: 0,
+    };
+
+    /// `f`, not kept (`hop` is [`NO_HOP`]).
+    fn of(f: &FastHop) -> Egress4 {
+        let l = &f.l2;
+        Egress4 {
+            hop: NO_HOP,
+            l2_lo: u64::from_le_bytes([l[0], l[1], l[2], l[3], l[4], l[5], l[6], l[7]]),
+            l2_hi: u32::from_le_bytes([l[8], l[9], l[10], l[11]]),
+            port: f.port,
+            mtu: f.mtu,
+        }
     }
-    if len > 14 + total {
-        // Ethernet padding (or trailing junk) beyond the datagram: cut before rewriting.
-        return trim_then_rewrite4(b, (len - 14 - total) as usize, f, w2);
+
+    /// The end of forwarding once the next hop is known: the MTU, the trim of any Ethernet
+    /// padding, the rewrite. The egress port, or [`NO_PORT`] for the slow path (the checks
+    /// refused TTL 0 and 1 and datagrams longer than the frame).
+    #[inline(always)]
+    fn send4<B: PacketBuf>(&self, total: u32, len: u32, w2: u32, b: &mut B) -> u16 {
+        if total > u32::from(self.mtu) {
+            return NO_PORT;
+        }
+        if len > 14 + total {
+            return self.trim_then_write4((len - 14 - total) as usize, w2, b);
+        }
+        self.write4(w2, b)
     }
-    rewrite4(b.data_mut(), f, w2)
+
+    /// The rewrite (both MACs; TTL, protocol and checksum as one word).
+    #[inline(always)]
+    fn write4<B: PacketBuf>(&self, w2: u32, b: &mut B) -> u16 {
+        let Some(h) = b.data_mut().get_mut(..26) else {
+            return NO_PORT;
+        };
+        h[..8].copy_from_slice(&self.l2_lo.to_le_bytes());
+        h[8..12].copy_from_slice(&self.l2_hi.to_le_bytes());
+        h[22..26].copy_from_slice(&w2.to_le_bytes());
+        self.port
+    }
+
+    /// Ethernet padding (or trailing junk) beyond the datagram: cut before rewriting.
+    #[cold]
+    #[inline(never)]
+    fn trim_then_write4<B: PacketBuf>(&self, cut: usize, w2: u32, b: &mut B) -> u16 {
+        if !b.trim(cut) {
+            return NO_PORT;
+        }
+        self.write4(w2, b)
+    }
+}
+
+/// A lookup's answer: no route.
+const NO_ROUTE: NextHop = NextHop::MAX - 1;
+
+/// The all-IPv4 loop's packet whose next hop `hop` is not the kept one: no route, a new
+/// direct next hop (kept from now on), or an on-link or ECMP one (resolved for this packet,
+/// not kept). Returns the egress port or [`NO_PORT`], and what is kept now. (`kept` goes in
+/// and out by value: behind a reference it would live in memory, and the loop would reload
+/// it for every packet.)
+#[inline(never)]
+fn other_hop4<B: PacketBuf>(
+    t: &Tables,
+    hop: NextHop,
+    kept: Egress4,
+    total: u32,
+    len: u32,
+    w2: u32,
+    b: &mut B,
+) -> (u16, Egress4) {
+    if hop == NO_ROUTE {
+        return (NO_PORT, kept);
+    }
+    match t.fast.get(hop as usize) {
+        Some(f) if f.kind == FastKind::Direct => {
+            let kept = Egress4 {
+                hop,
+                ..Egress4::of(f)
+            };
+            (kept.send4(total, len, w2, b), kept)
+        }
+        Some(_) => {
+            let out = resolve4(t, hop, b.data()).map(|f| Egress4::of(&f));
+            (out.map_or(NO_PORT, |f| f.send4(total, len, w2, b)), kept)
+        }
+        None => (NO_PORT, kept),
+    }
 }
 
 /// The next hop of an on-link or ECMP route for the IPv4 packet `d` (see [`next_hop`]).
@@ -219,24 +315,6 @@ fn ttl_word(w2: u32) -> u32 {
     s = (s & 0xffff) + (s >> 16);
     let c = !s & 0xffff;
     (w2 & 0xff00) | ((w2 & 0xff).wrapping_sub(1) & 0xff) | ((c & 0xff00) << 8) | ((c & 0xff) << 24)
-}
-
-/// The IPv4 rewrite: both MACs, then TTL, protocol and checksum as one word.
-#[inline(always)]
-fn rewrite4(d: &mut [u8], f: &FastHop, w2: u32) -> Option<u16> {
-    let h: &mut [u8; 26] = d.get_mut(..26)?.try_into().ok()?;
-    h[..12].copy_from_slice(&f.l2);
-    h[22..26].copy_from_slice(&w2.to_le_bytes());
-    Some(f.port)
-}
-
-#[cold]
-#[inline(never)]
-fn trim_then_rewrite4<B: PacketBuf>(b: &mut B, cut: usize, f: &FastHop, w2: u32) -> Option<u16> {
-    if !b.trim(cut) {
-        return None;
-    }
-    rewrite4(b.data_mut(), f, w2)
 }
 
 /// The IPv6 header checks: true, with the destination in `dst`, if the frame received on
@@ -473,13 +551,21 @@ fn checks4<const SUM: bool>(p: &RxPort, st: &mut Stages, n: usize) -> u64 {
         let total = ((w0 >> 8) & 0xff00) | (w0 >> 24);
         let ttl = w2 & 0xff;
         let (s, t) = (w3 & 0xff, w4 & 0xff);
-        // RFC 1071: the sum of the ten 16-bit words (< 2^20) folded twice is 0xffff when valid.
+        // RFC 1071: `s`, the plain sum of the ten 16-bit words, is a nonzero multiple of
+        // 0xffff when the header is valid. The words are not split out: with `t` the five
+        // 32-bit words summed (mod 2^32) and `h` their high halves summed,
+        // s = t - 0xffff * h, exactly, since the true s is below 2^20. One fold then
+        // suffices: c = (s & 0xffff) + (s >> 16) is at most 0xffff + 9 and keeps s mod
+        // 0xffff, so a nonzero s is valid exactly when c is 0xffff.
         let sum_ok = !SUM || {
-            let mut c = (w0 & 0xffff) + (w0 >> 16) + (w1 & 0xffff) + (w1 >> 16) + (w2 & 0xffff);
-            c += (w2 >> 16) + (w3 & 0xffff) + (w3 >> 16) + (w4 & 0xffff) + (w4 >> 16);
-            c = (c & 0xffff) + (c >> 16);
-            c = (c & 0xffff) + (c >> 16);
-            c == 0xffff
+            let t = w0
+                .wrapping_add(w1)
+                .wrapping_add(w2)
+                .wrapping_add(w3)
+                .wrapping_add(w4);
+            let h = (w0 >> 16) + (w1 >> 16) + (w2 >> 16) + (w3 >> 16) + (w4 >> 16);
+            let s = t.wrapping_sub(h << 16).wrapping_add(h);
+            (s & 0xffff) + (s >> 16) == 0xffff
         };
         let good = (st.mac_lo[i] == mlo)
             & (st.mac_hi[i] == mhi)
@@ -497,9 +583,20 @@ fn checks4<const SUM: bool>(p: &RxPort, st: &mut Stages, n: usize) -> u64 {
         st.tot[i] = total;
         st.w2n[i] = ttl_word(w2);
     }
-    ok.iter()
-        .enumerate()
-        .fold(0u64, |m, (i, &g)| m | (u64::from(g) << i))
+    mask_of(&ok)
+}
+
+/// The bit mask of a burst's lane verdicts (each 0 or 1): eight lanes at a time, one
+/// multiply gathers the low bit of each byte into the top byte (byte `j` of the constant is
+/// `1 << (7 - j)`, so lane `i` lands on bit `56 + i`, and no two products share a bit).
+/// Lane by lane it was a hundred shifts and ors a burst.
+#[inline(always)]
+fn mask_of(ok: &[u8; BURST]) -> u64 {
+    ok.chunks_exact(8).enumerate().fold(0u64, |m, (k, c)| {
+        let c: [u8; 8] = c.try_into().unwrap_or_default();
+        let bits = u64::from_le_bytes(c).wrapping_mul(0x0102_0408_1020_4080) >> 56;
+        m | (bits << (8 * k))
+    })
 }
 
 /// Run a burst (at most [`BURST`] packets received on `port`) in stages, as l3fwd does:
@@ -566,30 +663,23 @@ pub fn burst<B: PacketBuf>(
         // Consecutive packets mostly share a next hop (one gateway, a default route), so the
         // last direct next hop is kept: the packet after it costs a compare, not a table
         // load and its checks. (On-link and ECMP hops depend on the packet: not kept.)
-        let (mut last, mut lf) = (NO_HOP, FastHop::default());
-        for (i, slot) in bufs.iter_mut().enumerate() {
-            let Some(b) = slot else { continue };
-            let Some(hop) = t.fib4.lookup(st.dst4[i]) else {
-                continue;
+        let mut kept = Egress4::NONE;
+        // Every column cut to the burst's length, so that indexing them by slot is provably
+        // in bounds (no check per packet).
+        let (dst4, tot, len, w2n) = (&st.dst4[..n], &st.tot[..n], &st.len[..n], &st.w2n[..n]);
+        let egress = &mut st.egress[..n];
+        let bufs = &mut bufs[..n]; // (already n long; cut again, the compiler sees it)
+        #[allow(clippy::needless_range_loop)]
+        for i in 0..n {
+            let Some(b) = &mut bufs[i] else { continue };
+            let hop = t.fib4.lookup(dst4[i]).unwrap_or(NO_ROUTE);
+            egress[i] = if hop == kept.hop {
+                kept.send4(tot[i], len[i], w2n[i], b)
+            } else {
+                let (out, k) = other_hop4(t, hop, kept, tot[i], len[i], w2n[i], b);
+                kept = k;
+                out
             };
-            if hop != last {
-                match t.fast.get(hop as usize) {
-                    Some(f) if f.kind == FastKind::Direct => (last, lf) = (hop, *f),
-                    Some(_) => {
-                        let (tot, len, w2) = (st.tot[i], st.len[i], st.w2n[i]);
-                        if let Some(out) =
-                            resolve4(t, hop, b.data()).and_then(|f| send4(&f, tot, len, w2, b))
-                        {
-                            st.egress[i] = out;
-                        }
-                        continue;
-                    }
-                    None => continue,
-                }
-            }
-            if let Some(out) = send4(&lf, st.tot[i], st.len[i], st.w2n[i], b) {
-                st.egress[i] = out;
-            }
         }
         return hand_over(bufs, st, emit);
     }
@@ -632,17 +722,14 @@ pub fn burst<B: PacketBuf>(
     let mut j6 = 0;
     for (i, slot) in bufs.iter_mut().enumerate() {
         let Some(b) = slot else { continue };
-        let out = if v4 & (1 << i) != 0 {
+        st.egress[i] = if v4 & (1 << i) != 0 {
             forward4(t, st.hop4[i], st.tot[i], st.len[i], st.w2n[i], b)
         } else if v6 & (1 << i) != 0 {
             j6 += 1;
-            forward6(t, st.hop6.get(j6 - 1).copied().flatten(), b)
+            forward6(t, st.hop6.get(j6 - 1).copied().flatten(), b).unwrap_or(NO_PORT)
         } else {
-            None
+            NO_PORT
         };
-        if let Some(out) = out {
-            st.egress[i] = out;
-        }
     }
     hand_over(bufs, st, emit)
 }
@@ -661,7 +748,7 @@ fn all_to(st: &Stages, n: usize) -> Option<u16> {
 
 /// The IPv6 checks over the slots not in `skip`: (candidates, a bit each; their count), the
 /// destinations in `st.dst6` in arrival order.
-#[inline(always)]
+#[inline(never)]
 fn scan6<B: PacketBuf>(
     port: &PortTable,
     bufs: &[Option<B>],
@@ -783,9 +870,10 @@ mod tests {
                 u16::from_be_bytes([ttl - 1, f[23]]),
             );
             let hop = FastHop { l2: [7; 12], port: 1, mtu: 1500, kind: FastKind::Direct };
-            let mut g = f;
+            let mut b = TestBuf::new(&f);
             let w2 = ttl_word(u32::from_le_bytes([f[22], f[23], f[24], f[25]]));
-            prop_assert_eq!(rewrite4(&mut g, &hop, w2), Some(1));
+            prop_assert_eq!(Egress4::of(&hop).write4(w2, &mut b), 1);
+            let g = b.data();
             prop_assert_eq!(u16::from_be_bytes([g[24], g[25]]), want);
             prop_assert_eq!(g[22], ttl - 1);
             prop_assert_eq!(g[23], f[23]);
