@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Instructions per packet of the whole forwarding loop, ferryd against DPDK's l3fwd (LPM, as
-# perf/bench builds and runs it), in the capacity harness: 64-byte UDP/IPv4 frames replayed
-# from memory by net_pcap (infinite_rx) into the device, routed to net_null, one core. Each
-# device runs under valgrind --tool=callgrind (EAL with --no-huge), counting only its
+# perf/bench builds and runs it), in the capacity harness: 64-byte UDP/IPv4 frames (with
+# --family 6, 78-byte UDP/IPv6 ones) replayed from memory by net_pcap (infinite_rx) into the
+# device, routed to net_null, one core. Each device runs under valgrind --tool=callgrind (EAL with --no-huge), counting only its
 # forwarding loop (ferryd's Worker::run, l3fwd's lpm_main_loop) for SECS seconds of
 # forwarding. Instruction counts are repeatable where this machine's timings swing by ±30%;
 # they are not cycles (l3fwd's SSE instructions do four lanes' work each).
@@ -12,9 +12,18 @@
 # code for both devices) and in the device's own code (the rest: ethdev's inline wrappers,
 # l3fwd's software packet-type callback, ferryd's shims).
 #
-# Usage: perf/callgrind-capacity.sh [SECS]     (as root; default 20; ~2 minutes in all)
+# Usage: perf/callgrind-capacity.sh [--family 4|6] [SECS]   (as root; default 20 s; ~2 minutes)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+SIZE=64 DST=10.253.0.1 FAMILY=4
+if [ "${1:-}" = --family ]; then
+  case "${2:-}" in
+    4) ;;
+    6) SIZE=78 DST=2001:db8::1 FAMILY=6 ;;
+    *) echo "--family: 4 or 6" >&2; exit 2 ;;
+  esac
+  shift 2
+fi
 SECS=${1:-20}
 [[ "$SECS" =~ ^[1-9][0-9]*$ ]] || { echo "SECS: a whole number of seconds" >&2; exit 2; }
 W=$(mktemp -d /tmp/ferry-cgcap.XXXXXX)
@@ -23,8 +32,8 @@ trap 'pkill -f "file-prefix=fcg-" 2>/dev/null || true; rm -rf /var/run/dpdk/fcg-
 cargo build --release -p ferry --bin ferryd -p ferry-perf --bin ferry-pktgen 2>&1 | tail -1
 L3FWD=$(perf/l3fwd-build.sh "$W")
 GEN1=02:fe:00:00:00:02 PCAP_MAC=02:70:63:61:70:00
-target/release/ferry-pktgen --pcap "$W/cap.pcap" --size 64 --flows 1024 --proto udp \
-  --dst-mac "$PCAP_MAC" --dst-ip 10.253.0.1 2> /dev/null
+target/release/ferry-pktgen --pcap "$W/cap.pcap" --size "$SIZE" --flows 1024 --proto udp \
+  --dst-mac "$PCAP_MAC" --dst-ip "$DST" 2> /dev/null
 perf/cap-config.sh "$W/ferry.yaml" "$W/cap.pcap" fcg-ferry '"0@0", "1@0"' "$GEN1" \
   '"--no-huge", "-m", "512",'
 EAL=(--no-huge -m 512 --no-pci --vdev="net_pcap0,rx_pcap=$W/cap.pcap,infinite_rx=1"
@@ -62,9 +71,9 @@ run ferry 'ferry_dataplane::worker::Worker::run' \
 for dut in l3fwd ferry; do
   callgrind_annotate --inclusive=yes --tree=caller "$W/$dut.cg" > "$W/$dut.tree" 2>/dev/null
 done
-/usr/bin/python3 - "$W" <<'PY'
+/usr/bin/python3 - "$W" "$SIZE" "$FAMILY" <<'PY'
 import json, re, sys
-w = sys.argv[1]
+w, size, family = sys.argv[1], sys.argv[2], sys.argv[3]
 LINE = re.compile(r"^\s*([\d,]+) \(\s*[\d.]+%\)\s+([<*>])\s+(.*?)(?: \(([\d,]+)x\))?(?: \[(.*)\])?\s*$")
 PMD = re.compile(r"librte_net_(pcap|null)\.so")
 
@@ -107,8 +116,8 @@ def figures(dut):
     return packets, total / packets, driver / packets, (total - driver) / packets
 
 rows = {d: figures(d) for d in ["l3fwd", "ferry"]}
-print("\ninstructions per packet, capacity harness (pcap -> device -> null, 64-byte UDP/IPv4), "
-      "under callgrind")
+print("\ninstructions per packet, capacity harness (pcap -> device -> null, %s-byte UDP/IPv%s), "
+      "under callgrind" % (size, family))
 print("%-6s %12s %8s %8s %8s" % ("dut", "packets", "total", "drivers", "own"))
 for d, (p, t, dr, own) in rows.items():
     print("%-6s %12d %8.1f %8.1f %8.1f" % (d, p, t, dr, own))
