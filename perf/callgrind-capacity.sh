@@ -2,9 +2,9 @@
 # Instructions per packet of the whole forwarding loop, ferryd against DPDK's l3fwd (LPM, as
 # perf/bench builds and runs it), in the capacity harness: 64-byte UDP/IPv4 frames (with
 # --family 6, 78-byte UDP/IPv6 ones) replayed from memory by net_pcap (infinite_rx) into the
-# device, routed to net_null, one core. Each device runs under valgrind --tool=callgrind (EAL with --no-huge), counting only its
-# forwarding loop (ferryd's Worker::run, l3fwd's lpm_main_loop) for SECS seconds of
-# forwarding. Instruction counts are repeatable where this machine's timings swing by ±30%;
+# device, routed to net_null, one core. Each device runs under valgrind --tool=callgrind
+# (EAL with --no-huge), counting only its forwarding loop (ferryd's Worker::run, l3fwd's
+# lpm_main_loop) for SECS seconds of forwarding. Instruction counts are repeatable where this machine's timings swing by ±30%;
 # they are not cycles (l3fwd's SSE instructions do four lanes' work each).
 #
 # Prints, per device: packets counted, instructions per packet in all, in the drivers (the

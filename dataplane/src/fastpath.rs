@@ -441,6 +441,8 @@ pub struct Stages {
     /// IPv4 destinations (host order) and next hops, a slot each.
     dst4: [u32; BURST],
     hop4: [Option<NextHop>; BURST],
+    /// The all-IPv4 loop's next hops, a slot each ([`NO_ROUTE`] for none).
+    next4: [NextHop; BURST],
     /// IPv6 candidates, in arrival order, and their next hops.
     dst6: [u128; BURST],
     hop6: [Option<NextHop>; BURST],
@@ -464,6 +466,7 @@ impl Default for Stages {
             w2n: [0; BURST],
             dst4: [0; BURST],
             hop4: [None; BURST],
+            next4: [0; BURST],
             dst6: [0; BURST],
             hop6: [None; BURST],
             egress: [0; BURST],
@@ -656,23 +659,51 @@ pub fn burst<B: PacketBuf>(
     if v4 == all && n > 0 {
         // Only IPv4 candidates (the usual burst): look up, rewrite in place, and if they all
         // leave by one port, leave them in their slots for the caller to queue at once. The
-        // lookup is made here, one packet at a time: the gather pass prefetched each
-        // first-level entry, and the iterations are independent, so their loads overlap
-        // as lookup_bulk's do, without its store and reload of every answer.
+        // lookups are a loop of their own: the gather pass prefetched each first-level
+        // entry, and the iterations are independent, so their loads overlap.
         //
-        // Consecutive packets mostly share a next hop (one gateway, a default route), so the
+        // Otherwise, packet by packet. Consecutive packets mostly share a next hop, so the
         // last direct next hop is kept: the packet after it costs a compare, not a table
         // load and its checks. (On-link and ECMP hops depend on the packet: not kept.)
         let mut kept = Egress4::NONE;
         // Every column cut to the burst's length, so that indexing them by slot is provably
         // in bounds (no check per packet).
         let (dst4, tot, len, w2n) = (&st.dst4[..n], &st.tot[..n], &st.len[..n], &st.w2n[..n]);
-        let egress = &mut st.egress[..n];
+        let (hops, egress) = (&mut st.next4[..n], &mut st.egress[..n]);
         let bufs = &mut bufs[..n]; // (already n long; cut again, the compiler sees it)
         #[allow(clippy::needless_range_loop)]
         for i in 0..n {
+            hops[i] = t.fib4.lookup(dst4[i]).unwrap_or(NO_ROUTE);
+        }
+        // The common burst: one direct next hop for all, every datagram within its MTU and
+        // filling its frame (no padding to cut). Checked lane-wise for the whole burst, then
+        // the rewrite is three stores a packet, with the next hop in registers.
+        let h0 = hops[0];
+        let one = hops.iter().fold(true, |a, &h| a & (h == h0));
+        if let Some(f) = t
+            .fast
+            .get(h0 as usize)
+            .filter(|f| one && f.kind == FastKind::Direct)
+        {
+            let e = Egress4::of(f);
+            let mtu = u32::from(e.mtu);
+            let fit = tot
+                .iter()
+                .zip(len)
+                .fold(true, |a, (&t, &l)| a & (t <= mtu) & (l == t + 14));
+            if fit {
+                for ((b, out), &w2) in bufs.iter_mut().zip(egress.iter_mut()).zip(w2n) {
+                    if let Some(b) = b {
+                        *out = e.write4(w2, b);
+                    }
+                }
+                return hand_over(bufs, st, emit);
+            }
+        }
+        #[allow(clippy::needless_range_loop)]
+        for i in 0..n {
             let Some(b) = &mut bufs[i] else { continue };
-            let hop = t.fib4.lookup(dst4[i]).unwrap_or(NO_ROUTE);
+            let hop = hops[i];
             egress[i] = if hop == kept.hop {
                 kept.send4(tot[i], len[i], w2n[i], b)
             } else {

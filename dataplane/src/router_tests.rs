@@ -2470,6 +2470,39 @@ fn fast_path_leaves_a_one_port_burst_in_its_slots() {
         assert_eq!(b.as_ref().expect("left in its slot").data(), &far_out[..]);
     }
 
+    // One next hop, every frame different (source, TTL and so checksum): each is rewritten
+    // with its own TTL and checksum, the bytes process makes of it alone.
+    let distinct: Vec<Vec<u8>> = (0..crate::dpdk::BURST)
+        .map(|i| {
+            let src = v4(&format!("10.10.1.{}", 2 + i));
+            let ttl = 2 + 7 * i as u8;
+            eth(
+                M0,
+                H1_MAC,
+                ET_IPV4,
+                &ipv4_pkt(src, v4("10.99.1.1"), 17, ttl, &u),
+            )
+        })
+        .collect();
+    let want: Vec<Vec<u8>> = distinct
+        .iter()
+        .map(|f| {
+            let (Action::Tx(p), out) = fx.run(0, f) else {
+                panic!("10.99.1.1 must be forwarded")
+            };
+            assert_eq!(p, p_far);
+            out
+        })
+        .collect();
+    let mut bufs = burst_of(&distinct.iter().collect::<Vec<_>>());
+    let done = crate::fastpath::burst(&fx.t, fx.t.ports.first(), &mut bufs, &mut st, |_, _| {
+        panic!("nothing is emitted one by one")
+    });
+    assert_eq!(done, crate::fastpath::Done::AllTo(p_far));
+    for (b, w) in bufs.iter().zip(&want) {
+        assert_eq!(b.as_ref().expect("left in its slot").data(), &w[..]);
+    }
+
     // Two next hops on one port (gateway and on-link neighbour): still one port.
     let mut bufs = burst_of(&[&far, &near, &far]);
     let done = crate::fastpath::burst(&fx.t, fx.t.ports.first(), &mut bufs, &mut st, |_, _| {
