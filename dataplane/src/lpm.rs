@@ -298,11 +298,11 @@ impl Lpm4 {
         })
     }
 
-    /// The first-level entry `lookup(addr)` reads first: prefetch it ahead of a burst
-    /// (most lookups end there).
+    /// The first-level entries, indexed by the address's top 24 bits: what `lookup(addr)`
+    /// reads first, to prefetch ahead of a burst (most lookups end there).
     #[inline]
-    pub fn first_level_slot(&self, addr: u32) -> &u32 {
-        &self.tbl24[(addr >> 8) as usize]
+    pub fn first_level(&self) -> &[u32; 1 << TBL24_BITS] {
+        &self.tbl24
     }
 
     /// The next hop of the longest prefix matching `addr` (host byte order).
