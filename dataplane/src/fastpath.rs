@@ -601,6 +601,12 @@ fn checks4<const SUM: bool>(p: &RxPort, st: &mut Stages, n: usize) -> u64 {
 /// Lane by lane it was a hundred shifts and ors a burst.
 #[inline(always)]
 fn mask_of(ok: &[u8; BURST]) -> u64 {
+    const {
+        assert!(
+            BURST.is_multiple_of(8) && BURST <= 64,
+            "whole groups of 8 lanes, in a u64"
+        )
+    };
     ok.chunks_exact(8).enumerate().fold(0u64, |m, (k, c)| {
         let c: [u8; 8] = c.try_into().unwrap_or_default();
         let bits = u64::from_le_bytes(c).wrapping_mul(0x0102_0408_1020_4080) >> 56;
