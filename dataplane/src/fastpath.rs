@@ -266,11 +266,8 @@ fn other_hop4<B: PacketBuf>(
             };
             (kept.send4(total, len, w2, b), kept)
         }
-        Some(_) => {
-            let out = resolve4(t, hop, b.data()).map(|f| Egress4::of(&f));
-            (out.map_or(NO_PORT, |f| f.send4(total, len, w2, b)), kept)
-        }
-        None => (NO_PORT, kept),
+        // On-link, ECMP or slow: as a mixed burst forwards it.
+        _ => (forward4(t, Some(hop), total, len, w2, b), kept),
     }
 }
 
