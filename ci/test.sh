@@ -15,6 +15,10 @@ cargo clippy --workspace --all-targets -- -D warnings
 echo "== unit, property and golden pcap tests"
 cargo test --workspace
 
+echo "== the fast path's portable checks (built for plain x86-64, without the SSE rows path)"
+CARGO_TARGET_DIR=target/x86-64 RUSTFLAGS="-C target-cpu=x86-64" \
+    cargo test -p ferry-dataplane --lib -- fastpath router
+
 echo "== snapshot hand-over under valgrind memcheck (use-after-free, double free)"
 # Miri and ASan need a nightly toolchain this machine cannot fetch; memcheck checks the
 # same property on the real binary: many generations published while workers switch.

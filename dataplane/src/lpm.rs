@@ -305,6 +305,14 @@ impl Lpm4 {
         &self.tbl24
     }
 
+    /// The next hop a first-level entry gives by itself: `Some` if the entry holds a route,
+    /// not a pointer to a second-level group (which `lookup` reads on) and not empty. So the
+    /// destinations of a burst that all read one such entry share its next hop.
+    #[inline(always)]
+    pub fn first_level_hop(e: u32) -> Option<NextHop> {
+        (e & (VALID | EXT) == VALID).then_some(e & PAYLOAD)
+    }
+
     /// The next hop of the longest prefix matching `addr` (host byte order).
     #[inline]
     pub fn lookup(&self, addr: u32) -> Option<NextHop> {

@@ -1,0 +1,176 @@
+//! The IPv4 gather and checks of a burst, four frames at a time in SSE registers (SSSE3,
+//! within the build's x86-64-v2 baseline; see `.cargo/config.toml`).
+//!
+//! The portable version (`gather4` then `checks4`) copies each header field of each frame
+//! into a column in memory, eight loads and eight stores a frame, and the checks then
+//! reload the columns as vectors. Here, as l3fwd's `processx4_step1` does, each frame's
+//! header is loaded as two 16-byte rows, and four frames' rows are transposed in registers
+//! into one vector per field: the checks run on them directly, and only what the rewrite
+//! needs is stored (total length, the rewritten TTL/checksum word, destination, frame
+//! length). The verdicts and those columns are the portable version's, lane for lane (a
+//! property test holds them together).
+//!
+//! Safe code: `safe_arch` wraps the intrinsics, which it compiles only when the build
+//! enables the feature (this module is compiled under the same condition).
+
+use super::{RxPort, Stages, MIN_FRAME};
+use crate::buf::PacketBuf;
+use crate::dpdk::BURST;
+use safe_arch::{
+    add_i32_m128i as add, bitand_m128i as and, bitandnot_m128i, bitor_m128i as or,
+    bitxor_m128i as xor, cast_to_m128_from_m128i, cmp_eq_mask_i32_m128i as eq,
+    cmp_gt_mask_i32_m128i as gt, load_unaligned_m128i, m128i, move_mask_m128, set_splat_i32_m128i,
+    shl_imm_u32_m128i, shr_imm_u32_m128i, shuffle_av_i8z_all_m128i, sub_i32_m128i as sub,
+    unpack_high_i32_m128i, unpack_high_i64_m128i, unpack_low_i32_m128i, unpack_low_i64_m128i,
+};
+
+/// A lane's 32 bits, everywhere.
+#[inline(always)]
+fn splat(x: u32) -> m128i {
+    set_splat_i32_m128i(x as i32)
+}
+
+/// Byte indices for `pshufb`: in each lane, bytes 3 and 2 as a host-order 16-bit value
+/// (bytes 2-3 of an IPv4 word are big-endian on the wire), the upper half zeroed.
+const BE16_HI: [u8; 16] = [
+    3, 2, 0x80, 0x80, 7, 6, 0x80, 0x80, 11, 10, 0x80, 0x80, 15, 14, 0x80, 0x80,
+];
+/// The inverse: a lane's low 16 bits, host order, into bytes 2-3 in wire order.
+const TO_BE16_HI: [u8; 16] = [
+    0x80, 0x80, 1, 0, 0x80, 0x80, 5, 4, 0x80, 0x80, 9, 8, 0x80, 0x80, 13, 12,
+];
+/// Each lane byte-swapped (a big-endian address to host order).
+const BSWAP32: [u8; 16] = [3, 2, 1, 0, 7, 6, 5, 4, 11, 10, 9, 8, 15, 14, 13, 12];
+
+/// What a lane reads when its slot cannot be IPv4-forwarded (empty, chained, too short):
+/// EtherType 0, which fails.
+static NONE: [u8; MIN_FRAME] = [0; MIN_FRAME];
+
+/// 16 bytes of a header from `at` (a constant: the bound checks fold away).
+#[inline(always)]
+fn row(h: &[u8; MIN_FRAME], at: usize) -> m128i {
+    load_unaligned_m128i(h[at..at + 16].try_into().unwrap_or(&[0; 16]))
+}
+
+/// Four rows of four 32-bit words, transposed: column `k` holds word `k` of each row.
+#[inline(always)]
+fn transpose(r: [m128i; 4]) -> [m128i; 4] {
+    let t0 = unpack_low_i32_m128i(r[0], r[1]); // r0.0 r1.0 r0.1 r1.1
+    let t1 = unpack_low_i32_m128i(r[2], r[3]); // r2.0 r3.0 r2.1 r3.1
+    let t2 = unpack_high_i32_m128i(r[0], r[1]); // r0.2 r1.2 r0.3 r1.3
+    let t3 = unpack_high_i32_m128i(r[2], r[3]); // r2.2 r3.2 r2.3 r3.3
+    [
+        unpack_low_i64_m128i(t0, t1),
+        unpack_high_i64_m128i(t0, t1),
+        unpack_low_i64_m128i(t2, t3),
+        unpack_high_i64_m128i(t2, t3),
+    ]
+}
+
+/// Whether the NIC vouched for the header checksum of every buffer the checks will read
+/// (the contiguous ones), as `gather4::<true, _>` answers.
+#[inline(always)]
+pub(super) fn vouched<B: PacketBuf>(bufs: &[Option<B>]) -> bool {
+    bufs.iter()
+        .flatten()
+        .filter(|b| b.contiguous())
+        .all(|b| b.ip_cksum_good())
+}
+
+/// The gather and the checks of a burst in one pass: bit `i` set if slot `i` (of the first
+/// `min(len, BURST)`) may take the fast path, with `st.tot`, `st.w2n`, `st.dst4` and
+/// `st.len` filled as `gather4` + `checks4` fill them, and each destination's first-level
+/// FIB entry prefetched. `SUM`: verify the header checksum (false when the NIC vouched).
+#[inline(always)]
+pub(super) fn gather_checks<const SUM: bool, B: PacketBuf>(
+    first: &[u32; 1 << 24],
+    p: &RxPort,
+    bufs: &[Option<B>],
+    st: &mut Stages,
+) -> u64 {
+    let n = bufs.len().min(BURST);
+    let (mlo, mhi) = (splat(p.mac as u32), splat((p.mac >> 32) as u32));
+    let (be16, to_be16, bswap) = (
+        m128i::from(BE16_HI),
+        m128i::from(TO_BE16_HI),
+        m128i::from(BSWAP32),
+    );
+    let mut ok = 0u64;
+    // A bound the compiler knows (BURST / 4 groups), so that the column stores need no
+    // checks; the burst's own end is the break.
+    for g in 0..BURST / 4 {
+        let i0 = 4 * g;
+        if i0 >= n {
+            break;
+        }
+        // Per frame: bytes 0..16 (destination MAC, EtherType, version/IHL), 14..30 (the
+        // header's first four words), the destination word (30..34), the frame length.
+        let (mut a, mut b) = ([splat(0); 4], [splat(0); 4]);
+        let (mut w4, mut len) = ([0u32; 4], [0u32; 4]);
+        for j in 0..4 {
+            let (h, l) = match bufs.get(i0 + j) {
+                Some(Some(x)) if x.contiguous() => {
+                    let d = x.data();
+                    match d.first_chunk::<MIN_FRAME>() {
+                        Some(h) => (h, d.len() as u32),
+                        None => (&NONE, d.len() as u32),
+                    }
+                }
+                _ => (&NONE, 0),
+            };
+            a[j] = row(h, 0);
+            b[j] = row(h, 14);
+            w4[j] = u32::from_le_bytes([h[30], h[31], h[32], h[33]]);
+            len[j] = l;
+        }
+        let [mac_lo, mac_hi, _, ty] = transpose(a);
+        let [w0, w1, w2, w3] = transpose(b);
+        let (w4, len) = (m128i::from(w4), m128i::from(len));
+        // The same fields and tests as `checks4`. Every value compared is below 2^31, so
+        // the signed compares are the unsigned ones.
+        let total = shuffle_av_i8z_all_m128i(w0, be16);
+        let ff = splat(0xff);
+        let (ttl, s, t) = (and(w2, ff), and(w3, ff), and(w4, ff));
+        let mut good = and(eq(mac_lo, mlo), eq(and(mac_hi, splat(0xffff)), mhi));
+        good = and(good, eq(and(ty, splat(0x00ff_ffff)), splat(0x0045_0008)));
+        good = and(good, gt(total, splat(19)));
+        good = and(good, gt(ttl, splat(1)));
+        good = and(good, and(gt(splat(224), s), gt(splat(224), t)));
+        if SUM {
+            // See `checks4`: s = t - 0xffff * h, one fold, valid when 0xffff.
+            let sum = add(add(add(add(w0, w1), w2), w3), w4);
+            let hi = add(
+                add(
+                    add(shr_imm_u32_m128i::<16>(w0), shr_imm_u32_m128i::<16>(w1)),
+                    add(shr_imm_u32_m128i::<16>(w2), shr_imm_u32_m128i::<16>(w3)),
+                ),
+                shr_imm_u32_m128i::<16>(w4),
+            );
+            let s = add(sub(sum, shl_imm_u32_m128i::<16>(hi)), hi);
+            let c = add(and(s, splat(0xffff)), shr_imm_u32_m128i::<16>(s));
+            good = and(good, eq(c, splat(0xffff)));
+        }
+        let mut bad = gt(add(total, splat(14)), len);
+        bad = or(bad, or(eq(s, splat(127)), eq(t, splat(127))));
+        bad = or(bad, eq(w3, splat(0)));
+        let verdict = bitandnot_m128i(bad, good);
+        ok |= (move_mask_m128(cast_to_m128_from_m128i(verdict)) as u64 & 0xf) << i0;
+        // `ttl_word`, lane-wise: the TTL less one, the checksum plus 0x0100 (RFC 1624).
+        let csum = shuffle_av_i8z_all_m128i(w2, be16);
+        let mut c = add(xor(csum, splat(0xffff)), splat(0xfeff));
+        c = add(and(c, splat(0xffff)), shr_imm_u32_m128i::<16>(c));
+        let c = shuffle_av_i8z_all_m128i(xor(c, splat(0xffff)), to_be16);
+        let w2n = or(or(and(w2, splat(0xff00)), and(sub(w2, splat(1)), ff)), c);
+        let dst = shuffle_av_i8z_all_m128i(w4, bswap);
+        let dst: [u32; 4] = dst.into();
+        st.tot[i0..i0 + 4].copy_from_slice(&<[u32; 4]>::from(total));
+        st.w2n[i0..i0 + 4].copy_from_slice(&<[u32; 4]>::from(w2n));
+        st.dst4[i0..i0 + 4].copy_from_slice(&dst);
+        st.len[i0..i0 + 4].copy_from_slice(&<[u32; 4]>::from(len));
+        // The FIB loads start now, so the burst's misses overlap with the rest.
+        for d in dst {
+            crate::dpdk::prefetch(&first[(d >> 8) as usize]);
+        }
+    }
+    ok
+}
