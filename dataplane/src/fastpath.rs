@@ -8,8 +8,7 @@
 //! compiler vectorises. The checks (MAC, EtherType and version, lengths, TTL, martians, the
 //! header checksum) run lane by lane without branches and compute the rewritten TTL/checksum
 //! word at the same time. The destinations are looked up (for an all-IPv4 burst, whose
-//! gather prefetched each first-level entry, first as one read of that entry per packet;
-//! together, [`Lpm6::lookup_bulk`](crate::lpm::Lpm6::lookup_bulk) and
+//! gather read each first-level FIB entry, first by comparing those entries; together, [`Lpm6::lookup_bulk`](crate::lpm::Lpm6::lookup_bulk) and
 //! [`Lpm4::lookup_bulk`](crate::lpm::Lpm4::lookup_bulk), otherwise), and each packet is
 //! rewritten in place from the flattened next hop ([`FastHop`]): two MACs and one 32-bit
 //! word; a run of packets with the same direct next hop reads its entry once. A burst that
@@ -474,8 +473,10 @@ pub struct Stages {
     /// From the checks: IPv4 total length, and the rewritten bytes 22..26 ([`ttl_word`]).
     tot: [u32; BURST],
     w2n: [u32; BURST],
-    /// IPv4 destinations (host order) and next hops, a slot each.
+    /// IPv4 destinations (host order), their first-level FIB entries
+    /// ([`Lpm4::first_level`](crate::lpm::Lpm4::first_level)) and next hops, a slot each.
     dst4: [u32; BURST],
+    lvl1: [u32; BURST],
     hop4: [Option<NextHop>; BURST],
     /// IPv6 candidates, in arrival order, and their next hops.
     dst6: [u128; BURST],
@@ -499,6 +500,7 @@ impl Default for Stages {
             tot: [0; BURST],
             w2n: [0; BURST],
             dst4: [0; BURST],
+            lvl1: [0; BURST],
             hop4: [None; BURST],
             dst6: [0; BURST],
             hop6: [None; BURST],
@@ -571,8 +573,9 @@ fn gather4<const NIC: bool, B: PacketBuf>(
         // Bytes 30..34, the destination, are the last word: one load for both.
         let dst = st.w[4][i].swap_bytes();
         st.dst4[i] = dst;
-        // The FIB load starts now, so the burst's misses overlap with the checks.
-        crate::dpdk::prefetch(&first[(dst >> 8) as usize]);
+        // The FIB load starts now (nothing waits on it here), so the burst's misses overlap
+        // with the checks.
+        st.lvl1[i] = first[(dst >> 8) as usize];
     }
     vouched
 }
@@ -737,16 +740,13 @@ pub fn burst<B: PacketBuf>(
             }
         }
     }
-    // Every lane starts "not forwarded"; the loops below write the egress of what they
-    // forward, and nothing else (no bit mask kept per packet alongside).
-    st.egress[..n].fill(NO_PORT);
     if v4 == all && n > 0 {
         // Only IPv4 candidates (the usual burst): look up, rewrite in place, and if they all
         // leave by one port, leave them in their slots for the caller to queue at once.
         //
         // The common burst goes to one direct next hop: its destinations all read one
-        // first-level FIB entry, a route (the gather prefetched each entry, and the reads are
-        // independent, so they overlap). If every datagram also fits the hop's MTU and fills
+        // first-level FIB entry, a route (the gather read each slot's entry, and the reads
+        // are independent, so they overlap). If every datagram also fits the hop's MTU and fills
         // its frame (no padding to cut), checked lane-wise, the rewrite is three stores a
         // packet with the next hop in registers.
         //
@@ -757,14 +757,11 @@ pub fn burst<B: PacketBuf>(
         // Every column cut to the burst's length, so that indexing them by slot is provably
         // in bounds (no check per packet).
         let (dst4, tot, len, w2n) = (&st.dst4[..n], &st.tot[..n], &st.len[..n], &st.w2n[..n]);
-        let egress = &mut st.egress[..n];
+        let (lvl1, egress) = (&st.lvl1[..n], &mut st.egress[..n]);
         let bufs = &mut bufs[..n]; // (already n long; cut again, the compiler sees it)
-        let first = t.fib4.first_level();
-        let e0 = first[(dst4[0] >> 8) as usize];
-        let differ = dst4
-            .iter()
-            .fold(0, |a, &d| a | (first[(d >> 8) as usize] ^ e0));
-        let hop = crate::lpm::Lpm4::first_level_hop(e0).filter(|_| differ == 0);
+        let e0 = lvl1[0];
+        let one = lvl1.iter().fold(true, |a, &e| a & (e == e0));
+        let hop = crate::lpm::Lpm4::first_level_hop(e0).filter(|_| one);
         if let Some(f) = hop
             .and_then(|h| t.fast.get(h as usize))
             .filter(|f| f.kind == FastKind::Direct)
@@ -790,7 +787,10 @@ pub fn burst<B: PacketBuf>(
         let mut kept = Egress4::NONE;
         #[allow(clippy::needless_range_loop)]
         for i in 0..n {
-            let Some(b) = &mut bufs[i] else { continue };
+            let Some(b) = &mut bufs[i] else {
+                egress[i] = NO_PORT;
+                continue;
+            };
             let hop = t.fib4.lookup(dst4[i]).unwrap_or(NO_ROUTE);
             egress[i] = if hop == kept.hop {
                 kept.send4(tot[i], len[i], w2n[i], b)
@@ -802,6 +802,10 @@ pub fn burst<B: PacketBuf>(
         }
         return hand_over(bufs, st, emit);
     }
+    // Every lane starts "not forwarded"; the loops below write the egress of what they
+    // forward, and nothing else (no bit mask kept per packet alongside). (The all-IPv4 loops
+    // above write every lane.)
+    st.egress[..n].fill(NO_PORT);
     if v6 == all && n > 0 {
         // Only IPv6 candidates: the destinations are slot-indexed (the k-th candidate is
         // slot k), looked up together (level by level), then each packet is rewritten,
@@ -1135,7 +1139,8 @@ mod tests {
             let mac = [2, 0xfe, 0, 0, 1, 1];
             let port = test_port(mac);
             let p = RxPort::new(&port);
-            let fib = crate::lpm::Lpm4::build(&[]).unwrap();
+            // Routes whose first-level entries differ across the mutated destinations.
+            let fib = crate::lpm::Lpm4::build(&[(0x0a00_0000, 8, 1), (0x0afd_0000, 16, 2), (0x0afd_0080, 25, 3)]).unwrap();
             let (mut a, mut b) = (Stages::default(), Stages::default());
             let mut first = good_frame(mac);
             first[22] = ttl;
@@ -1163,6 +1168,7 @@ mod tests {
                     prop_assert_eq!(b.w2n[i], a.w2n[i]);
                     prop_assert_eq!(b.dst4[i], a.dst4[i]);
                     prop_assert_eq!(b.len[i], a.len[i]);
+                    prop_assert_eq!(b.lvl1[i], a.lvl1[i]);
                 }
             }
         }

@@ -79,8 +79,7 @@ pub(super) fn vouched<B: PacketBuf>(bufs: &[Option<B>]) -> bool {
 
 /// The gather and the checks of a burst in one pass: bit `i` set if slot `i` (of the first
 /// `min(len, BURST)`) may take the fast path, with `st.tot`, `st.w2n`, `st.dst4` and
-/// `st.len` filled as `gather4` + `checks4` fill them, and each destination's first-level
-/// FIB entry prefetched. `SUM`: verify the header checksum (false when the NIC vouched).
+/// `st.len` and `st.lvl1` filled as `gather4` + `checks4` fill them. `SUM`: verify the header checksum (false when the NIC vouched).
 #[inline(always)]
 pub(super) fn gather_checks<const SUM: bool, B: PacketBuf>(
     first: &[u32; 1 << 24],
@@ -167,9 +166,10 @@ pub(super) fn gather_checks<const SUM: bool, B: PacketBuf>(
         st.w2n[i0..i0 + 4].copy_from_slice(&<[u32; 4]>::from(w2n));
         st.dst4[i0..i0 + 4].copy_from_slice(&dst);
         st.len[i0..i0 + 4].copy_from_slice(&<[u32; 4]>::from(len));
-        // The FIB loads start now, so the burst's misses overlap with the rest.
-        for d in dst {
-            crate::dpdk::prefetch(&first[(d >> 8) as usize]);
+        // The first-level FIB entries: read now, nothing waits on them here, so the burst's
+        // misses overlap with the rest of the pass.
+        for (e, d) in st.lvl1[i0..i0 + 4].iter_mut().zip(dst) {
+            *e = first[(d >> 8) as usize];
         }
     }
     ok
