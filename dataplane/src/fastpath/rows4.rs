@@ -87,90 +87,126 @@ pub(super) fn gather_checks<const SUM: bool, B: PacketBuf>(
     bufs: &[Option<B>],
     st: &mut Stages,
 ) -> u64 {
-    let n = bufs.len().min(BURST);
-    let (mlo, mhi) = (splat(p.mac as u32), splat((p.mac >> 32) as u32));
-    let (be16, to_be16, bswap) = (
-        m128i::from(BE16_HI),
-        m128i::from(TO_BE16_HI),
-        m128i::from(BSWAP32),
-    );
+    let bufs = &bufs[..bufs.len().min(BURST)];
+    let k = Consts {
+        mlo: splat(p.mac as u32),
+        mhi: splat((p.mac >> 32) as u32),
+        be16: m128i::from(BE16_HI),
+        to_be16: m128i::from(TO_BE16_HI),
+        bswap: m128i::from(BSWAP32),
+    };
+    // Whole groups of four slots (no bound to check per slot), then the rest padded with
+    // lanes that fail.
+    let (groups, rest) = bufs.as_chunks::<4>();
     let mut ok = 0u64;
-    // A bound the compiler knows (BURST / 4 groups), so that the column stores need no
-    // checks; the burst's own end is the break.
-    for g in 0..BURST / 4 {
-        let i0 = 4 * g;
-        if i0 >= n {
-            break;
+    for (g, four) in groups.iter().enumerate() {
+        ok |= group::<SUM>(&k, first, four.each_ref().map(lane), 4 * g, st);
+    }
+    if !rest.is_empty() {
+        let mut lanes = [(&NONE, 0); 4];
+        for (l, b) in lanes.iter_mut().zip(rest) {
+            *l = lane(b);
         }
-        // Per frame: bytes 0..16 (destination MAC, EtherType, version/IHL), 14..30 (the
-        // header's first four words), the destination word (30..34), the frame length.
-        let (mut a, mut b) = ([splat(0); 4], [splat(0); 4]);
-        let (mut w4, mut len) = ([0u32; 4], [0u32; 4]);
-        for j in 0..4 {
-            let (h, l) = match bufs.get(i0 + j) {
-                Some(Some(x)) if x.contiguous() => {
-                    let d = x.data();
-                    match d.first_chunk::<MIN_FRAME>() {
-                        Some(h) => (h, d.len() as u32),
-                        None => (&NONE, d.len() as u32),
-                    }
-                }
-                _ => (&NONE, 0),
-            };
-            a[j] = row(h, 0);
-            b[j] = row(h, 14);
-            w4[j] = u32::from_le_bytes([h[30], h[31], h[32], h[33]]);
-            len[j] = l;
+        ok |= group::<SUM>(&k, first, lanes, 4 * groups.len(), st);
+    }
+    ok
+}
+
+/// The constants of a burst's checks.
+#[derive(Clone, Copy)]
+struct Consts {
+    /// The receiving port's MAC: bytes 0-3, bytes 4-5.
+    mlo: m128i,
+    mhi: m128i,
+    /// `pshufb` patterns: [`BE16_HI`], [`TO_BE16_HI`], [`BSWAP32`].
+    be16: m128i,
+    to_be16: m128i,
+    bswap: m128i,
+}
+
+/// A slot's header and frame length, or [`NONE`] for a slot that cannot be IPv4-forwarded.
+#[inline(always)]
+fn lane<B: PacketBuf>(b: &Option<B>) -> (&[u8; MIN_FRAME], u32) {
+    match b {
+        Some(x) if x.contiguous() => {
+            let d = x.data();
+            (d.first_chunk().unwrap_or(&NONE), d.len() as u32)
         }
-        let [mac_lo, mac_hi, _, ty] = transpose(a);
-        let [w0, w1, w2, w3] = transpose(b);
-        let (w4, len) = (m128i::from(w4), m128i::from(len));
-        // The same fields and tests as `checks4`. Every value compared is below 2^31, so
-        // the signed compares are the unsigned ones.
-        let total = shuffle_av_i8z_all_m128i(w0, be16);
-        let ff = splat(0xff);
-        let (ttl, s, t) = (and(w2, ff), and(w3, ff), and(w4, ff));
-        let mut good = and(eq(mac_lo, mlo), eq(and(mac_hi, splat(0xffff)), mhi));
-        good = and(good, eq(and(ty, splat(0x00ff_ffff)), splat(0x0045_0008)));
-        good = and(good, gt(total, splat(19)));
-        good = and(good, gt(ttl, splat(1)));
-        good = and(good, and(gt(splat(224), s), gt(splat(224), t)));
-        if SUM {
-            // See `checks4`: s = t - 0xffff * h, one fold, valid when 0xffff.
-            let sum = add(add(add(add(w0, w1), w2), w3), w4);
-            let hi = add(
-                add(
-                    add(shr_imm_u32_m128i::<16>(w0), shr_imm_u32_m128i::<16>(w1)),
-                    add(shr_imm_u32_m128i::<16>(w2), shr_imm_u32_m128i::<16>(w3)),
-                ),
-                shr_imm_u32_m128i::<16>(w4),
-            );
-            let s = add(sub(sum, shl_imm_u32_m128i::<16>(hi)), hi);
-            let c = add(and(s, splat(0xffff)), shr_imm_u32_m128i::<16>(s));
-            good = and(good, eq(c, splat(0xffff)));
-        }
-        let mut bad = gt(add(total, splat(14)), len);
-        bad = or(bad, or(eq(s, splat(127)), eq(t, splat(127))));
-        bad = or(bad, eq(w3, splat(0)));
-        let verdict = bitandnot_m128i(bad, good);
-        ok |= (move_mask_m128(cast_to_m128_from_m128i(verdict)) as u64 & 0xf) << i0;
-        // `ttl_word`, lane-wise: the TTL less one, the checksum plus 0x0100 (RFC 1624).
-        let csum = shuffle_av_i8z_all_m128i(w2, be16);
-        let mut c = add(xor(csum, splat(0xffff)), splat(0xfeff));
-        c = add(and(c, splat(0xffff)), shr_imm_u32_m128i::<16>(c));
-        let c = shuffle_av_i8z_all_m128i(xor(c, splat(0xffff)), to_be16);
-        let w2n = or(or(and(w2, splat(0xff00)), and(sub(w2, splat(1)), ff)), c);
-        let dst = shuffle_av_i8z_all_m128i(w4, bswap);
-        let dst: [u32; 4] = dst.into();
-        st.tot[i0..i0 + 4].copy_from_slice(&<[u32; 4]>::from(total));
-        st.w2n[i0..i0 + 4].copy_from_slice(&<[u32; 4]>::from(w2n));
-        st.dst4[i0..i0 + 4].copy_from_slice(&dst);
-        st.len[i0..i0 + 4].copy_from_slice(&<[u32; 4]>::from(len));
-        // The first-level FIB entries: read now, nothing waits on them here, so the burst's
-        // misses overlap with the rest of the pass.
-        for (e, d) in st.lvl1[i0..i0 + 4].iter_mut().zip(dst) {
-            *e = first[(d >> 8) as usize];
-        }
+        _ => (&NONE, 0),
+    }
+}
+
+/// The checks of four slots (`i0..i0 + 4`): their verdicts as bits `i0..i0 + 4`, their
+/// columns written.
+#[inline(always)]
+fn group<const SUM: bool>(
+    k: &Consts,
+    first: &[u32; 1 << 24],
+    lanes: [(&[u8; MIN_FRAME], u32); 4],
+    i0: usize,
+    st: &mut Stages,
+) -> u64 {
+    let Consts {
+        mlo,
+        mhi,
+        be16,
+        to_be16,
+        bswap,
+    } = *k;
+    // Per frame: bytes 0..16 (destination MAC, EtherType, version/IHL), 14..30 (the
+    // header's first four words), the destination word (30..34), the frame length.
+    let a = lanes.map(|(h, _)| row(h, 0));
+    let b = lanes.map(|(h, _)| row(h, 14));
+    let w4 = lanes.map(|(h, _)| u32::from_le_bytes([h[30], h[31], h[32], h[33]]));
+    let len = lanes.map(|(_, l)| l);
+    let [mac_lo, mac_hi, _, ty] = transpose(a);
+    let [w0, w1, w2, w3] = transpose(b);
+    let (w4, len) = (m128i::from(w4), m128i::from(len));
+    // The same fields and tests as `checks4`. Every value compared is below 2^31, so
+    // the signed compares are the unsigned ones.
+    let total = shuffle_av_i8z_all_m128i(w0, be16);
+    let ff = splat(0xff);
+    let (ttl, s, t) = (and(w2, ff), and(w3, ff), and(w4, ff));
+    let mut good = and(eq(mac_lo, mlo), eq(and(mac_hi, splat(0xffff)), mhi));
+    good = and(good, eq(and(ty, splat(0x00ff_ffff)), splat(0x0045_0008)));
+    good = and(good, gt(total, splat(19)));
+    good = and(good, gt(ttl, splat(1)));
+    good = and(good, and(gt(splat(224), s), gt(splat(224), t)));
+    if SUM {
+        // See `checks4`: s = t - 0xffff * h, one fold, valid when 0xffff.
+        let sum = add(add(add(add(w0, w1), w2), w3), w4);
+        let hi = add(
+            add(
+                add(shr_imm_u32_m128i::<16>(w0), shr_imm_u32_m128i::<16>(w1)),
+                add(shr_imm_u32_m128i::<16>(w2), shr_imm_u32_m128i::<16>(w3)),
+            ),
+            shr_imm_u32_m128i::<16>(w4),
+        );
+        let s = add(sub(sum, shl_imm_u32_m128i::<16>(hi)), hi);
+        let c = add(and(s, splat(0xffff)), shr_imm_u32_m128i::<16>(s));
+        good = and(good, eq(c, splat(0xffff)));
+    }
+    let mut bad = gt(add(total, splat(14)), len);
+    bad = or(bad, or(eq(s, splat(127)), eq(t, splat(127))));
+    bad = or(bad, eq(w3, splat(0)));
+    let verdict = bitandnot_m128i(bad, good);
+    let ok = (move_mask_m128(cast_to_m128_from_m128i(verdict)) as u64 & 0xf) << i0;
+    // `ttl_word`, lane-wise: the TTL less one, the checksum plus 0x0100 (RFC 1624).
+    let csum = shuffle_av_i8z_all_m128i(w2, be16);
+    let mut c = add(xor(csum, splat(0xffff)), splat(0xfeff));
+    c = add(and(c, splat(0xffff)), shr_imm_u32_m128i::<16>(c));
+    let c = shuffle_av_i8z_all_m128i(xor(c, splat(0xffff)), to_be16);
+    let w2n = or(or(and(w2, splat(0xff00)), and(sub(w2, splat(1)), ff)), c);
+    let dst = shuffle_av_i8z_all_m128i(w4, bswap);
+    let dst: [u32; 4] = dst.into();
+    st.tot[i0..i0 + 4].copy_from_slice(&<[u32; 4]>::from(total));
+    st.w2n[i0..i0 + 4].copy_from_slice(&<[u32; 4]>::from(w2n));
+    st.dst4[i0..i0 + 4].copy_from_slice(&dst);
+    st.len[i0..i0 + 4].copy_from_slice(&<[u32; 4]>::from(len));
+    // The first-level FIB entries: read now, nothing waits on them here, so the burst's
+    // misses overlap with the rest of the pass.
+    for (e, d) in st.lvl1[i0..i0 + 4].iter_mut().zip(dst) {
+        *e = first[(d >> 8) as usize];
     }
     ok
 }
