@@ -650,9 +650,14 @@ impl TxBuffer {
 
     /// Queue every packet left in `burst`, in order, and leave the burst empty (a whole
     /// burst forwarded to one port), so that the next `recv` has nothing to look at.
-    /// Returns (queued, dropped by flushes).
+    /// Returns (queued, dropped by flushes). With nothing buffered, a whole burst is sent at
+    /// once, straight from its slots (as `flush` would send it after queueing it: no copy).
     #[inline]
     pub fn push_burst(&mut self, burst: &mut RxBurst) -> (usize, usize) {
+        if self.len == 0 && burst.next == 0 && burst.slots.iter().fold(true, |a, s| a & s.is_some())
+        {
+            return (BURST, self.send_slots(burst));
+        }
         let slots = burst.packets();
         let mut dropped = 0;
         if self.len + slots.len() > TX_BUFFER {
@@ -685,6 +690,37 @@ impl TxBuffer {
         }
         burst.clear();
         (queued, dropped)
+    }
+
+    /// Send a full burst (every slot Some) from its slots, as `flush` sends: what the queue
+    /// did not take is freed. Returns that count. The burst is left empty.
+    fn send_slots(&mut self, burst: &mut RxBurst) -> usize {
+        let ptrs = burst.slots.as_mut_ptr() as *mut *mut ffi::rte_mbuf;
+        let mut sent = 0usize;
+        for _ in 0..4 {
+            // SAFETY: slots[sent..BURST] are Some, that is non-null pointers to owned mbufs
+            // (Option<Mbuf> is a nullable mbuf pointer: asserted beside RxBurst); tx_burst
+            // takes ownership of those it sends.
+            let n = unsafe {
+                ffi::ferry_tx_burst(self.port, self.queue, ptrs.add(sent), (BURST - sent) as u16)
+            };
+            sent += n as usize;
+            if sent == BURST {
+                break;
+            }
+        }
+        let dropped = BURST - sent;
+        if dropped > 0 {
+            // SAFETY: the unsent tail is still ours; free it in bulk.
+            unsafe { ffi::ferry_pktmbuf_free_bulk(ptrs.add(sent), dropped as u32) };
+        }
+        // Every mbuf now belongs to the PMD or was freed: empty the slots without running
+        // Mbuf's drop (a fixed-size store of nulls).
+        for s in &mut burst.slots {
+            std::mem::forget(s.take());
+        }
+        burst.clear();
+        dropped
     }
 
     /// Send everything buffered; what the queue did not take is freed. Returns that count.

@@ -26,6 +26,7 @@ fn env() -> &'static std::sync::Mutex<Env> {
             "256",
             "--no-pci",
             "--vdev=net_ring0",
+            "--vdev=net_ring1",
             "--vdev=net_null0",
             "--log-level=4",
         ])
@@ -133,6 +134,59 @@ fn ring_port_loops_packets_back() {
     assert_eq!(e.pool.available(), before, "no mbuf leaked through rx/tx");
     let s = port.stats();
     assert_eq!((s.opackets, s.ipackets), (40, 40));
+}
+
+/// A whole burst forwarded to one port: with nothing buffered it goes out straight from its
+/// slots, else behind what is buffered; in order either way, and each mbuf owned once (the
+/// pool gets every one back).
+#[test]
+fn a_whole_burst_is_sent_from_its_slots_or_queued() {
+    let e = env().lock().unwrap();
+    let id = dpdk::port_by_name("net_ring1").expect("net_ring1");
+    let _port = Port::start(id, &one_queue(None, false), &e.pool).expect("start net_ring1");
+    let before = e.pool.available();
+    let mut tx = TxBuffer::new(id, 0);
+    let mut send = |tx: &mut TxBuffer, tags: std::ops::Range<u8>| {
+        for i in tags {
+            let mut m = e.pool.alloc().unwrap();
+            assert!(m.append(64));
+            m.data_mut()[0] = i;
+            assert_eq!(tx.push(m), 0);
+        }
+    };
+    let mut burst = RxBurst::default();
+    let mut received = |burst: &mut RxBurst| {
+        assert_eq!(burst.recv(id, 0), dpdk::BURST);
+        burst
+            .packets()
+            .iter()
+            .map(|m| m.as_ref().unwrap().data()[0])
+            .collect::<Vec<u8>>()
+    };
+    // Nothing buffered: sent at once from the slots.
+    send(&mut tx, 0..32);
+    assert_eq!(tx.flush(), 0);
+    assert_eq!(received(&mut burst), (0..32).collect::<Vec<u8>>());
+    assert_eq!(tx.push_burst(&mut burst), (32, 0));
+    assert!(burst.packets().is_empty(), "the burst is left empty");
+    assert_eq!(tx.flush(), 0, "nothing was left buffered");
+    assert_eq!(received(&mut burst), (0..32).collect::<Vec<u8>>());
+    // One packet buffered: the burst queues behind it.
+    send(&mut tx, 100..101);
+    assert_eq!(tx.push_burst(&mut burst), (32, 0));
+    assert_eq!(tx.flush(), 0);
+    let mut want = vec![100];
+    want.extend(0..31);
+    assert_eq!(received(&mut burst), want);
+    let rest = burst.recv(id, 0);
+    assert_eq!(rest, 1);
+    assert_eq!(burst.packets()[0].as_ref().unwrap().data()[0], 31);
+    drop(burst);
+    assert_eq!(
+        e.pool.available(),
+        before,
+        "every mbuf back in the pool, once"
+    );
 }
 
 #[test]
