@@ -316,10 +316,18 @@ impl Lpm4 {
     /// The next hop of the longest prefix matching `addr` (host byte order).
     #[inline]
     pub fn lookup(&self, addr: u32) -> Option<NextHop> {
-        let mut e = self.tbl24[(addr >> 8) as usize];
-        if e & EXT != 0 {
-            e = self.tbl8_entry(e, addr);
-        }
+        self.lookup_from(self.tbl24[(addr >> 8) as usize], addr)
+    }
+
+    /// [`Self::lookup`], given the address's first-level entry `e`
+    /// (`first_level()[addr >> 8]`, read earlier).
+    #[inline]
+    pub fn lookup_from(&self, e: u32, addr: u32) -> Option<NextHop> {
+        let e = if e & EXT != 0 {
+            self.tbl8_entry(e, addr)
+        } else {
+            e
+        };
         decode(e)
     }
 
@@ -686,6 +694,14 @@ mod tests {
                 "addr {}",
                 Ipv4Addr::from(p)
             );
+        }
+        // From the first-level entry, and from it alone when it holds a route.
+        for &p in probes {
+            let e = lpm.first_level()[(p >> 8) as usize];
+            prop_assert_eq!(lpm.lookup_from(e, p), lpm.lookup(p));
+            if let Some(h) = Lpm4::first_level_hop(e) {
+                prop_assert_eq!(Some(h), lpm.lookup(p));
+            }
         }
         // Bulk equals single lookups, and only touches min(len) outputs.
         let sentinel = Some(MAX_NEXT_HOP ^ 1);
