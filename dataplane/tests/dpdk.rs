@@ -146,7 +146,7 @@ fn a_whole_burst_is_sent_from_its_slots_or_queued() {
     let _port = Port::start(id, &one_queue(None, false), &e.pool).expect("start net_ring1");
     let before = e.pool.available();
     let mut tx = TxBuffer::new(id, 0);
-    let mut send = |tx: &mut TxBuffer, tags: std::ops::Range<u8>| {
+    let send = |tx: &mut TxBuffer, tags: std::ops::Range<u8>| {
         for i in tags {
             let mut m = e.pool.alloc().unwrap();
             assert!(m.append(64));
@@ -155,7 +155,7 @@ fn a_whole_burst_is_sent_from_its_slots_or_queued() {
         }
     };
     let mut burst = RxBurst::default();
-    let mut received = |burst: &mut RxBurst| {
+    let received = |burst: &mut RxBurst| {
         assert_eq!(burst.recv(id, 0), dpdk::BURST);
         burst
             .packets()
