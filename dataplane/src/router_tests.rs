@@ -2437,6 +2437,62 @@ fn fast_path_hashes_fragments_on_addresses_like_process() {
 }
 
 #[test]
+fn fast_path_leaves_a_one_port_ipv6_burst_in_its_slots() {
+    // A full IPv6 burst to one direct next hop, every frame different (source, hop limit,
+    // UDP or TCP): rewritten in its slots (Done::AllTo), each frame as `process` makes it
+    // alone. With one frame padded (not filling its frame: the burst is not "one hop and
+    // fitting"), packet by packet, the same bytes, the padding cut.
+    let mut fx = Fx::new();
+    fx.t.index_fast();
+    let frames: Vec<Vec<u8>> = (0..crate::dpdk::BURST)
+        .map(|i| {
+            let src = v6(&format!("fd10:1::{:x}", 2 + i));
+            let l4 = if i % 3 == 0 {
+                tcp_syn(1234, 80)
+            } else {
+                udp(1234, 53, &data(18 + i))
+            };
+            let next = if i % 3 == 0 { 6 } else { 17 };
+            eth(
+                M0,
+                H1_MAC,
+                ET_IPV6,
+                &ipv6_pkt(src, v6("fd20::5"), next, 2 + 7 * i as u8, &l4),
+            )
+        })
+        .collect();
+    let want: Vec<(u16, Vec<u8>)> = frames
+        .iter()
+        .map(|f| {
+            let (Action::Tx(p), out) = fx.run(0, f) else {
+                panic!("fd20::5 must be forwarded")
+            };
+            (p, out)
+        })
+        .collect();
+    let p0 = want[0].0;
+    assert!(want.iter().all(|(p, _)| *p == p0), "one port");
+    let mut st = crate::fastpath::Stages::default();
+    let mut bufs: Vec<Option<TestBuf>> = frames.iter().map(|f| Some(TestBuf::new(f))).collect();
+    let done = crate::fastpath::burst(&fx.t, fx.t.ports.first(), &mut bufs, &mut st, |_, _| {
+        panic!("nothing is emitted one by one")
+    });
+    assert_eq!(done, crate::fastpath::Done::AllTo(p0));
+    for (b, (_, w)) in bufs.iter().zip(&want) {
+        assert_eq!(b.as_ref().expect("left in its slot").data(), &w[..]);
+    }
+    let mut padded = frames.clone();
+    let l5 = padded[5].len();
+    padded[5].resize(l5 + 6, 0);
+    let mut bufs: Vec<Option<TestBuf>> = padded.iter().map(|f| Some(TestBuf::new(f))).collect();
+    let mut got = Vec::new();
+    crate::fastpath::burst_each(&fx.t, fx.t.ports.first(), &mut bufs, &mut st, |o, b| {
+        got.push((o.expect("every frame fast"), b.data().to_vec()))
+    });
+    assert_eq!(got, want);
+}
+
+#[test]
 fn fast_path_leaves_a_one_port_burst_in_its_slots() {
     // A full burst that all leaves by one port stays, rewritten, in its slots (Done::AllTo),
     // with the bytes `process` makes; one packet to another port or one the slow path takes
