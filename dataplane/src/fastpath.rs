@@ -868,10 +868,20 @@ pub fn burst<B: PacketBuf>(
     // above write every lane.)
     st.egress[..n].fill(NO_PORT);
     if v6 == all && n > 0 {
-        // Only IPv6 candidates: the destinations are looked up together (level by level),
-        // then each packet is rewritten,
-        // keeping the last direct next hop as the IPv4 loop does.
-        t.fib6.lookup_bulk(&st.dst6[..n], &mut st.hop6[..n]);
+        // Only IPv6 candidates: the destinations are looked up (together, level by level, if
+        // not at once), then each packet is rewritten, keeping the last direct next hop as
+        // the IPv4 loop does.
+        // If every destination shares with the first the bits that decided its lookup, it
+        // is every destination's answer: one lookup for the burst (the usual burst, to one
+        // subnet), else each in full.
+        let d0 = st.dst6[0];
+        let differ = st.dst6[..n].iter().fold(0u128, |a, &d| a | (d ^ d0));
+        let (h0, decided) = t.fib6.lookup_decided(d0);
+        if decided <= differ.leading_zeros() {
+            st.hop6[..n].fill(h0);
+        } else {
+            t.fib6.lookup_bulk(&st.dst6[..n], &mut st.hop6[..n]);
+        }
         // The common burst, as for IPv4: one direct next hop for all, every datagram within
         // its MTU and filling its frame, checked lane-wise; then two stores and a decrement
         // a packet, with the hop in registers.

@@ -497,6 +497,14 @@ impl Lpm6 {
     /// The next hop of the longest prefix matching `addr` (`u128::from_be_bytes(octets)`).
     #[inline]
     pub fn lookup(&self, addr: u128) -> Option<NextHop> {
+        self.lookup_decided(addr).0
+    }
+
+    /// [`Self::lookup`], and how many leading bits of `addr` decided it (the root's and
+    /// those of each group walked): every address that shares those bits with `addr` reads
+    /// the same entries, so it has the same answer.
+    #[inline]
+    pub fn lookup_decided(&self, addr: u128) -> (Option<NextHop>, u32) {
         let mut e = self.root[(addr >> (128 - V6_ROOT_BITS)) as usize];
         let mut shift = 128 - V6_ROOT_BITS;
         // `shift >= 8` always holds for an EXT entry of a well-formed table; the bound keeps
@@ -505,7 +513,7 @@ impl Lpm6 {
             shift -= GROUP_BITS;
             e = self.group_entry(e, addr, shift);
         }
-        decode(e)
+        (decode(e), 128 - shift)
     }
 
     #[inline(always)]
@@ -729,6 +737,44 @@ mod tests {
                 "addr {}",
                 Ipv6Addr::from(p)
             );
+        }
+        // The bits that decided an answer decide it for every address that shares them:
+        // each probe against the others (and their neighbours on the last decided bit).
+        for &p in probes {
+            let (hop, bits) = lpm.lookup_decided(p);
+            prop_assert_eq!(hop, lpm.lookup(p));
+            prop_assert!((24..=128).contains(&bits));
+            for &q in probes {
+                let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
+                let q = (p & mask) | (q & !mask);
+                prop_assert_eq!(
+                    lpm.lookup(q),
+                    hop,
+                    "{} shares {} bits with {}",
+                    Ipv6Addr::from(q),
+                    bits,
+                    Ipv6Addr::from(p)
+                );
+            }
+        }
+        // The bits that decided an answer decide it for every address that shares them:
+        // each probe against the others (and their neighbours on the last decided bit).
+        for &p in probes {
+            let (hop, bits) = lpm.lookup_decided(p);
+            prop_assert_eq!(hop, lpm.lookup(p));
+            prop_assert!((24..=128).contains(&bits));
+            for &q in probes {
+                let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
+                let q = (p & mask) | (q & !mask);
+                prop_assert_eq!(
+                    lpm.lookup(q),
+                    hop,
+                    "{} shares {} bits with {}",
+                    Ipv6Addr::from(q),
+                    bits,
+                    Ipv6Addr::from(p)
+                );
+            }
         }
         let sentinel = Some(MAX_NEXT_HOP ^ 1);
         let mut out = vec![sentinel; probes.len() + 3];
