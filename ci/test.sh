@@ -17,6 +17,8 @@ cargo test --workspace
 
 echo "== the fast path's portable checks (built for plain x86-64, without the SSE rows path)"
 CARGO_TARGET_DIR=target/x86-64 RUSTFLAGS="-C target-cpu=x86-64" \
+    cargo clippy -p ferry-dataplane --all-targets -- -D warnings
+CARGO_TARGET_DIR=target/x86-64 RUSTFLAGS="-C target-cpu=x86-64" \
     cargo test -p ferry-dataplane --lib -- fastpath router
 
 echo "== snapshot hand-over under valgrind memcheck (use-after-free, double free)"

@@ -67,6 +67,10 @@ fn transpose(r: [m128i; 4]) -> [m128i; 4] {
     ]
 }
 
+// The burst is whole groups of four lanes (the column stores of the last group stay in
+// bounds).
+const _: () = assert!(BURST.is_multiple_of(4));
+
 /// The gather and the checks of a burst in one pass: bit `i` set if slot `i` (of the first
 /// `min(len, BURST)`) may take the fast path, with `st.tot`, `st.w2n`, `st.dst4` and
 /// `st.len` and `st.lvl1` filled as `gather4` + `checks4::<true>` fill them.
