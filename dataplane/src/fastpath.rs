@@ -7,9 +7,10 @@
 //! vector per field; elsewhere, the fields are gathered into arrays, a column each, that the
 //! compiler vectorises. The checks (MAC, EtherType and version, lengths, TTL, martians, the
 //! header checksum) run lane by lane without branches and compute the rewritten TTL/checksum
-//! word at the same time. The destinations are looked up (for an all-IPv4 burst, whose
-//! gather read each first-level FIB entry, first by comparing those entries; together, [`Lpm6::lookup_bulk`](crate::lpm::Lpm6::lookup_bulk) and
-//! [`Lpm4::lookup_bulk`](crate::lpm::Lpm4::lookup_bulk), otherwise), and each packet is
+//! word at the same time. The destinations are looked up (IPv4 from the first-level FIB
+//! entry the gather read, which for a burst that all reads one route entry is the whole
+//! lookup; IPv6 at once for a burst that shares the bits that decide its first lookup, else
+//! together with [`Lpm6::lookup_bulk`](crate::lpm::Lpm6::lookup_bulk)), and each packet is
 //! rewritten in place from the flattened next hop ([`FastHop`]): two MACs and one 32-bit
 //! word; a run of packets with the same direct next hop reads its entry once. A burst that
 //! all leaves by one port stays in its slots for the worker to queue at once.
@@ -232,10 +233,16 @@ impl Egress4 {
         let Some(h) = b.data_mut().get_mut(..26) else {
             return false;
         };
-        h[..8].copy_from_slice(&self.l2_lo.to_le_bytes());
-        h[8..12].copy_from_slice(&self.l2_hi.to_le_bytes());
+        self.write_l2(h);
         h[22..26].copy_from_slice(&w2.to_le_bytes());
         true
+    }
+
+    /// Both MACs, the frame's first 12 bytes (`h` holds at least those).
+    #[inline(always)]
+    fn write_l2(&self, h: &mut [u8]) {
+        h[..8].copy_from_slice(&self.l2_lo.to_le_bytes());
+        h[8..12].copy_from_slice(&self.l2_hi.to_le_bytes());
     }
 
     /// The IPv6 rewrite (both MACs, the hop limit less one; the checks refused a hop limit
@@ -245,8 +252,7 @@ impl Egress4 {
         let Some(h) = b.data_mut().get_mut(..22) else {
             return false;
         };
-        h[..8].copy_from_slice(&self.l2_lo.to_le_bytes());
-        h[8..12].copy_from_slice(&self.l2_hi.to_le_bytes());
+        self.write_l2(h);
         h[21] = h[21].wrapping_sub(1);
         true
     }
@@ -532,11 +538,10 @@ pub struct Stages {
     /// From the checks: IPv4 total length, and the rewritten bytes 22..26 ([`ttl_word`]).
     tot: [u32; BURST],
     w2n: [u32; BURST],
-    /// IPv4 destinations (host order), their first-level FIB entries
-    /// ([`Lpm4::first_level`](crate::lpm::Lpm4::first_level)) and next hops, a slot each.
+    /// IPv4 destinations (host order) and their first-level FIB entries
+    /// ([`Lpm4::first_level`](crate::lpm::Lpm4::first_level)), a slot each.
     dst4: [u32; BURST],
     lvl1: [u32; BURST],
-    hop4: [Option<NextHop>; BURST],
     /// IPv6 destinations, payload lengths, frame lengths and next hops, a slot each
     /// (meaningful for the candidates only).
     dst6: [u128; BURST],
@@ -563,7 +568,6 @@ impl Default for Stages {
             w2n: [0; BURST],
             dst4: [0; BURST],
             lvl1: [0; BURST],
-            hop4: [None; BURST],
             dst6: [0; BURST],
             plen6: [0; BURST],
             len6: [0; BURST],
@@ -730,7 +734,8 @@ fn mask_of(ok: &[u8; BURST]) -> u64 {
 }
 
 /// The IPv4 gather and checks of a burst (see [`checks4`]): bit `i` set if slot `i` may
-/// take the fast path; `st.tot`, `st.w2n`, `st.dst4` and `st.len` filled for those slots.
+/// take the fast path; `st.tot`, `st.w2n`, `st.dst4`, `st.lvl1` and `st.len` filled for
+/// those slots.
 /// With the portable checks, a burst the NIC vouched for skips the checksum (~10% of the
 /// path's cycles); the SSE rows verify it always, which costs them less than reading the
 /// flags.
@@ -807,14 +812,14 @@ pub fn burst<B: PacketBuf>(
         //
         // The common burst goes to one direct next hop: its destinations all read one
         // first-level FIB entry, a route (the gather read each slot's entry, and the reads
-        // are independent, so they overlap). If every datagram also fits the hop's MTU and fills
-        // its frame (no padding to cut), checked lane-wise, the rewrite is three stores a
-        // packet with the next hop in registers.
+        // are independent, so they overlap). If every datagram also fits the hop's MTU and
+        // fills its frame (no padding to cut), checked lane-wise, the rewrite is three stores
+        // a packet with the next hop in registers.
         //
-        // Otherwise, packet by packet, each looked up from its first-level entry. Consecutive packets mostly
-        // share a next hop, so the last direct next hop is kept: the packet after it costs a
-        // compare, not a table load and its checks. (On-link and ECMP hops depend on the
-        // packet: not kept.)
+        // Otherwise, packet by packet, each looked up from its first-level entry. Consecutive
+        // packets mostly share a next hop, so the last direct next hop is kept: the packet
+        // after it costs a compare, not a table load and its checks. (On-link and ECMP hops
+        // depend on the packet: not kept.)
         // Every column cut to the burst's length, so that indexing them by slot is provably
         // in bounds (no check per packet).
         let (dst4, tot, len, w2n) = (&st.dst4[..n], &st.tot[..n], &st.len[..n], &st.w2n[..n]);
@@ -877,16 +882,16 @@ pub fn burst<B: PacketBuf>(
         let d0 = st.dst6[0];
         let differ = st.dst6[..n].iter().fold(0u128, |a, &d| a | (d ^ d0));
         let (h0, decided) = t.fib6.lookup_decided(d0);
-        if decided <= differ.leading_zeros() {
+        let one = if decided <= differ.leading_zeros() {
             st.hop6[..n].fill(h0);
+            true
         } else {
             t.fib6.lookup_bulk(&st.dst6[..n], &mut st.hop6[..n]);
-        }
+            st.hop6[..n].iter().fold(true, |a, &h| a & (h == h0))
+        };
         // The common burst, as for IPv4: one direct next hop for all, every datagram within
         // its MTU and filling its frame, checked lane-wise; then two stores and a decrement
         // a packet, with the hop in registers.
-        let h0 = st.hop6[0];
-        let one = st.hop6[..n].iter().fold(true, |a, &h| a & (h == h0));
         if let Some(f) = h0
             .and_then(|h| t.fast.get(h as usize))
             .filter(|f| one && f.kind == FastKind::Direct)
@@ -931,10 +936,6 @@ pub fn burst<B: PacketBuf>(
         }
         return hand_over(bufs, st, emit);
     }
-    if v4 != 0 {
-        // Every slot is looked up (a declined one's answer is not used): no compaction.
-        t.fib4.lookup_bulk(&st.dst4[..n], &mut st.hop4[..n]);
-    }
     if v6 != 0 {
         t.fib6.lookup_bulk(&st.dst6[..n], &mut st.hop6[..n]);
     }
@@ -942,7 +943,9 @@ pub fn burst<B: PacketBuf>(
     for (i, slot) in bufs.iter_mut().enumerate() {
         let Some(b) = slot else { continue };
         st.egress[i] = if v4 & (1 << i) != 0 {
-            forward4(t, st.hop4[i], st.tot[i], st.len[i], st.w2n[i], b)
+            // From the first-level entry the gather read.
+            let hop = t.fib4.lookup_from(st.lvl1[i], st.dst4[i]);
+            forward4(t, hop, st.tot[i], st.len[i], st.w2n[i], b)
         } else if v6 & (1 << i) != 0 {
             forward6(t, st.hop6[i], b).unwrap_or(NO_PORT)
         } else {
@@ -1104,6 +1107,22 @@ mod tests {
     /// kind: 0 an empty slot, 2 cut to `length`, 3 padded to it, >= 4 a second byte changed).
     type Mut = (usize, u8, usize, u8, bool, usize, u8);
 
+    /// Bursts of 1 to [`BURST`] mutations.
+    fn mutations() -> impl Strategy<Value = Vec<Mut>> {
+        proptest::collection::vec(
+            (
+                0usize..34,
+                any::<u8>(),
+                0usize..34,
+                any::<u8>(),
+                any::<bool>(),
+                0usize..70,
+                0u8..8,
+            ),
+            1..=BURST,
+        )
+    }
+
     /// Frames from good ones, one per mutation; `nic` 1: a NIC that flags the frames whose
     /// checksum it found good; 2: one that flags every frame good (wrongly, for a bad one).
     fn mutated_bufs(mac: [u8; 6], muts: &[Mut], nic: u8) -> Vec<Option<TestBuf>> {
@@ -1247,10 +1266,7 @@ mod tests {
         /// burst hold the previous burst's values and must not count).
         #[test]
         fn burst_checks_match_check4(
-            muts in proptest::collection::vec(
-                (0usize..34, any::<u8>(), 0usize..34, any::<u8>(), any::<bool>(), 0usize..70, 0u8..8),
-                1..=BURST,
-            ),
+            muts in mutations(),
             nic in 0u8..3,
         ) {
             let mac = [2, 0xfe, 0, 0, 1, 1];
@@ -1289,16 +1305,13 @@ mod tests {
         }
 
         /// The SSE version (four frames' rows transposed in registers) gives the portable
-        /// version's verdicts (with the checksum verified), lane for lane, and the same total length, rewritten
-        /// TTL/checksum word, destination and frame length for every lane that passes; the
-        /// same over a previous burst's leftovers.
+        /// version's verdicts (with the checksum verified), lane for lane, and the same total
+        /// length, rewritten TTL/checksum word, destination, first-level FIB entry and frame
+        /// length for every lane that passes; the same over a previous burst's leftovers.
         #[cfg(all(target_arch = "x86_64", target_feature = "ssse3"))]
         #[test]
         fn rows4_matches_the_portable_checks(
-            muts in proptest::collection::vec(
-                (0usize..34, any::<u8>(), 0usize..34, any::<u8>(), any::<bool>(), 0usize..70, 0u8..8),
-                1..=BURST,
-            ),
+            muts in mutations(),
             nic in 0u8..3,
             ttl in 0u8..=255,
         ) {

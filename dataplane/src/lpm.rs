@@ -299,7 +299,8 @@ impl Lpm4 {
     }
 
     /// The first-level entries, indexed by the address's top 24 bits: what `lookup(addr)`
-    /// reads first, to prefetch ahead of a burst (most lookups end there).
+    /// reads first (most lookups end there), for a burst to read ahead of its lookups
+    /// ([`Self::lookup_from`]).
     #[inline]
     pub fn first_level(&self) -> &[u32; 1 << TBL24_BITS] {
         &self.tbl24
@@ -354,12 +355,7 @@ impl Lpm4 {
                 *e = self.tbl24[(x >> 8) as usize];
             }
             for ((o, &e), &x) in o.iter_mut().zip(&e).zip(a) {
-                let e = if e & EXT != 0 {
-                    self.tbl8_entry(e, x)
-                } else {
-                    e
-                };
-                *o = decode(e);
+                *o = self.lookup_from(e, x);
             }
         }
         for (o, &x) in o_chunks
