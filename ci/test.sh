@@ -42,11 +42,11 @@ luac5.3 -p perf/pktgen-dpdk/ferry.lua
 ./perf/bench --runs 1 --secs 2 --sizes 64 --no-veth --json "$(mktemp /tmp/ferry-bench-smoke.XXXXXX.json)"
 # Two queues per port: ferryd with two workers, testpmd and l3fwd with two lcores, the
 # generator on two queues (all on CPU 1 on a 2-CPU machine: multi-queue works, not scaling).
-./perf/bench --runs 1 --secs 2 --sizes 64 --no-veth --no-capacity --queues 2 \
+./perf/bench --runs 1 --secs 2 --sizes 64 --no-veth --no-capacity --no-shared --queues 2 \
   --json "$(mktemp /tmp/ferry-bench-smoke-q2.XXXXXX.json)"
 # RFC 2544 search over memif (up to 9 one-second trials per device; 1% loss, since this
 # machine's stalls decide the exact answer): each figure must be a trial within the loss.
-./perf/bench --runs 1 --secs 1 --sizes 64 --no-veth --no-capacity --search 0.01 \
+./perf/bench --runs 1 --secs 1 --sizes 64 --no-veth --no-capacity --no-shared --search 0.01 \
   --json "$(mktemp /tmp/ferry-bench-smoke-search.XXXXXX.json)"
 
 echo "== namespace tests (release ferryd)"
