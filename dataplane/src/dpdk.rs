@@ -505,8 +505,12 @@ impl PacketBuf for Mbuf {
 ///
 /// The slots are `Option<Mbuf>`, which has the layout of a nullable `rte_mbuf` pointer, so the
 /// PMD writes straight into them and the packet code takes packets out of them in place.
+/// Only `slots[..len]` are the burst's (each an owned mbuf or `None`); what the slots beyond
+/// hold is stale (mbufs moved out of them as raw pointers, and never nulled: that was a
+/// `memset` a burst) and is never read. So the array has no drop glue (`ManuallyDrop`):
+/// `Drop` frees what `slots[..len]` still owns.
 pub struct RxBurst {
-    slots: [Option<Mbuf>; BURST],
+    slots: std::mem::ManuallyDrop<[Option<Mbuf>; BURST]>,
     len: usize,
     next: usize,
 }
@@ -520,7 +524,7 @@ const _: () = assert!(
 impl Default for RxBurst {
     fn default() -> Self {
         RxBurst {
-            slots: std::array::from_fn(|_| None),
+            slots: std::mem::ManuallyDrop::new(std::array::from_fn(|_| None)),
             len: 0,
             next: 0,
         }
@@ -533,8 +537,10 @@ impl RxBurst {
     pub fn recv(&mut self, port: u16, queue: u16) -> usize {
         self.free_rest();
         // SAFETY: Option<Mbuf> is a nullable pointer to an owned mbuf (repr(transparent) over
-        // NonNull, asserted above) and every slot is None (null) after free_rest; rx_burst
-        // writes at most BURST non-null owned mbuf pointers, so slots[..n] become Some.
+        // NonNull, asserted above); after free_rest no slot owns anything (len is 0, and the
+        // array has no drop glue, so overwriting a stale pointer leaks and frees nothing);
+        // rx_burst writes at most BURST non-null owned mbuf pointers, so slots[..n] become
+        // Some, owned by the burst.
         let n = unsafe {
             ffi::ferry_rx_burst(
                 port,
@@ -555,10 +561,10 @@ impl RxBurst {
         &mut self.slots[next..len]
     }
 
-    /// Forget the burst once every slot is empty (None): the next `recv` has nothing to free.
+    /// Forget the burst once its mbufs were taken or moved out of the slots (what the slots
+    /// still hold is stale from now on): the next `recv` has nothing to free.
     #[inline]
     fn clear(&mut self) {
-        debug_assert!(self.slots.iter().all(Option::is_none));
         self.len = 0;
         self.next = 0;
     }
@@ -571,16 +577,13 @@ impl RxBurst {
             .fold(false, |a, s| a | s.is_some())
         {
             // SAFETY: slots[..len] are nullable pointers to owned mbufs (None is NULL, which
-            // rte_pktmbuf_free_bulk skips); each is freed once and the slots are then reset to
-            // None without running Mbuf's drop.
+            // rte_pktmbuf_free_bulk skips); each is freed once, and then forgotten with the
+            // burst below (len 0: the stale pointers are never read, and never dropped).
             unsafe {
                 ffi::ferry_pktmbuf_free_bulk(
                     self.slots.as_mut_ptr() as *mut *mut ffi::rte_mbuf,
                     self.len as u32,
                 );
-            }
-            for s in &mut self.slots[..self.len] {
-                std::mem::forget(s.take());
             }
         }
         self.len = 0;
@@ -636,6 +639,12 @@ impl TxBuffer {
         self.port
     }
 
+    /// Nothing buffered.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
     /// Queue a packet; flushes when full. Returns the number of packets dropped by a flush.
     #[inline]
     pub fn push(&mut self, m: Mbuf) -> usize {
@@ -654,7 +663,10 @@ impl TxBuffer {
     /// once, straight from its slots (as `flush` would send it after queueing it: no copy).
     #[inline]
     pub fn push_burst(&mut self, burst: &mut RxBurst) -> (usize, usize) {
-        if self.len == 0 && burst.next == 0 && burst.slots.iter().fold(true, |a, s| a & s.is_some())
+        if self.len == 0
+            && burst.len == BURST
+            && burst.next == 0
+            && burst.slots.iter().fold(true, |a, s| a & s.is_some())
         {
             return (BURST, self.send_slots(burst));
         }
@@ -669,15 +681,14 @@ impl TxBuffer {
         if n <= TX_BUFFER - self.len && full {
             // SAFETY: every slot is Some, that is a non-null pointer to an owned mbuf (the
             // layout is asserted beside RxBurst); copying the pointers moves ownership into
-            // ptrs[len..len + n], which has room, and the slots are then overwritten with
-            // None (null) without running Mbuf's drop, so each mbuf has one owner.
+            // ptrs[len..len + n], which has room; `burst.clear()` below then forgets the
+            // slots (stale from now on, never read or dropped), so each mbuf has one owner.
             unsafe {
                 std::ptr::copy_nonoverlapping(
                     slots.as_ptr() as *const *mut ffi::rte_mbuf,
                     self.ptrs.as_mut_ptr().add(self.len),
                     n,
                 );
-                std::ptr::write_bytes(slots.as_mut_ptr(), 0, n);
             }
             self.len += n;
             burst.clear();
@@ -714,11 +725,7 @@ impl TxBuffer {
             // SAFETY: the unsent tail is still ours; free it in bulk.
             unsafe { ffi::ferry_pktmbuf_free_bulk(ptrs.add(sent), dropped as u32) };
         }
-        // Every mbuf now belongs to the PMD or was freed: empty the slots without running
-        // Mbuf's drop (a fixed-size store of nulls).
-        for s in &mut burst.slots {
-            std::mem::forget(s.take());
-        }
+        // Every mbuf now belongs to the PMD or was freed: forget the slots (no store).
         burst.clear();
         dropped
     }

@@ -30,7 +30,7 @@ use crate::router::flow_hash;
 use crate::tables::{FastHop, FastKind, Hop, PortTable, Tables};
 use crate::wire::l4;
 
-#[cfg(all(target_arch = "x86_64", target_feature = "ssse3"))]
+#[cfg(all(target_arch = "x86_64", target_feature = "sse4.1"))]
 mod rows4;
 
 /// Ethernet + IPv4 header without options.
@@ -338,7 +338,7 @@ fn resolve4(t: &Tables, hop: NextHop, d: &[u8]) -> Option<FastHop> {
 /// `checksum::update16` makes, without reading the old word. Lane-wise arithmetic only.
 // The portable version; on x86-64 the worker runs `rows4` (tests run both).
 #[cfg_attr(
-    all(target_arch = "x86_64", target_feature = "ssse3", not(test)),
+    all(target_arch = "x86_64", target_feature = "sse4.1", not(test)),
     allow(dead_code)
 )]
 #[inline(always)]
@@ -512,17 +512,17 @@ pub struct Stages {
     /// Destination MAC bytes 0-3 and 4-5 (little-endian), bytes 12-15 (EtherType and
     /// version/IHL, and the TOS the checks mask off) (the portable checks only).
     #[cfg_attr(
-        all(target_arch = "x86_64", target_feature = "ssse3", not(test)),
+        all(target_arch = "x86_64", target_feature = "sse4.1", not(test)),
         allow(dead_code)
     )]
     mac_lo: [u32; BURST],
     #[cfg_attr(
-        all(target_arch = "x86_64", target_feature = "ssse3", not(test)),
+        all(target_arch = "x86_64", target_feature = "sse4.1", not(test)),
         allow(dead_code)
     )]
     mac_hi: [u32; BURST],
     #[cfg_attr(
-        all(target_arch = "x86_64", target_feature = "ssse3", not(test)),
+        all(target_arch = "x86_64", target_feature = "sse4.1", not(test)),
         allow(dead_code)
     )]
     ty: [u32; BURST],
@@ -531,7 +531,7 @@ pub struct Stages {
     /// The five 32-bit words of the IPv4 header (little-endian loads of bytes 14..34) (the
     /// portable checks only).
     #[cfg_attr(
-        all(target_arch = "x86_64", target_feature = "ssse3", not(test)),
+        all(target_arch = "x86_64", target_feature = "sse4.1", not(test)),
         allow(dead_code)
     )]
     w: [[u32; BURST]; 5],
@@ -591,13 +591,52 @@ pub enum Done {
     AllTo(u16),
 }
 
+/// What the IPv4 checks found of a burst, besides the columns they fill.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Found4 {
+    /// The slots that may take the fast path, a bit each.
+    ok: u64,
+    /// Over the slots in `ok` (0 if none), the largest of: the total length, or [`PADDED`]
+    /// plus it if the datagram does not fill its frame (Ethernet padding to cut). So the
+    /// burst fits an MTU with no padding to cut exactly when `span <= mtu`.
+    span: u32,
+}
+
+/// Set in [`Found4::span`] by a datagram shorter than its frame (above any total length).
+const PADDED: u32 = 1 << 16;
+
+impl Found4 {
+    /// From the verdicts and the filled columns of the first `n` slots: how the portable
+    /// path finds `span` (the SSE rows find it in a register as they go; a property test
+    /// holds the two together).
+    #[cfg_attr(
+        all(target_arch = "x86_64", target_feature = "sse4.1", not(test)),
+        allow(dead_code)
+    )]
+    fn of(ok: u64, st: &Stages, n: usize) -> Found4 {
+        let span = (0..n.min(BURST))
+            .filter(|&i| ok & (1 << i) != 0)
+            .map(|i| {
+                st.tot[i]
+                    | if st.len[i] == st.tot[i] + 14 {
+                        0
+                    } else {
+                        PADDED
+                    }
+            })
+            .max()
+            .unwrap_or(0);
+        Found4 { ok, span }
+    }
+}
+
 /// Gather the IPv4 check fields of every slot into `st` (a column per field). A slot that
 /// cannot be IPv4-forwarded (empty, chained, too short) gets an EtherType that fails.
 /// With `NIC`, returns true if the NIC vouched for the IPv4 header checksum of every buffer
 /// (see [`PacketBuf::ip_cksum_good`]); without, reads no flag and returns false.
 // The portable version; on x86-64 the worker runs `rows4` (tests run both).
 #[cfg_attr(
-    all(target_arch = "x86_64", target_feature = "ssse3", not(test)),
+    all(target_arch = "x86_64", target_feature = "sse4.1", not(test)),
     allow(dead_code)
 )]
 #[inline(always)]
@@ -658,7 +697,7 @@ fn gather4<const NIC: bool, B: PacketBuf>(
 /// `SUM`: verify the header checksum; false when the NIC has (every buffer flagged good).
 // The portable version; on x86-64 the worker runs `rows4` (tests run both).
 #[cfg_attr(
-    all(target_arch = "x86_64", target_feature = "ssse3", not(test)),
+    all(target_arch = "x86_64", target_feature = "sse4.1", not(test)),
     allow(dead_code)
 )]
 #[inline(always)]
@@ -715,7 +754,7 @@ fn checks4<const SUM: bool>(p: &RxPort, st: &mut Stages, n: usize) -> u64 {
 /// Lane by lane it was a hundred shifts and ors a burst.
 // The portable version; on x86-64 the worker runs `rows4` (tests run both).
 #[cfg_attr(
-    all(target_arch = "x86_64", target_feature = "ssse3", not(test)),
+    all(target_arch = "x86_64", target_feature = "sse4.1", not(test)),
     allow(dead_code)
 )]
 #[inline(always)]
@@ -733,9 +772,9 @@ fn mask_of(ok: &[u8; BURST]) -> u64 {
     })
 }
 
-/// The IPv4 gather and checks of a burst (see [`checks4`]): bit `i` set if slot `i` may
-/// take the fast path; `st.tot`, `st.w2n`, `st.dst4`, `st.lvl1` and `st.len` filled for
-/// those slots.
+/// The IPv4 gather and checks of a burst (see [`checks4`]): the slots that may take the
+/// fast path and what the one-hop rewrite needs to know of them ([`Found4`]); `st.tot`,
+/// `st.w2n`, `st.dst4`, `st.lvl1` and `st.len` filled for those slots.
 /// With the portable checks, a burst the NIC vouched for skips the checksum (~10% of the
 /// path's cycles); the SSE rows verify it always, which costs them less than reading the
 /// flags.
@@ -745,13 +784,13 @@ fn ipv4_checks<B: PacketBuf>(
     p: &RxPort,
     bufs: &[Option<B>],
     st: &mut Stages,
-) -> u64 {
-    #[cfg(all(target_arch = "x86_64", target_feature = "ssse3"))]
+) -> Found4 {
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse4.1"))]
     {
         let first = fib.first_level();
         rows4::gather_checks(first, p, bufs, st)
     }
-    #[cfg(not(all(target_arch = "x86_64", target_feature = "ssse3")))]
+    #[cfg(not(all(target_arch = "x86_64", target_feature = "sse4.1")))]
     {
         let n = bufs.len().min(BURST);
         let vouched = if st.nic_cksum {
@@ -759,11 +798,12 @@ fn ipv4_checks<B: PacketBuf>(
         } else {
             gather4::<false, B>(fib, bufs, st)
         };
-        if vouched {
+        let ok = if vouched {
             checks4::<false>(p, st, n)
         } else {
             checks4::<true>(p, st, n)
-        }
+        };
+        Found4::of(ok, st, n)
     }
 }
 
@@ -789,6 +829,7 @@ pub fn burst<B: PacketBuf>(
     let all = if n == 64 { u64::MAX } else { (1u64 << n) - 1 };
     // Slots that are IPv4 / IPv6 candidates, a bit each.
     let (mut v4, mut v6) = (0u64, 0u64);
+    let mut found = Found4 { ok: 0, span: 0 };
     if let Some(p) = port.filter(|p| p.vlan.is_none()).map(RxPort::new) {
         // A burst that starts with IPv6 is checked for IPv6 first, so that a burst of IPv6
         // does not pay for the IPv4 columns.
@@ -800,7 +841,8 @@ pub fn burst<B: PacketBuf>(
             v6 = scan6(&p, bufs, st, 0);
         }
         if v6 != all {
-            v4 = ipv4_checks(&t.fib4, &p, bufs, st) & all & !v6;
+            found = ipv4_checks(&t.fib4, &p, bufs, st);
+            v4 = found.ok & all & !v6;
             if !lead6 && v4 != all {
                 v6 = scan6(&p, bufs, st, v4);
             }
@@ -813,8 +855,8 @@ pub fn burst<B: PacketBuf>(
         // The common burst goes to one direct next hop: its destinations all read one
         // first-level FIB entry, a route (the gather read each slot's entry, and the reads
         // are independent, so they overlap). If every datagram also fits the hop's MTU and
-        // fills its frame (no padding to cut), checked lane-wise, the rewrite is three stores
-        // a packet with the next hop in registers.
+        // fills its frame (no padding to cut: the checks found both), the rewrite is three
+        // stores a packet with the next hop in registers, and the burst stays in its slots.
         //
         // Otherwise, packet by packet, each looked up from its first-level entry. Consecutive
         // packets mostly share a next hop, so the last direct next hop is kept: the packet
@@ -833,21 +875,14 @@ pub fn burst<B: PacketBuf>(
             .filter(|f| f.kind == FastKind::Direct)
         {
             let e = Egress4::of(f);
-            let mtu = u32::from(e.mtu);
-            let fit = tot
-                .iter()
-                .zip(len)
-                .fold(true, |a, (&t, &l)| a & (t <= mtu) & (l == t + 14));
-            if fit {
-                // Every lane to the port, but for a buffer the rewrite refuses (none, as the
-                // checks passed it; a branch never taken, not a store a packet).
-                egress.fill(e.port);
-                for ((b, out), &w2) in bufs.iter_mut().zip(egress.iter_mut()).zip(w2n) {
+            if found.span <= u32::from(e.mtu) {
+                for (i, (b, &w2)) in bufs.iter_mut().zip(w2n).enumerate() {
                     if !b.as_mut().is_some_and(|b| e.rewrite4(w2, b)) {
-                        *out = NO_PORT;
+                        let again = |j: usize, b: &mut B| e.rewrite4(w2n[j], b);
+                        return one_hop_refused(i, e.port, bufs, egress, again, emit);
                     }
                 }
-                return hand_over(bufs, st, emit);
+                return Done::AllTo(e.port);
             }
         }
         let mut kept = Egress4::NONE;
@@ -866,7 +901,7 @@ pub fn burst<B: PacketBuf>(
                 out
             };
         }
-        return hand_over(bufs, st, emit);
+        return hand_over(bufs, egress, emit);
     }
     // Every lane starts "not forwarded"; the loops below write the egress of what they
     // forward, and nothing else (no bit mask kept per packet alongside). (The all-IPv4 loops
@@ -903,14 +938,13 @@ pub fn burst<B: PacketBuf>(
                 a & (p + 40 <= mtu) & (l == p + MIN_FRAME6 as u32)
             });
             if fit {
-                let egress = &mut st.egress[..n];
-                egress.fill(e.port);
-                for (b, out) in bufs.iter_mut().zip(egress.iter_mut()) {
+                for (i, b) in bufs.iter_mut().enumerate() {
                     if !b.as_mut().is_some_and(|b| e.rewrite6(b)) {
-                        *out = NO_PORT;
+                        let again = |_: usize, b: &mut B| e.rewrite6(b);
+                        return one_hop_refused(i, e.port, bufs, &mut st.egress, again, emit);
                     }
                 }
-                return hand_over(bufs, st, emit);
+                return Done::AllTo(e.port);
             }
         }
         let (mut last, mut lf) = (NO_HOP, FastHop::default());
@@ -934,7 +968,7 @@ pub fn burst<B: PacketBuf>(
                 st.egress[i] = out;
             }
         }
-        return hand_over(bufs, st, emit);
+        return hand_over(bufs, &st.egress, emit);
     }
     if v6 != 0 {
         t.fib6.lookup_bulk(&st.dst6[..n], &mut st.hop6[..n]);
@@ -952,7 +986,7 @@ pub fn burst<B: PacketBuf>(
             NO_PORT
         };
     }
-    hand_over(bufs, st, emit)
+    hand_over(bufs, &st.egress, emit)
 }
 
 /// The egress lane of a slot the fast path did not forward.
@@ -961,10 +995,36 @@ const NO_PORT: u16 = u16::MAX;
 /// The port every one of the first `n` slots was forwarded to, if they all were and to one
 /// port: lane-wise, after the loop (vector compares, not a test per packet in the loop).
 #[inline(always)]
-fn all_to(st: &Stages, n: usize) -> Option<u16> {
-    let e0 = st.egress[0];
-    let one = st.egress[..n].iter().fold(true, |a, &e| a & (e == e0));
-    (n > 0 && one && e0 != NO_PORT).then_some(e0)
+fn all_to(egress: &[u16], n: usize) -> Option<u16> {
+    let egress = &egress[..n.min(egress.len())];
+    let e0 = *egress.first()?;
+    let one = egress.iter().fold(true, |a, &e| a & (e == e0));
+    (one && e0 != NO_PORT).then_some(e0)
+}
+
+/// A one-hop burst whose rewrite refused slot `from` (never, once the checks passed the
+/// slot: a guard, not a path): the slots before it were rewritten for `port`, it goes to
+/// the slow path untouched, and each later one is rewritten (`rewrite(slot, buf)`) or not;
+/// then they are handed over lane by lane.
+#[cold]
+#[inline(never)]
+fn one_hop_refused<B: PacketBuf>(
+    from: usize,
+    port: u16,
+    bufs: &mut [Option<B>],
+    egress: &mut [u16],
+    mut rewrite: impl FnMut(usize, &mut B) -> bool,
+    emit: impl FnMut(Option<u16>, B),
+) -> Done {
+    let n = bufs.len().min(egress.len());
+    for (j, (b, out)) in bufs.iter_mut().zip(egress.iter_mut()).enumerate() {
+        *out = match j {
+            _ if j < from => port,
+            _ if j > from && b.as_mut().is_some_and(|b| rewrite(j, b)) => port,
+            _ => NO_PORT,
+        };
+    }
+    hand_over(&mut bufs[..n], egress, emit)
 }
 
 /// The IPv6 checks over the slots not in `skip`: the candidates, a bit each, with their
@@ -994,13 +1054,13 @@ fn scan6<B: PacketBuf>(p: &RxPort, bufs: &[Option<B>], st: &mut Stages, skip: u6
 #[inline(always)]
 fn hand_over<B: PacketBuf>(
     bufs: &mut [Option<B>],
-    st: &Stages,
+    egress: &[u16],
     mut emit: impl FnMut(Option<u16>, B),
 ) -> Done {
-    if let Some(p) = all_to(st, bufs.len()) {
+    if let Some(p) = all_to(egress, bufs.len()) {
         return Done::AllTo(p);
     }
-    for (slot, &e) in bufs.iter_mut().zip(st.egress.iter()) {
+    for (slot, &e) in bufs.iter_mut().zip(egress.iter()) {
         if let Some(b) = slot.take() {
             emit((e != NO_PORT).then_some(e), b);
         }
@@ -1307,8 +1367,9 @@ mod tests {
         /// The SSE version (four frames' rows transposed in registers) gives the portable
         /// version's verdicts (with the checksum verified), lane for lane, and the same total
         /// length, rewritten TTL/checksum word, destination, first-level FIB entry and frame
-        /// length for every lane that passes; the same over a previous burst's leftovers.
-        #[cfg(all(target_arch = "x86_64", target_feature = "ssse3"))]
+        /// length for every lane that passes; the same over a previous burst's leftovers;
+        /// and it finds what `Found4::of` finds from those (padding, the largest length).
+        #[cfg(all(target_arch = "x86_64", target_feature = "sse4.1"))]
         #[test]
         fn rows4_matches_the_portable_checks(
             muts in mutations(),
@@ -1334,7 +1395,7 @@ mod tests {
                 prop_assert!(!gather4::<false, _>(&fib, &bufs, &mut a));
                 let want = checks4::<true>(&p, &mut a, n) & all;
                 let got = rows4::gather_checks(fib.first_level(), &p, &bufs, &mut b);
-                prop_assert_eq!(got, want);
+                prop_assert_eq!(got, Found4::of(want, &a, n));
                 for i in (0..n).filter(|&i| want & (1 << i) != 0) {
                     prop_assert_eq!(b.tot[i], a.tot[i]);
                     prop_assert_eq!(b.w2n[i], a.w2n[i]);

@@ -2188,7 +2188,7 @@ fn fast_path_takes_the_nics_checksum_verdict_for_a_whole_burst_only() {
     // buffer unflagged, the burst is summed in software and the bad one goes to the slow path
     // (which drops it). The SSE rows (x86-64) always sum, cheaper than reading the flags: the
     // bad one goes to the slow path either way.
-    let rows = cfg!(all(target_arch = "x86_64", target_feature = "ssse3"));
+    let rows = cfg!(all(target_arch = "x86_64", target_feature = "sse4.1"));
     let mut fx = Fx::with_default_routes();
     fx.t.index_fast();
     let u = udp(1234, 53, &data(18));

@@ -66,6 +66,9 @@ struct Out<'a> {
     dropped: u64,
     kernel_queued: u64,
     kernel_dropped: u64,
+    /// A buffer may hold packets: set by every queueing but a whole burst sent at once, so
+    /// that `flush` looks at the buffers only then (the usual burst leaves them empty).
+    pending: bool,
 }
 
 impl Out<'_> {
@@ -76,6 +79,7 @@ impl Out<'_> {
             Some(t) => {
                 self.dropped += t.push(m) as u64;
                 self.queued += 1;
+                self.pending = true;
             }
             None => self.c.drop(DropReason::NoRoute),
         }
@@ -89,6 +93,7 @@ impl Out<'_> {
                 let (queued, dropped) = t.push_burst(burst);
                 self.queued += queued as u64;
                 self.dropped += dropped as u64;
+                self.pending |= !t.is_empty();
             }
             None => {
                 for m in burst.packets().iter_mut().filter_map(Option::take) {
@@ -107,6 +112,7 @@ impl Out<'_> {
                 Some(Some(t)) => {
                     self.kernel_dropped += t.push(m) as u64;
                     self.kernel_queued += 1;
+                    self.pending = true;
                 }
                 _ => self.c.drop(DropReason::LocalNoKernel),
             },
@@ -116,6 +122,7 @@ impl Out<'_> {
                 };
                 let pool = self.pool;
                 let (mut dropped, mut queued) = (0, 0);
+                self.pending = true;
                 let r = router::fragment_ipv4(
                     m.data(),
                     mtu,
@@ -138,8 +145,23 @@ impl Out<'_> {
         }
     }
 
-    /// Send the solicitations the router asked for and report learned neighbours.
+    /// Send the solicitations the router asked for and report learned neighbours (rarely
+    /// any: the test stays in the loop, the work out of it).
+    #[inline(always)]
     fn side_effects(
+        &mut self,
+        scratch: &mut Scratch,
+        tables: &Tables,
+        pool: &Mempool,
+        learned: &mut rtrb::Producer<Learned>,
+    ) {
+        if !scratch.solicit.is_empty() || !scratch.learned.is_empty() {
+            self.solicit_and_report(scratch, tables, pool, learned);
+        }
+    }
+
+    #[inline(never)]
+    fn solicit_and_report(
         &mut self,
         scratch: &mut Scratch,
         tables: &Tables,
@@ -155,6 +177,7 @@ impl Out<'_> {
                 if let Some(t) = self.tx.get_mut(port as usize) {
                     self.dropped += t.push(m) as u64;
                     self.queued += 1;
+                    self.pending = true;
                     self.c.solicits.add(1);
                 }
             }
@@ -169,11 +192,14 @@ impl Out<'_> {
 
     /// Flush every buffer; account sent and dropped packets.
     fn flush(&mut self) {
-        for t in self.tx.iter_mut() {
-            self.dropped += t.flush() as u64;
-        }
-        for t in self.kernel_tx.iter_mut().flatten() {
-            self.kernel_dropped += t.flush() as u64;
+        if self.pending {
+            for t in self.tx.iter_mut() {
+                self.dropped += t.flush() as u64;
+            }
+            for t in self.kernel_tx.iter_mut().flatten() {
+                self.kernel_dropped += t.flush() as u64;
+            }
+            self.pending = false;
         }
         self.c.tx.add(self.queued.saturating_sub(self.dropped));
         self.c
@@ -220,6 +246,7 @@ impl Worker {
             dropped: 0,
             kernel_queued: 0,
             kernel_dropped: 0,
+            pending: false,
         };
         let mut retry: Vec<(Mbuf, u16, u64)> = Vec::with_capacity(HOLD);
         let mut stages = fastpath::Stages::default();

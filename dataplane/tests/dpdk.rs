@@ -204,6 +204,20 @@ fn a_whole_burst_is_sent_from_its_slots_or_queued() {
         drained += n;
     }
     assert_eq!(drained, 1023);
+    // A short burst after full ones: the slots beyond it still hold the sent bursts' stale
+    // pointers, which must be neither sent nor freed.
+    send(&mut tx, 7..10);
+    assert_eq!(tx.flush(), 0);
+    assert_eq!(burst.recv(id, 0), 3);
+    assert_eq!(tx.push_burst(&mut burst), (3, 0));
+    assert_eq!(tx.flush(), 0);
+    assert_eq!(burst.recv(id, 0), 3);
+    let tags: Vec<u8> = burst
+        .packets()
+        .iter()
+        .map(|m| m.as_ref().unwrap().data()[0])
+        .collect();
+    assert_eq!(tags, vec![7, 8, 9]);
     drop(burst);
     assert_eq!(
         e.pool.available(),

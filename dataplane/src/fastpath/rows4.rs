@@ -1,5 +1,5 @@
-//! The IPv4 gather and checks of a burst, four frames at a time in SSE registers (SSSE3,
-//! within the build's x86-64-v2 baseline; see `.cargo/config.toml`).
+//! The IPv4 gather and checks of a burst, four frames at a time in SSE registers (SSSE3 and
+//! SSE4.1, within the build's x86-64-v2 baseline; see `.cargo/config.toml`).
 //!
 //! The portable version (`gather4` then `checks4`) copies each header field of each frame
 //! into a column in memory, eight loads and eight stores a frame, and the checks then
@@ -7,21 +7,24 @@
 //! header is loaded as two 16-byte rows, and four frames' rows are transposed in registers
 //! into one vector per field: the checks run on them directly, and only what the rewrite
 //! needs is stored (total length, the rewritten TTL/checksum word, destination, frame
-//! length). The verdicts and those columns are the portable version's, lane for lane (a
-//! property test holds them together).
+//! length). What the one-hop rewrite asks of the whole burst (every datagram filling its
+//! frame, the largest total length: [`Found4::span`]) is kept in a register across the
+//! groups, where the portable version folds the columns again. The verdicts, those columns
+//! and the span are the portable version's (a property test holds them together).
 //!
 //! Safe code: `safe_arch` wraps the intrinsics, which it compiles only when the build
 //! enables the feature (this module is compiled under the same condition).
 
-use super::{RxPort, Stages, MIN_FRAME};
+use super::{Found4, RxPort, Stages, MIN_FRAME, PADDED};
 use crate::buf::PacketBuf;
 use crate::dpdk::BURST;
 use safe_arch::{
     add_i32_m128i as add, bitand_m128i as and, bitandnot_m128i, bitor_m128i as or,
     bitxor_m128i as xor, cast_to_m128_from_m128i, cmp_eq_mask_i32_m128i as eq,
-    cmp_gt_mask_i32_m128i as gt, load_unaligned_m128i, m128i, move_mask_m128, set_splat_i32_m128i,
-    shl_imm_u32_m128i, shr_imm_u32_m128i, shuffle_av_i8z_all_m128i, sub_i32_m128i as sub,
-    unpack_high_i32_m128i, unpack_high_i64_m128i, unpack_low_i32_m128i, unpack_low_i64_m128i,
+    cmp_gt_mask_i32_m128i as gt, load_unaligned_m128i, m128i, max_u32_m128i, move_mask_m128,
+    set_splat_i32_m128i, shl_imm_u32_m128i, shr_imm_u32_m128i, shuffle_av_i8z_all_m128i,
+    sub_i32_m128i as sub, unpack_high_i32_m128i, unpack_high_i64_m128i, unpack_low_i32_m128i,
+    unpack_low_i64_m128i,
 };
 
 /// A lane's 32 bits, everywhere.
@@ -71,9 +74,10 @@ fn transpose(r: [m128i; 4]) -> [m128i; 4] {
 // bounds).
 const _: () = assert!(BURST.is_multiple_of(4));
 
-/// The gather and the checks of a burst in one pass: bit `i` set if slot `i` (of the first
-/// `min(len, BURST)`) may take the fast path, with `st.tot`, `st.w2n`, `st.dst4` and
-/// `st.len` and `st.lvl1` filled as `gather4` + `checks4::<true>` fill them.
+/// The gather and the checks of a burst in one pass: bit `i` of `ok` set if slot `i` (of
+/// the first `min(len, BURST)`) may take the fast path, with `st.tot`, `st.w2n`,
+/// `st.dst4`, `st.len` and `st.lvl1` filled as `gather4` + `checks4::<true>` fill them, and
+/// the rest of [`Found4`] as [`Found4::of`] finds it.
 ///
 /// The header checksum is always verified here, whatever a NIC said of it: in these
 /// registers the sum costs ~5 instructions a packet, less than reading each mbuf's flags to
@@ -84,7 +88,7 @@ pub(super) fn gather_checks<B: PacketBuf>(
     p: &RxPort,
     bufs: &[Option<B>],
     st: &mut Stages,
-) -> u64 {
+) -> Found4 {
     let bufs = &bufs[..bufs.len().min(BURST)];
     let k = Consts {
         mlo: splat(p.mac as u32),
@@ -97,17 +101,22 @@ pub(super) fn gather_checks<B: PacketBuf>(
     // lanes that fail.
     let (groups, rest) = bufs.as_chunks::<4>();
     let mut ok = 0u64;
+    let mut span = splat(0);
     for (g, four) in groups.iter().enumerate() {
-        ok |= group(&k, first, four.each_ref().map(lane), 4 * g, st);
+        ok |= group(&k, first, four.each_ref().map(lane), 4 * g, st, &mut span);
     }
     if !rest.is_empty() {
         let mut lanes = [(&NONE, 0); 4];
         for (l, b) in lanes.iter_mut().zip(rest) {
             *l = lane(b);
         }
-        ok |= group(&k, first, lanes, 4 * groups.len(), st);
+        ok |= group(&k, first, lanes, 4 * groups.len(), st, &mut span);
     }
-    ok
+    let span: [u32; 4] = span.into();
+    Found4 {
+        ok,
+        span: span.into_iter().max().unwrap_or(0),
+    }
 }
 
 /// The constants of a burst's checks.
@@ -143,6 +152,7 @@ fn group(
     lanes: [(&[u8; MIN_FRAME], u32); 4],
     i0: usize,
     st: &mut Stages,
+    span: &mut m128i,
 ) -> u64 {
     let Consts {
         mlo,
@@ -184,11 +194,16 @@ fn group(
         let c = add(and(s, splat(0xffff)), shr_imm_u32_m128i::<16>(s));
         good = and(good, eq(c, splat(0xffff)));
     }
-    let mut bad = gt(add(total, splat(14)), len);
+    let end = add(total, splat(14));
+    let mut bad = gt(end, len);
     bad = or(bad, or(eq(s, splat(127)), eq(t, splat(127))));
     bad = or(bad, eq(w3, splat(0)));
     let verdict = bitandnot_m128i(bad, good);
     let ok = (move_mask_m128(cast_to_m128_from_m128i(verdict)) as u64 & 0xf) << i0;
+    // [`Found4::span`], lane-wise: the total length, with bit 16 set if the datagram does
+    // not fill its frame (one register across the groups; two spilled).
+    let padded = bitandnot_m128i(eq(end, len), splat(PADDED));
+    *span = max_u32_m128i(*span, and(or(total, padded), verdict));
     // `ttl_word`, lane-wise: the TTL less one, the checksum plus 0x0100 (RFC 1624).
     let csum = shuffle_av_i8z_all_m128i(w2, be16);
     let mut c = add(xor(csum, splat(0xffff)), splat(0xfeff));
