@@ -591,43 +591,93 @@ pub enum Done {
     AllTo(u16),
 }
 
-/// What the IPv4 checks found of a burst, besides the columns they fill.
+/// What the IPv4 checks found, and did, besides the columns they fill.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Found4 {
     /// The slots that may take the fast path, a bit each.
     ok: u64,
-    /// Over the slots in `ok` (0 if none), the largest of: the total length, or [`PADDED`]
-    /// plus it if the datagram does not fill its frame (Ethernet padding to cut). So the
-    /// burst fits an MTU with no padding to cut exactly when `span <= mtu`.
-    span: u32,
+    /// Of those, the ones already rewritten for the predicted next hop ([`Predict4`]).
+    done: u64,
 }
 
-/// Set in [`Found4::span`] by a datagram shorter than its frame (above any total length).
-const PADDED: u32 = 1 << 16;
+/// The next hop a burst is predicted to take: the direct one that its first slot's
+/// destination reads in the first level of the FIB. A slot whose checks pass, whose
+/// destination reads the same entry (so the lookup ends there, at this hop), that fits the
+/// hop's MTU and fills its frame (no padding to cut) is rewritten for it as soon as it is
+/// checked: in the usual burst, every slot, and the burst needs no other pass. A wrong or
+/// missing prediction costs a compare per slot; the rest of the burst takes the other paths.
+#[derive(Clone, Copy)]
+struct Predict4 {
+    /// The first-level entry (a route, not a pointer to a second level).
+    entry: u32,
+    /// The hop; with no prediction, an MTU of 0, which no datagram fits.
+    e: Egress4,
+}
 
-impl Found4 {
-    /// From the verdicts and the filled columns of the first `n` slots: how the portable
-    /// path finds `span` (the SSE rows find it in a register as they go; a property test
-    /// holds the two together).
+impl Predict4 {
+    const NONE: Predict4 = Predict4 {
+        entry: 0,
+        e: Egress4::NONE,
+    };
+
+    /// From the first slot: its destination (bytes 30..34, whatever the frame is; the
+    /// checks decide the rest) and the entry that decides it, if that is a direct hop.
+    #[inline]
+    fn of<B: PacketBuf>(t: &Tables, bufs: &[Option<B>]) -> Predict4 {
+        let d = match bufs.first() {
+            Some(Some(b)) => b.data(),
+            _ => return Predict4::NONE,
+        };
+        let Some(&[a, b, c, _]) = d.get(30..34).and_then(|x| <&[u8; 4]>::try_from(x).ok()) else {
+            return Predict4::NONE;
+        };
+        let entry = t.fib4.first_level()[u32::from_be_bytes([0, a, b, c]) as usize];
+        match crate::lpm::Lpm4::first_level_hop(entry)
+            .and_then(|h| t.fast.get(h as usize))
+            .filter(|f| f.kind == FastKind::Direct)
+        {
+            Some(f) => Predict4 {
+                entry,
+                e: Egress4::of(f),
+            },
+            None => Predict4::NONE,
+        }
+    }
+
+    /// Whether a slot whose checks passed takes this hop now (see above), from its
+    /// first-level entry, total length and frame length.
     #[cfg_attr(
         all(target_arch = "x86_64", target_feature = "sse4.1", not(test)),
         allow(dead_code)
     )]
-    fn of(ok: u64, st: &Stages, n: usize) -> Found4 {
-        let span = (0..n.min(BURST))
-            .filter(|&i| ok & (1 << i) != 0)
-            .map(|i| {
-                st.tot[i]
-                    | if st.len[i] == st.tot[i] + 14 {
-                        0
-                    } else {
-                        PADDED
-                    }
-            })
-            .max()
-            .unwrap_or(0);
-        Found4 { ok, span }
+    #[inline(always)]
+    fn takes(&self, lvl1: u32, total: u32, len: u32) -> bool {
+        (lvl1 == self.entry) & (total <= u32::from(self.e.mtu)) & (len == total + 14)
     }
+}
+
+/// The portable path's rewrite of the slots in `ok` that take the predicted hop (the SSE
+/// rows rewrite them as they check them): their bits, as [`Found4::done`].
+#[cfg_attr(
+    all(target_arch = "x86_64", target_feature = "sse4.1", not(test)),
+    allow(dead_code)
+)]
+fn rewrite_predicted<B: PacketBuf>(
+    pre: &Predict4,
+    ok: u64,
+    bufs: &mut [Option<B>],
+    st: &Stages,
+) -> u64 {
+    let mut done = 0;
+    for (i, b) in bufs.iter_mut().enumerate().take(BURST) {
+        if ok & (1 << i) != 0
+            && pre.takes(st.lvl1[i], st.tot[i], st.len[i])
+            && b.as_mut().is_some_and(|b| pre.e.rewrite4(st.w2n[i], b))
+        {
+            done |= 1 << i;
+        }
+    }
+    done
 }
 
 /// Gather the IPv4 check fields of every slot into `st` (a column per field). A slot that
@@ -772,9 +822,10 @@ fn mask_of(ok: &[u8; BURST]) -> u64 {
     })
 }
 
-/// The IPv4 gather and checks of a burst (see [`checks4`]): the slots that may take the
-/// fast path and what the one-hop rewrite needs to know of them ([`Found4`]); `st.tot`,
-/// `st.w2n`, `st.dst4`, `st.lvl1` and `st.len` filled for those slots.
+/// The IPv4 gather and checks of a burst (see [`checks4`]), and the rewrite of the slots
+/// that take the predicted next hop: which slots may take the fast path, and which of them
+/// are done ([`Found4`]); `st.tot`, `st.w2n`, `st.dst4`, `st.lvl1` and `st.len` filled for
+/// those that may.
 /// With the portable checks, a burst the NIC vouched for skips the checksum (~10% of the
 /// path's cycles); the SSE rows verify it always, which costs them less than reading the
 /// flags.
@@ -782,13 +833,14 @@ fn mask_of(ok: &[u8; BURST]) -> u64 {
 fn ipv4_checks<B: PacketBuf>(
     fib: &crate::lpm::Lpm4,
     p: &RxPort,
-    bufs: &[Option<B>],
+    pre: &Predict4,
+    bufs: &mut [Option<B>],
     st: &mut Stages,
 ) -> Found4 {
     #[cfg(all(target_arch = "x86_64", target_feature = "sse4.1"))]
     {
         let first = fib.first_level();
-        rows4::gather_checks(first, p, bufs, st)
+        rows4::gather_checks(first, p, pre, bufs, st)
     }
     #[cfg(not(all(target_arch = "x86_64", target_feature = "sse4.1")))]
     {
@@ -803,7 +855,8 @@ fn ipv4_checks<B: PacketBuf>(
         } else {
             checks4::<true>(p, st, n)
         };
-        Found4::of(ok, st, n)
+        let done = rewrite_predicted(pre, ok, &mut bufs[..n], st);
+        Found4 { ok, done }
     }
 }
 
@@ -829,7 +882,8 @@ pub fn burst<B: PacketBuf>(
     let all = if n == 64 { u64::MAX } else { (1u64 << n) - 1 };
     // Slots that are IPv4 / IPv6 candidates, a bit each.
     let (mut v4, mut v6) = (0u64, 0u64);
-    let mut found = Found4 { ok: 0, span: 0 };
+    let mut found = Found4 { ok: 0, done: 0 };
+    let mut pre = Predict4::NONE;
     if let Some(p) = port.filter(|p| p.vlan.is_none()).map(RxPort::new) {
         // A burst that starts with IPv6 is checked for IPv6 first, so that a burst of IPv6
         // does not pay for the IPv4 columns.
@@ -841,7 +895,10 @@ pub fn burst<B: PacketBuf>(
             v6 = scan6(&p, bufs, st, 0);
         }
         if v6 != all {
-            found = ipv4_checks(&t.fib4, &p, bufs, st);
+            if !lead6 {
+                pre = Predict4::of(t, bufs);
+            }
+            found = ipv4_checks(&t.fib4, &p, &pre, bufs, st);
             v4 = found.ok & all & !v6;
             if !lead6 && v4 != all {
                 v6 = scan6(&p, bufs, st, v4);
@@ -849,42 +906,21 @@ pub fn burst<B: PacketBuf>(
         }
     }
     if v4 == all && n > 0 {
-        // Only IPv4 candidates (the usual burst): look up, rewrite in place, and if they all
-        // leave by one port, leave them in their slots for the caller to queue at once.
-        //
-        // The common burst goes to one direct next hop: its destinations all read one
-        // first-level FIB entry, a route (the gather read each slot's entry, and the reads
-        // are independent, so they overlap). If every datagram also fits the hop's MTU and
-        // fills its frame (no padding to cut: the checks found both), the rewrite is three
-        // stores a packet with the next hop in registers, and the burst stays in its slots.
-        //
-        // Otherwise, packet by packet, each looked up from its first-level entry. Consecutive
-        // packets mostly share a next hop, so the last direct next hop is kept: the packet
-        // after it costs a compare, not a table load and its checks. (On-link and ECMP hops
-        // depend on the packet: not kept.)
+        // Only IPv4 candidates (the usual burst). The usual burst goes to one direct next
+        // hop, the one predicted from its first packet, and the checks have rewritten every
+        // packet for it: it stays in its slots for the caller to queue at once.
+        if found.done == all {
+            return Done::AllTo(pre.e.port);
+        }
+        // Otherwise, packet by packet (but for those done), each looked up from its
+        // first-level entry. Consecutive packets mostly share a next hop, so the last direct
+        // next hop is kept: the packet after it costs a compare, not a table load and its
+        // checks. (On-link and ECMP hops depend on the packet: not kept.)
         // Every column cut to the burst's length, so that indexing them by slot is provably
         // in bounds (no check per packet).
         let (dst4, tot, len, w2n) = (&st.dst4[..n], &st.tot[..n], &st.len[..n], &st.w2n[..n]);
         let (lvl1, egress) = (&st.lvl1[..n], &mut st.egress[..n]);
         let bufs = &mut bufs[..n]; // (already n long; cut again, the compiler sees it)
-        let e0 = lvl1[0];
-        let one = lvl1.iter().fold(true, |a, &e| a & (e == e0));
-        let hop = crate::lpm::Lpm4::first_level_hop(e0).filter(|_| one);
-        if let Some(f) = hop
-            .and_then(|h| t.fast.get(h as usize))
-            .filter(|f| f.kind == FastKind::Direct)
-        {
-            let e = Egress4::of(f);
-            if found.span <= u32::from(e.mtu) {
-                for (i, (b, &w2)) in bufs.iter_mut().zip(w2n).enumerate() {
-                    if !b.as_mut().is_some_and(|b| e.rewrite4(w2, b)) {
-                        let again = |j: usize, b: &mut B| e.rewrite4(w2n[j], b);
-                        return one_hop_refused(i, e.port, bufs, egress, again, emit);
-                    }
-                }
-                return Done::AllTo(e.port);
-            }
-        }
         let mut kept = Egress4::NONE;
         #[allow(clippy::needless_range_loop)]
         for i in 0..n {
@@ -892,6 +928,10 @@ pub fn burst<B: PacketBuf>(
                 egress[i] = NO_PORT;
                 continue;
             };
+            if found.done & (1 << i) != 0 {
+                egress[i] = pre.e.port;
+                continue;
+            }
             let hop = t.fib4.lookup_from(lvl1[i], dst4[i]).unwrap_or(NO_ROUTE);
             egress[i] = if hop == kept.hop {
                 kept.send4(tot[i], len[i], w2n[i], b)
@@ -976,7 +1016,9 @@ pub fn burst<B: PacketBuf>(
     // Mixed or IPv6: the same, per family.
     for (i, slot) in bufs.iter_mut().enumerate() {
         let Some(b) = slot else { continue };
-        st.egress[i] = if v4 & (1 << i) != 0 {
+        st.egress[i] = if found.done & (1 << i) != 0 {
+            pre.e.port
+        } else if v4 & (1 << i) != 0 {
             // From the first-level entry the gather read.
             let hop = t.fib4.lookup_from(st.lvl1[i], st.dst4[i]);
             forward4(t, hop, st.tot[i], st.len[i], st.w2n[i], b)
@@ -1368,13 +1410,17 @@ mod tests {
         /// version's verdicts (with the checksum verified), lane for lane, and the same total
         /// length, rewritten TTL/checksum word, destination, first-level FIB entry and frame
         /// length for every lane that passes; the same over a previous burst's leftovers;
-        /// and it finds what `Found4::of` finds from those (padding, the largest length).
+        /// and it rewrites for a predicted hop (the first frame's entry, or none) exactly the
+        /// frames the portable version rewrites, byte for byte: those that read its entry,
+        /// fit its MTU (around the good frames' 46 bytes) and fill their frames.
         #[cfg(all(target_arch = "x86_64", target_feature = "sse4.1"))]
         #[test]
         fn rows4_matches_the_portable_checks(
             muts in mutations(),
             nic in 0u8..3,
             ttl in 0u8..=255,
+            mtu in prop::sample::select(vec![0u16, 45, 46, 1500]),
+            predicted in any::<bool>(),
         ) {
             let mac = [2, 0xfe, 0, 0, 1, 1];
             let port = test_port(mac);
@@ -1390,18 +1436,39 @@ mod tests {
             for bufs in [full, mutated_bufs(mac, &muts, nic)] {
                 let n = bufs.len();
                 let all = u64::MAX >> (64 - n);
+                let dst0 = bufs[0].as_ref().and_then(|b| b.data().get(30..34)).map(|d| {
+                    u32::from_be_bytes([d[0], d[1], d[2], d[3]])
+                });
+                let pre = match dst0 {
+                    Some(d) if predicted => Predict4 {
+                        entry: fib.first_level()[(d >> 8) as usize],
+                        e: Egress4 {
+                            hop: NO_HOP,
+                            l2_lo: 0x0807_0605_0403_0201,
+                            l2_hi: 0x0c0b_0a09,
+                            port: 7,
+                            mtu,
+                        },
+                    },
+                    _ => Predict4::NONE,
+                };
                 // The rows always sum: whatever the NIC flags say (`nic`), the portable
                 // checks' verdicts when they sum.
-                prop_assert!(!gather4::<false, _>(&fib, &bufs, &mut a));
+                let (mut pa, mut pb) = (bufs.clone(), bufs.clone());
+                prop_assert!(!gather4::<false, _>(&fib, &pa, &mut a));
                 let want = checks4::<true>(&p, &mut a, n) & all;
-                let got = rows4::gather_checks(fib.first_level(), &p, &bufs, &mut b);
-                prop_assert_eq!(got, Found4::of(want, &a, n));
+                let done = rewrite_predicted(&pre, want, &mut pa, &a);
+                let got = rows4::gather_checks(fib.first_level(), &p, &pre, &mut pb, &mut b);
+                prop_assert_eq!(got, Found4 { ok: want, done });
                 for i in (0..n).filter(|&i| want & (1 << i) != 0) {
                     prop_assert_eq!(b.tot[i], a.tot[i]);
                     prop_assert_eq!(b.w2n[i], a.w2n[i]);
                     prop_assert_eq!(b.dst4[i], a.dst4[i]);
                     prop_assert_eq!(b.len[i], a.len[i]);
                     prop_assert_eq!(b.lvl1[i], a.lvl1[i]);
+                }
+                for (x, y) in pa.iter().zip(&pb) {
+                    prop_assert_eq!(x.as_ref().map(|x| x.data()), y.as_ref().map(|y| y.data()));
                 }
             }
         }

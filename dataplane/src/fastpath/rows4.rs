@@ -7,22 +7,23 @@
 //! header is loaded as two 16-byte rows, and four frames' rows are transposed in registers
 //! into one vector per field: the checks run on them directly, and only what the rewrite
 //! needs is stored (total length, the rewritten TTL/checksum word, destination, frame
-//! length). What the one-hop rewrite asks of the whole burst (every datagram filling its
-//! frame, the largest total length: [`Found4::span`]) is kept in a register across the
-//! groups, where the portable version folds the columns again. The verdicts, those columns
-//! and the span are the portable version's (a property test holds them together).
+//! length). A frame that takes the burst's predicted next hop ([`Predict4`]) is rewritten
+//! right there, while its header is at hand: the usual burst needs no second pass over
+//! its frames. The verdicts, those columns and the rewrites are the portable version's (a
+//! property test holds them together).
 //!
 //! Safe code: `safe_arch` wraps the intrinsics, which it compiles only when the build
 //! enables the feature (this module is compiled under the same condition).
 
-use super::{Found4, RxPort, Stages, MIN_FRAME, PADDED};
+use super::{Found4, Predict4, RxPort, Stages, MIN_FRAME};
 use crate::buf::PacketBuf;
 use crate::dpdk::BURST;
 use safe_arch::{
     add_i32_m128i as add, bitand_m128i as and, bitandnot_m128i, bitor_m128i as or,
-    bitxor_m128i as xor, cast_to_m128_from_m128i, cmp_eq_mask_i32_m128i as eq,
-    cmp_gt_mask_i32_m128i as gt, load_unaligned_m128i, m128i, max_u32_m128i, move_mask_m128,
-    set_splat_i32_m128i, shl_imm_u32_m128i, shr_imm_u32_m128i, shuffle_av_i8z_all_m128i,
+    bitxor_m128i as xor, blend_imm_i16_m128i, cast_to_m128_from_m128i, cmp_eq_mask_i32_m128i as eq,
+    cmp_gt_mask_i32_m128i as gt, extract_i32_imm_m128i, load_unaligned_m128i, m128i,
+    move_mask_m128, set_splat_i32_m128i, shl_imm_u32_m128i, shr_imm_u32_m128i,
+    shuffle_ai_f32_all_m128i, shuffle_av_i8z_all_m128i, store_unaligned_m128i,
     sub_i32_m128i as sub, unpack_high_i32_m128i, unpack_high_i64_m128i, unpack_low_i32_m128i,
     unpack_low_i64_m128i,
 };
@@ -44,10 +45,6 @@ const TO_BE16_HI: [u8; 16] = [
 ];
 /// Each lane byte-swapped (a big-endian address to host order).
 const BSWAP32: [u8; 16] = [3, 2, 1, 0, 7, 6, 5, 4, 11, 10, 9, 8, 15, 14, 13, 12];
-
-/// What a lane reads when its slot cannot be IPv4-forwarded (empty, chained, too short):
-/// EtherType 0, which fails.
-static NONE: [u8; MIN_FRAME] = [0; MIN_FRAME];
 
 /// 16 bytes of a header from `at` (a constant: the bound checks fold away).
 #[inline(always)]
@@ -74,10 +71,11 @@ fn transpose(r: [m128i; 4]) -> [m128i; 4] {
 // bounds).
 const _: () = assert!(BURST.is_multiple_of(4));
 
-/// The gather and the checks of a burst in one pass: bit `i` of `ok` set if slot `i` (of
-/// the first `min(len, BURST)`) may take the fast path, with `st.tot`, `st.w2n`,
-/// `st.dst4`, `st.len` and `st.lvl1` filled as `gather4` + `checks4::<true>` fill them, and
-/// the rest of [`Found4`] as [`Found4::of`] finds it.
+/// The gather and the checks of a burst in one pass, and the rewrite of the slots that take
+/// the predicted next hop: bit `i` of `ok` set if slot `i` (of the first
+/// `min(len, BURST)`) may take the fast path, with `st.tot`, `st.w2n`, `st.dst4`, `st.len`
+/// and `st.lvl1` filled as `gather4` + `checks4::<true>` fill them, and bit `i` of `done` if
+/// it was rewritten for `pre`, as `rewrite_predicted` rewrites it.
 ///
 /// The header checksum is always verified here, whatever a NIC said of it: in these
 /// registers the sum costs ~5 instructions a packet, less than reading each mbuf's flags to
@@ -86,37 +84,43 @@ const _: () = assert!(BURST.is_multiple_of(4));
 pub(super) fn gather_checks<B: PacketBuf>(
     first: &[u32; 1 << 24],
     p: &RxPort,
-    bufs: &[Option<B>],
+    pre: &Predict4,
+    bufs: &mut [Option<B>],
     st: &mut Stages,
 ) -> Found4 {
-    let bufs = &bufs[..bufs.len().min(BURST)];
+    let n = bufs.len().min(BURST);
+    let bufs = &mut bufs[..n];
     let k = Consts {
         mlo: splat(p.mac as u32),
         mhi: splat((p.mac >> 32) as u32),
         be16: m128i::from(BE16_HI),
         to_be16: m128i::from(TO_BE16_HI),
         bswap: m128i::from(BSWAP32),
+        entry: splat(pre.entry),
+        mtu1: splat(u32::from(pre.e.mtu) + 1),
+        l2: m128i::from([pre.e.l2_lo, u64::from(pre.e.l2_hi)]),
     };
     // Whole groups of four slots (no bound to check per slot), then the rest padded with
     // lanes that fail.
-    let (groups, rest) = bufs.as_chunks::<4>();
-    let mut ok = 0u64;
-    let mut span = splat(0);
-    for (g, four) in groups.iter().enumerate() {
-        ok |= group(&k, first, four.each_ref().map(lane), 4 * g, st, &mut span);
+    let (groups, rest) = bufs.as_chunks_mut::<4>();
+    let mut found = Found4 { ok: 0, done: 0 };
+    // What the lanes of slots that cannot be IPv4-forwarded read: zeros (EtherType 0, which
+    // fails, so nothing ever writes them).
+    let mut none = [[0u8; MIN_FRAME]; 4];
+    for (g, [b0, b1, b2, b3]) in groups.iter_mut().enumerate() {
+        let [n0, n1, n2, n3] = &mut none;
+        let lanes = [lane(b0, n0), lane(b1, n1), lane(b2, n2), lane(b3, n3)];
+        group(&k, first, lanes, 4 * g, st, &mut found);
     }
     if !rest.is_empty() {
-        let mut lanes = [(&NONE, 0); 4];
-        for (l, b) in lanes.iter_mut().zip(rest) {
-            *l = lane(b);
-        }
-        ok |= group(&k, first, lanes, 4 * groups.len(), st, &mut span);
+        let mut rest = rest.iter_mut();
+        let lanes = none.each_mut().map(|h| match rest.next() {
+            Some(b) => lane(b, h),
+            None => (h, 0),
+        });
+        group(&k, first, lanes, 4 * (n / 4), st, &mut found);
     }
-    let span: [u32; 4] = span.into();
-    Found4 {
-        ok,
-        span: span.into_iter().max().unwrap_or(0),
-    }
+    found
 }
 
 /// The constants of a burst's checks.
@@ -129,44 +133,60 @@ struct Consts {
     be16: m128i,
     to_be16: m128i,
     bswap: m128i,
+    /// The predicted hop: its first-level entry, its MTU plus one, both MACs (bytes 0..12;
+    /// in a vector register, where the rewrite stores them from: in general registers
+    /// they were spilled and reloaded for every frame).
+    entry: m128i,
+    mtu1: m128i,
+    l2: m128i,
 }
 
-/// A slot's header and frame length, or [`NONE`] for a slot that cannot be IPv4-forwarded.
+/// A slot's header (writable) and frame length.
+type Lane<'a> = (&'a mut [u8; MIN_FRAME], u32);
+
+/// The lane of slot `b`: for a slot that cannot be IPv4-forwarded (empty, chained, too
+/// short), the header is `none`, whose zeros fail (the length then does not matter).
 #[inline(always)]
-fn lane<B: PacketBuf>(b: &Option<B>) -> (&[u8; MIN_FRAME], u32) {
-    match b {
-        Some(x) if x.contiguous() => {
-            let d = x.data();
-            (d.first_chunk().unwrap_or(&NONE), d.len() as u32)
+fn lane<'a, B: PacketBuf>(b: &'a mut Option<B>, none: &'a mut [u8; MIN_FRAME]) -> Lane<'a> {
+    match b.as_mut().filter(|x| x.contiguous()) {
+        Some(x) => {
+            let d = x.data_mut();
+            let len = d.len() as u32;
+            (d.first_chunk_mut().unwrap_or(none), len)
         }
-        _ => (&NONE, 0),
+        None => (none, 0),
     }
 }
 
-/// The checks of four slots (`i0..i0 + 4`): their verdicts as bits `i0..i0 + 4`, their
-/// columns written.
+/// The checks of four slots (`i0..i0 + 4`): their verdicts as bits `i0..i0 + 4` of
+/// `found.ok`, their columns written; those that take the predicted hop rewritten, as bits
+/// of `found.done`.
 #[inline(always)]
 fn group(
     k: &Consts,
     first: &[u32; 1 << 24],
-    lanes: [(&[u8; MIN_FRAME], u32); 4],
+    mut lanes: [Lane<'_>; 4],
     i0: usize,
     st: &mut Stages,
-    span: &mut m128i,
-) -> u64 {
+    found: &mut Found4,
+) {
     let Consts {
         mlo,
         mhi,
         be16,
         to_be16,
         bswap,
+        entry,
+        mtu1,
+        l2,
     } = *k;
     // Per frame: bytes 0..16 (destination MAC, EtherType, version/IHL), 14..30 (the
     // header's first four words), the destination word (30..34), the frame length.
-    let a = lanes.map(|(h, _)| row(h, 0));
-    let b = lanes.map(|(h, _)| row(h, 14));
-    let w4 = lanes.map(|(h, _)| u32::from_le_bytes([h[30], h[31], h[32], h[33]]));
-    let len = lanes.map(|(_, l)| l);
+    let heads = lanes.each_ref().map(|(h, _)| &**h);
+    let a = heads.map(|h| row(h, 0));
+    let b = heads.map(|h| row(h, 14));
+    let w4 = heads.map(|h| u32::from_le_bytes([h[30], h[31], h[32], h[33]]));
+    let len = lanes.each_ref().map(|(_, l)| *l);
     let [mac_lo, mac_hi, _, ty] = transpose(a);
     let [w0, w1, w2, w3] = transpose(b);
     let (w4, len) = (m128i::from(w4), m128i::from(len));
@@ -199,11 +219,7 @@ fn group(
     bad = or(bad, or(eq(s, splat(127)), eq(t, splat(127))));
     bad = or(bad, eq(w3, splat(0)));
     let verdict = bitandnot_m128i(bad, good);
-    let ok = (move_mask_m128(cast_to_m128_from_m128i(verdict)) as u64 & 0xf) << i0;
-    // [`Found4::span`], lane-wise: the total length, with bit 16 set if the datagram does
-    // not fill its frame (one register across the groups; two spilled).
-    let padded = bitandnot_m128i(eq(end, len), splat(PADDED));
-    *span = max_u32_m128i(*span, and(or(total, padded), verdict));
+    found.ok |= (move_mask_m128(cast_to_m128_from_m128i(verdict)) as u64 & 0xf) << i0;
     // `ttl_word`, lane-wise: the TTL less one, the checksum plus 0x0100 (RFC 1624).
     let csum = shuffle_av_i8z_all_m128i(w2, be16);
     let mut c = add(xor(csum, splat(0xffff)), splat(0xfeff));
@@ -216,10 +232,45 @@ fn group(
     st.w2n[i0..i0 + 4].copy_from_slice(&<[u32; 4]>::from(w2n));
     st.dst4[i0..i0 + 4].copy_from_slice(&dst);
     st.len[i0..i0 + 4].copy_from_slice(&<[u32; 4]>::from(len));
-    // The first-level FIB entries: read now, nothing waits on them here, so the burst's
-    // misses overlap with the rest of the pass.
-    for (e, d) in st.lvl1[i0..i0 + 4].iter_mut().zip(dst) {
-        *e = first[(d >> 8) as usize];
+    // The first-level FIB entries (in a table that does not fit the cache, the loads'
+    // misses overlap: nothing here waits for one but the compare below).
+    let lvl1 = dst.map(|d| first[(d >> 8) as usize]);
+    st.lvl1[i0..i0 + 4].copy_from_slice(&lvl1);
+    // The lanes that take the predicted hop (`Predict4::takes`): rewritten now, the MACs
+    // from the hop and the TTL/checksum word from `w2n`, while their headers are at hand.
+    let takes = and(
+        and(verdict, eq(m128i::from(lvl1), entry)),
+        and(eq(end, len), gt(mtu1, total)),
+    );
+    let done = move_mask_m128(cast_to_m128_from_m128i(takes)) & 0xf;
+    if done != 0 {
+        let [h0, h1, h2, h3] = &mut lanes;
+        put::<0, 0x00>(done, h0.0, l2, ty, w2n);
+        put::<1, 0x55>(done, h1.0, l2, ty, w2n);
+        put::<2, 0xaa>(done, h2.0, l2, ty, w2n);
+        put::<3, 0xff>(done, h3.0, l2, ty, w2n);
     }
-    ok
+    found.done |= u64::from(done as u32) << i0;
+}
+
+/// The rewrite of lane `J`'s header `h` if its bit is set in `done` (`SPLAT`: `J` in each
+/// of `pshufd`'s four selectors): bytes 0..16 in one store, both MACs from `l2` and the
+/// frame's own EtherType, version and TOS (lane `J` of `ty`), then the TTL/checksum word
+/// (lane `J` of `w2n`).
+#[inline(always)]
+fn put<const J: i32, const SPLAT: i32>(
+    done: i32,
+    h: &mut [u8; MIN_FRAME],
+    l2: m128i,
+    ty: m128i,
+    w2n: m128i,
+) {
+    if done & (1 << J) == 0 {
+        return;
+    }
+    let row = blend_imm_i16_m128i::<0b1100_0000>(l2, shuffle_ai_f32_all_m128i::<SPLAT>(ty));
+    if let Some((head, _)) = h.split_first_chunk_mut::<16>() {
+        store_unaligned_m128i(head, row);
+    }
+    h[22..26].copy_from_slice(&extract_i32_imm_m128i::<J>(w2n).to_le_bytes());
 }
