@@ -825,7 +825,7 @@ fn mask_of(ok: &[u8; BURST]) -> u64 {
 /// The IPv4 gather and checks of a burst (see [`checks4`]), and the rewrite of the slots
 /// that take the predicted next hop: which slots may take the fast path, and which of them
 /// are done ([`Found4`]); `st.tot`, `st.w2n`, `st.dst4`, `st.lvl1` and `st.len` filled for
-/// those that may.
+/// those that may and are not done (the paths after read no other).
 /// With the portable checks, a burst the NIC vouched for skips the checksum (~10% of the
 /// path's cycles); the SSE rows verify it always, which costs them less than reading the
 /// flags.
@@ -1409,7 +1409,8 @@ mod tests {
         /// The SSE version (four frames' rows transposed in registers) gives the portable
         /// version's verdicts (with the checksum verified), lane for lane, and the same total
         /// length, rewritten TTL/checksum word, destination, first-level FIB entry and frame
-        /// length for every lane that passes; the same over a previous burst's leftovers;
+        /// length for every lane that passes and is not done; the same over a previous
+        /// burst's leftovers;
         /// and it rewrites for a predicted hop (the first frame's entry, or none) exactly the
         /// frames the portable version rewrites, byte for byte: those that read its entry,
         /// fit its MTU (around the good frames' 46 bytes) and fill their frames.
@@ -1460,7 +1461,7 @@ mod tests {
                 let done = rewrite_predicted(&pre, want, &mut pa, &a);
                 let got = rows4::gather_checks(fib.first_level(), &p, &pre, &mut pb, &mut b);
                 prop_assert_eq!(got, Found4 { ok: want, done });
-                for i in (0..n).filter(|&i| want & (1 << i) != 0) {
+                for i in (0..n).filter(|&i| want & !done & (1 << i) != 0) {
                     prop_assert_eq!(b.tot[i], a.tot[i]);
                     prop_assert_eq!(b.w2n[i], a.w2n[i]);
                     prop_assert_eq!(b.dst4[i], a.dst4[i]);

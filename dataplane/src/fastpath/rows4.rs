@@ -73,9 +73,10 @@ const _: () = assert!(BURST.is_multiple_of(4));
 
 /// The gather and the checks of a burst in one pass, and the rewrite of the slots that take
 /// the predicted next hop: bit `i` of `ok` set if slot `i` (of the first
-/// `min(len, BURST)`) may take the fast path, with `st.tot`, `st.w2n`, `st.dst4`, `st.len`
-/// and `st.lvl1` filled as `gather4` + `checks4::<true>` fill them, and bit `i` of `done` if
-/// it was rewritten for `pre`, as `rewrite_predicted` rewrites it.
+/// `min(len, BURST)`) may take the fast path, and bit `i` of `done` if it was rewritten for
+/// `pre`, as `rewrite_predicted` rewrites it; `st.tot`, `st.w2n`, `st.dst4`, `st.len` and
+/// `st.lvl1` filled as `gather4` + `checks4::<true>` fill them for the slots that may and
+/// are not done (the columns of a group of four done are not written).
 ///
 /// The header checksum is always verified here, whatever a NIC said of it: in these
 /// registers the sum costs ~5 instructions a packet, less than reading each mbuf's flags to
@@ -228,14 +229,9 @@ fn group(
     let w2n = or(or(and(w2, splat(0xff00)), and(sub(w2, splat(1)), ff)), c);
     let dst = shuffle_av_i8z_all_m128i(w4, bswap);
     let dst: [u32; 4] = dst.into();
-    st.tot[i0..i0 + 4].copy_from_slice(&<[u32; 4]>::from(total));
-    st.w2n[i0..i0 + 4].copy_from_slice(&<[u32; 4]>::from(w2n));
-    st.dst4[i0..i0 + 4].copy_from_slice(&dst);
-    st.len[i0..i0 + 4].copy_from_slice(&<[u32; 4]>::from(len));
     // The first-level FIB entries (in a table that does not fit the cache, the loads'
     // misses overlap: nothing here waits for one but the compare below).
     let lvl1 = dst.map(|d| first[(d >> 8) as usize]);
-    st.lvl1[i0..i0 + 4].copy_from_slice(&lvl1);
     // The lanes that take the predicted hop (`Predict4::takes`): rewritten now, the MACs
     // from the hop and the TTL/checksum word from `w2n`, while their headers are at hand.
     let takes = and(
@@ -249,6 +245,15 @@ fn group(
         put::<1, 0x55>(done, h1.0, l2, ty, w2n);
         put::<2, 0xaa>(done, h2.0, l2, ty, w2n);
         put::<3, 0xff>(done, h3.0, l2, ty, w2n);
+    }
+    if done != 0xf {
+        // The columns, for the paths that take the lanes not done (the usual group is
+        // all done, and needs none).
+        st.tot[i0..i0 + 4].copy_from_slice(&<[u32; 4]>::from(total));
+        st.w2n[i0..i0 + 4].copy_from_slice(&<[u32; 4]>::from(w2n));
+        st.dst4[i0..i0 + 4].copy_from_slice(&dst);
+        st.len[i0..i0 + 4].copy_from_slice(&<[u32; 4]>::from(len));
+        st.lvl1[i0..i0 + 4].copy_from_slice(&lvl1);
     }
     found.done |= u64::from(done as u32) << i0;
 }
