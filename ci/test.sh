@@ -44,6 +44,8 @@ luac5.3 -p perf/pktgen-dpdk/ferry.lua
 # generator on two queues (all on CPU 1 on a 2-CPU machine: multi-queue works, not scaling).
 ./perf/bench --runs 1 --secs 2 --sizes 64 --no-veth --no-capacity --no-shared --queues 2 \
   --json "$(mktemp /tmp/ferry-bench-smoke-q2.XXXXXX.json)"
+# Two devices on one shared CPU (perf/shared.sh): both must forward.
+./perf/shared.sh --runs 1 --secs 2
 # RFC 2544 search over memif (up to 9 one-second trials per device; 1% loss, since this
 # machine's stalls decide the exact answer): each figure must be a trial within the loss.
 ./perf/bench --runs 1 --secs 1 --sizes 64 --no-veth --no-capacity --no-shared --search 0.01 \

@@ -29,11 +29,8 @@ SECS=${1:-20}
 W=$(mktemp -d /tmp/ferry-cgcap.XXXXXX)
 trap 'pkill -f "file-prefix=fcg-" 2>/dev/null || true; rm -rf /var/run/dpdk/fcg-* "$W"' EXIT
 
-cargo build --release -p ferry --bin ferryd -p ferry-perf --bin ferry-pktgen 2>&1 | tail -1
-L3FWD=$(perf/l3fwd-build.sh "$W")
-GEN1=02:fe:00:00:00:02 PCAP_MAC=02:70:63:61:70:00
-target/release/ferry-pktgen --pcap "$W/cap.pcap" --size "$SIZE" --flows 1024 --proto udp \
-  --dst-mac "$PCAP_MAC" --dst-ip "$DST" 2> /dev/null
+. perf/lib.sh
+cap_setup "$W" "$SIZE" "$DST"
 perf/cap-config.sh "$W/ferry.yaml" "$W/cap.pcap" fcg-ferry '"0@0", "1@0"' "$GEN1" \
   '"--no-huge", "-m", "512",'
 EAL=(--no-huge -m 512 --no-pci --vdev="net_pcap0,rx_pcap=$W/cap.pcap,infinite_rx=1"

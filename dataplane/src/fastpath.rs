@@ -7,13 +7,16 @@
 //! vector per field; elsewhere, the fields are gathered into arrays, a column each, that the
 //! compiler vectorises. The checks (MAC, EtherType and version, lengths, TTL, martians, the
 //! header checksum) run lane by lane without branches and compute the rewritten TTL/checksum
-//! word at the same time. The destinations are looked up (IPv4 from the first-level FIB
-//! entry the gather read, which for a burst that all reads one route entry is the whole
-//! lookup; IPv6 at once for a burst that shares the bits that decide its first lookup, else
-//! together with [`Lpm6::lookup_bulk`](crate::lpm::Lpm6::lookup_bulk)), and each packet is
-//! rewritten in place from the flattened next hop ([`FastHop`]): two MACs and one 32-bit
-//! word; a run of packets with the same direct next hop reads its entry once. A burst that
-//! all leaves by one port stays in its slots for the worker to queue at once.
+//! word at the same time. An IPv4 burst's next hop is predicted from its first frame (the
+//! direct route its destination reads in the first level of the FIB: `Predict4`); every
+//! frame that passes, reads the same entry, fits the MTU and fills its frame is rewritten
+//! by the checks themselves, so the usual burst takes one pass. The other destinations are
+//! looked up (IPv4 from the first-level entry the gather read; IPv6 at once for a burst that
+//! shares the bits that decide its first lookup, else together with
+//! [`Lpm6::lookup_bulk`](crate::lpm::Lpm6::lookup_bulk)), and each packet is rewritten in
+//! place from the flattened next hop ([`FastHop`]): two MACs and one 32-bit word; a run of
+//! packets with the same direct next hop reads its entry once. A burst that all leaves by
+//! one port stays in its slots for the worker to queue at once.
 //!
 //! Everything else (ARP, ND and all ICMPv6, options and extension headers, fragments to be
 //! made, TTL expiry, local and link-local destinations, unresolved or stale neighbours,

@@ -1,0 +1,38 @@
+# Shell functions shared by perf/bench, perf/shared.sh and perf/callgrind-capacity.sh (sourced,
+# from the tree's top).
+
+# The capacity harness's parts (a pcap replayed from memory into a device that forwards to
+# net_null) in directory $1: the release ferryd and ferry-pktgen, l3fwd (built by
+# perf/l3fwd-build.sh, with the routes every device gets) and $1/cap.pcap, 1024 UDP flows of
+# $2-byte frames to $3. Sets L3FWD, GEN1 (the next hop's MAC) and PCAP_MAC (net_pcap's).
+cap_setup() {
+  cargo build --release -p ferry --bin ferryd -p ferry-perf --bin ferry-pktgen 2>&1 | tail -1
+  L3FWD=$(perf/l3fwd-build.sh "$1")
+  GEN1=02:fe:00:00:00:02 PCAP_MAC=02:70:63:61:70:00
+  target/release/ferry-pktgen --pcap "$1/cap.pcap" --size "$2" --flows 1024 --proto udp \
+    --dst-mac "$PCAP_MAC" --dst-ip "$3" 2> /dev/null
+}
+
+# Port 1's transmitted packets of the DPDK process with file prefix $1, read as a secondary
+# process (0 if unreadable). Debian's dpdk-proc-info (22.11) can crash on exit after printing
+# the stats: the figure is read from what it printed, and the shell's crash notice is kept
+# out of the output (`; true` keeps the subshell from exec'ing the tool, so that the subshell
+# reports the crash).
+port1_tx() {
+  ( dpdk-proc-info --file-prefix="$1" --no-pci -- --stats; true ) 2>/dev/null |
+    awk '/NIC statistics for port 1/ { p = 1 } p && /TX-packets:/ && !n { n = $2 }
+         END { print n + 0 }'
+}
+
+# The CPU time (ns) of process $1's threads bound to CPU 1 alone: schedstat's run time, or
+# without it (no CONFIG_SCHED_INFO) utime + stime in clock ticks.
+cpu1_ns() {
+  local t s=0 v
+  for t in /proc/"$1"/task/*; do
+    grep -Eq '^Cpus_allowed_list:[[:space:]]*1$' "$t/status" 2>/dev/null || continue
+    if [ -r "$t/schedstat" ]; then v=$(cut -d' ' -f1 "$t/schedstat")
+    else v=$(awk -v hz="$(getconf CLK_TCK)" '{ printf "%d", ($14 + $15) * 1e9 / hz }' "$t/stat"); fi
+    s=$((s + v))
+  done
+  echo "$s"
+}
