@@ -36,3 +36,15 @@ cpu1_ns() {
   done
   echo "$s"
 }
+
+# Port 1's transmitted packets of the process with file prefix $1 and pid $2, and the CPU
+# time of its threads on CPU 1 at about the same moment: the CPU time is read just before
+# and just after the counters (a dpdk-proc-info run, a fraction of a second), and the
+# midpoint taken. Prints "packets ns".
+port1_sample() {
+  local c0 p c1
+  c0=$(cpu1_ns "$2")
+  p=$(port1_tx "$1")
+  c1=$(cpu1_ns "$2")
+  echo "$p $(((c0 + c1) / 2))"
+}

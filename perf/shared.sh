@@ -3,9 +3,9 @@
 # forward the same frames, replayed from memory by net_pcap (infinite_rx) into net_null (the
 # capacity harness of perf/bench), at the same time, their forwarding threads both bound to
 # CPU 1 and time-sliced by the scheduler. Each one's rate is its transmitted packets (port
-# counters, dpdk-proc-info) over the CPU time of its threads on CPU 1 (schedstat): packets
-# per CPU-second, taken over the same seconds, so the machine's slow and fast phases fall on
-# both alike. Prints each run's B/A ratio and the median; exits non-zero if a device
+# counters, dpdk-proc-info) over the CPU time of its threads on CPU 1 (schedstat, read just
+# before and after the counters, the midpoint taken): packets per CPU-second, over the same
+# ten seconds or so for both, so the machine's slow and fast phases fall on both alike. Prints each run's B/A ratio and the median; exits non-zero if a device
 # forwarded nothing.
 #
 # A and B: `l3fwd` (DPDK's example, built as perf/bench builds it), `ferry` (this tree's
@@ -42,14 +42,17 @@ for d in "$A" "$B"; do
   esac
 done
 W=$(mktemp -d /tmp/ferry-shared.XXXXXX)
-trap 'pkill -f "file-prefix=fsh-" 2>/dev/null || true; rm -rf /var/run/dpdk/fsh-* "$W"' EXIT
+P=fsh-$$   # the file prefix of this invocation's devices
+pa= pb=
+trap 'for p in $pa $pb; do kill -INT "$p" 2>/dev/null || true; done; sleep 1
+      rm -rf /var/run/dpdk/"$P"-* "$W"' EXIT
 
 . perf/lib.sh
 cap_setup "$W" "$SIZE" "$DST"
 
 # $1: the device (l3fwd, ferry or a ferryd path); $2: its name here (a or b). Prints the pid.
 start() {
-  local prefix="fsh-$2"
+  local prefix="$P-$2"
   case "$1" in
     l3fwd)
       "$L3FWD" --lcores=21@1 --file-prefix="$prefix" --no-pci \
@@ -65,7 +68,7 @@ start() {
   esac
   echo $!
 }
-tx() { port1_tx "fsh-$1"; }
+sample() { port1_sample "$P-$1" "$2"; }   # name pid -> "packets ns"
 stop() {
   kill -INT "$1" 2>/dev/null || true
   for _ in $(seq 1 100); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
@@ -78,10 +81,15 @@ for r in $(seq 1 "$RUNS"); do
   if [ $((r % 2)) = 1 ]; then pa=$(start "$A" a); pb=$(start "$B" b)
   else pb=$(start "$B" b); pa=$(start "$A" a); fi
   sleep 3
-  a0=$(tx a) b0=$(tx b) ca0=$(cpu1_ns "$pa") cb0=$(cpu1_ns "$pb")
+  # Each device's packets and CPU time read together (port1_sample), the two devices in the
+  # same order at the start and the end of the window, which order alternating by run.
+  if [ $((r % 2)) = 1 ]; then read -r a0 ca0 < <(sample a "$pa"); read -r b0 cb0 < <(sample b "$pb")
+  else read -r b0 cb0 < <(sample b "$pb"); read -r a0 ca0 < <(sample a "$pa"); fi
   sleep "$SECS"
-  a1=$(tx a) b1=$(tx b) ca1=$(cpu1_ns "$pa") cb1=$(cpu1_ns "$pb")
+  if [ $((r % 2)) = 1 ]; then read -r a1 ca1 < <(sample a "$pa"); read -r b1 cb1 < <(sample b "$pb")
+  else read -r b1 cb1 < <(sample b "$pb"); read -r a1 ca1 < <(sample a "$pa"); fi
   stop "$pa"; stop "$pb"
+  pa= pb=
   awk -v r="$r" -v a0="$a0" -v a1="$a1" -v b0="$b0" -v b1="$b1" -v ca0="$ca0" -v ca1="$ca1" \
       -v cb0="$cb0" -v cb1="$cb1" -v ra="$W/ratios" 'BEGIN {
     ma = (ca1 > ca0) ? (a1 - a0) / (ca1 - ca0) * 1e3 : 0

@@ -537,10 +537,10 @@ impl RxBurst {
     pub fn recv(&mut self, port: u16, queue: u16) -> usize {
         self.free_rest();
         // SAFETY: Option<Mbuf> is a nullable pointer to an owned mbuf (repr(transparent) over
-        // NonNull, asserted above); after free_rest no slot owns anything (len is 0, and the
-        // array has no drop glue, so overwriting a stale pointer leaks and frees nothing);
-        // rx_burst writes at most BURST non-null owned mbuf pointers, so slots[..n] become
-        // Some, owned by the burst.
+        // NonNull, asserted above); after free_rest no slot owns anything (len is 0: what the
+        // slots hold is stale, and ManuallyDrop keeps the burst's own drop from touching
+        // it); rx_burst writes at most BURST non-null owned mbuf pointers, so slots[..n]
+        // become Some, owned by the burst.
         let n = unsafe {
             ffi::ferry_rx_burst(
                 port,
@@ -706,6 +706,7 @@ impl TxBuffer {
     /// Send a full burst (every slot Some) from its slots, as `flush` sends: what the queue
     /// did not take is freed. Returns that count. The burst is left empty.
     fn send_slots(&mut self, burst: &mut RxBurst) -> usize {
+        debug_assert!(burst.len == BURST && burst.next == 0);
         let ptrs = burst.slots.as_mut_ptr() as *mut *mut ffi::rte_mbuf;
         let mut sent = 0usize;
         for _ in 0..4 {

@@ -5,9 +5,9 @@
 //! into a column in memory, eight loads and eight stores a frame, and the checks then
 //! reload the columns as vectors. Here, as l3fwd's `processx4_step1` does, each frame's
 //! header is loaded as two 16-byte rows, and four frames' rows are transposed in registers
-//! into one vector per field: the checks run on them directly, and only what the rewrite
-//! needs is stored (total length, the rewritten TTL/checksum word, destination, frame
-//! length). A frame that takes the burst's predicted next hop ([`Predict4`]) is rewritten
+//! into one vector per field: the checks run on them directly, and only what the later
+//! paths need is stored (total length, the rewritten TTL/checksum word, destination, frame
+//! length, first-level FIB entry). A frame that takes the burst's predicted next hop ([`Predict4`]) is rewritten
 //! right there, while its header is at hand: the usual burst needs no second pass over
 //! its frames. The verdicts, those columns and the rewrites are the portable version's (a
 //! property test holds them together).
