@@ -708,24 +708,10 @@ impl TxBuffer {
     fn send_slots(&mut self, burst: &mut RxBurst) -> usize {
         debug_assert!(burst.len == BURST && burst.next == 0);
         let ptrs = burst.slots.as_mut_ptr() as *mut *mut ffi::rte_mbuf;
-        let mut sent = 0usize;
-        for _ in 0..4 {
-            // SAFETY: slots[sent..BURST] are Some, that is non-null pointers to owned mbufs
-            // (Option<Mbuf> is a nullable mbuf pointer: asserted beside RxBurst); tx_burst
-            // takes ownership of those it sends.
-            let n = unsafe {
-                ffi::ferry_tx_burst(self.port, self.queue, ptrs.add(sent), (BURST - sent) as u16)
-            };
-            sent += n as usize;
-            if sent == BURST {
-                break;
-            }
-        }
-        let dropped = BURST - sent;
-        if dropped > 0 {
-            // SAFETY: the unsent tail is still ours; free it in bulk.
-            unsafe { ffi::ferry_pktmbuf_free_bulk(ptrs.add(sent), dropped as u32) };
-        }
+        // SAFETY: every slot is Some, that is a non-null pointer to an owned mbuf
+        // (Option<Mbuf> is a nullable mbuf pointer: asserted beside RxBurst), given up here:
+        // the slots are forgotten below.
+        let dropped = unsafe { send_or_free(self.port, self.queue, ptrs, BURST) };
         // Every mbuf now belongs to the PMD or was freed: forget the slots (no store).
         burst.clear();
         dropped
@@ -737,33 +723,38 @@ impl TxBuffer {
         if self.len == 0 {
             return 0;
         }
-        let mut sent = 0usize;
-        // Retry a little: virtual PMDs take partial bursts when their ring is briefly full.
-        for _ in 0..4 {
-            // SAFETY: ptrs[sent..len] are owned mbufs; tx_burst takes ownership of those it sends.
-            let n = unsafe {
-                ffi::ferry_tx_burst(
-                    self.port,
-                    self.queue,
-                    self.ptrs.as_mut_ptr().add(sent),
-                    (self.len - sent) as u16,
-                )
-            };
-            sent += n as usize;
-            if sent == self.len {
-                break;
-            }
-        }
-        let dropped = self.len - sent;
-        if dropped > 0 {
-            // SAFETY: the unsent tail is still ours; free it in bulk.
-            unsafe {
-                ffi::ferry_pktmbuf_free_bulk(self.ptrs.as_mut_ptr().add(sent), dropped as u32)
-            };
-        }
+        // SAFETY: ptrs[..len] are owned mbufs, given up here (len is reset below).
+        let dropped =
+            unsafe { send_or_free(self.port, self.queue, self.ptrs.as_mut_ptr(), self.len) };
         self.len = 0;
         dropped
     }
+}
+
+/// Send the `n` mbufs at `ptrs` on (port, queue), retrying a little (virtual PMDs take
+/// partial bursts when their ring is briefly full); what the queue did not take is freed.
+/// Returns that count.
+///
+/// # Safety
+/// `ptrs[..n]` are non-null pointers to mbufs the caller owns and gives up, `n <= 65535`.
+#[inline]
+unsafe fn send_or_free(port: u16, queue: u16, ptrs: *mut *mut ffi::rte_mbuf, n: usize) -> usize {
+    let mut sent = 0usize;
+    for _ in 0..4 {
+        // SAFETY: ptrs[sent..n] are owned mbufs (the caller's contract); tx_burst takes
+        // ownership of those it sends.
+        let k = unsafe { ffi::ferry_tx_burst(port, queue, ptrs.add(sent), (n - sent) as u16) };
+        sent += k as usize;
+        if sent == n {
+            break;
+        }
+    }
+    let dropped = n - sent;
+    if dropped > 0 {
+        // SAFETY: the unsent tail is still ours; free it in bulk.
+        unsafe { ffi::ferry_pktmbuf_free_bulk(ptrs.add(sent), dropped as u32) };
+    }
+    dropped
 }
 
 impl Drop for TxBuffer {

@@ -635,10 +635,7 @@ impl Predict4 {
             return Predict4::NONE;
         };
         let entry = t.fib4.first_level()[u32::from_be_bytes([0, a, b, c]) as usize];
-        match crate::lpm::Lpm4::first_level_hop(entry)
-            .and_then(|h| t.fast.get(h as usize))
-            .filter(|f| f.kind == FastKind::Direct)
-        {
+        match direct(t, crate::lpm::Lpm4::first_level_hop(entry)) {
             Some(f) => Predict4 {
                 entry,
                 e: Egress4::of(f),
@@ -657,6 +654,14 @@ impl Predict4 {
     fn takes(&self, lvl1: u32, total: u32, len: u32) -> bool {
         (lvl1 == self.entry) & (total <= u32::from(self.e.mtu)) & (len == total + 14)
     }
+}
+
+/// The flattened next hop `hop`, if it is a direct one (a resolved gateway: the same MACs
+/// for every packet).
+#[inline(always)]
+fn direct(t: &Tables, hop: Option<NextHop>) -> Option<&FastHop> {
+    hop.and_then(|h| t.fast.get(h as usize))
+        .filter(|f| f.kind == FastKind::Direct)
 }
 
 /// The portable path's rewrite of the slots in `ok` that take the predicted hop (the SSE
@@ -970,10 +975,7 @@ pub fn burst<B: PacketBuf>(
         // The common burst, as for IPv4: one direct next hop for all, every datagram within
         // its MTU and filling its frame, checked lane-wise; then two stores and a decrement
         // a packet, with the hop in registers.
-        if let Some(f) = h0
-            .and_then(|h| t.fast.get(h as usize))
-            .filter(|f| one && f.kind == FastKind::Direct)
-        {
+        if let Some(f) = direct(t, h0).filter(|_| one) {
             let e = Egress4::of(f);
             let mtu = u32::from(e.mtu);
             let (plen, len) = (&st.plen6[..n], &st.len6[..n]);
@@ -983,8 +985,7 @@ pub fn burst<B: PacketBuf>(
             if fit {
                 for (i, b) in bufs.iter_mut().enumerate() {
                     if !b.as_mut().is_some_and(|b| e.rewrite6(b)) {
-                        let again = |_: usize, b: &mut B| e.rewrite6(b);
-                        return one_hop_refused(i, e.port, bufs, &mut st.egress, again, emit);
+                        return one_hop6_refused(i, &e, bufs, &mut st.egress, emit);
                     }
                 }
                 return Done::AllTo(e.port);
@@ -1047,25 +1048,24 @@ fn all_to(egress: &[u16], n: usize) -> Option<u16> {
     (one && e0 != NO_PORT).then_some(e0)
 }
 
-/// A one-hop burst whose rewrite refused slot `from` (never, once the checks passed the
-/// slot: a guard, not a path): the slots before it were rewritten for `port`, it goes to
-/// the slow path untouched, and each later one is rewritten (`rewrite(slot, buf)`) or not;
-/// then they are handed over lane by lane.
+/// A one-hop IPv6 burst whose rewrite for `e` refused slot `from` (never, once the checks
+/// passed the slot: a guard, not a path): the slots before it were rewritten, it goes to the
+/// slow path untouched, and each later one is rewritten or not; then they are handed over
+/// lane by lane.
 #[cold]
 #[inline(never)]
-fn one_hop_refused<B: PacketBuf>(
+fn one_hop6_refused<B: PacketBuf>(
     from: usize,
-    port: u16,
+    e: &Egress4,
     bufs: &mut [Option<B>],
     egress: &mut [u16],
-    mut rewrite: impl FnMut(usize, &mut B) -> bool,
     emit: impl FnMut(Option<u16>, B),
 ) -> Done {
     let n = bufs.len().min(egress.len());
     for (j, (b, out)) in bufs.iter_mut().zip(egress.iter_mut()).enumerate() {
         *out = match j {
-            _ if j < from => port,
-            _ if j > from && b.as_mut().is_some_and(|b| rewrite(j, b)) => port,
+            _ if j < from => e.port,
+            _ if j > from && b.as_mut().is_some_and(|b| e.rewrite6(b)) => e.port,
             _ => NO_PORT,
         };
     }
@@ -1413,8 +1413,8 @@ mod tests {
         /// version's verdicts (with the checksum verified), lane for lane, and the same total
         /// length, rewritten TTL/checksum word, destination, first-level FIB entry and frame
         /// length for every lane that passes and is not done; the same over a previous
-        /// burst's leftovers;
-        /// and it rewrites for a predicted hop (the first frame's entry, or none) exactly the
+        /// burst's leftovers; and it rewrites for a predicted hop (the first frame's entry,
+        /// or none) exactly the
         /// frames the portable version rewrites, byte for byte: those that read its entry,
         /// fit its MTU (around the good frames' 46 bytes) and fill their frames.
         #[cfg(all(target_arch = "x86_64", target_feature = "sse4.1"))]

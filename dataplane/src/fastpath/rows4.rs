@@ -160,8 +160,8 @@ fn lane<'a, B: PacketBuf>(b: &'a mut Option<B>, none: &'a mut [u8; MIN_FRAME]) -
 }
 
 /// The checks of four slots (`i0..i0 + 4`): their verdicts as bits `i0..i0 + 4` of
-/// `found.ok`, their columns written; those that take the predicted hop rewritten, as bits
-/// of `found.done`.
+/// `found.ok`; those that take the predicted hop rewritten, as bits of `found.done`; the
+/// columns written unless all four were.
 #[inline(always)]
 fn group(
     k: &Consts,
