@@ -15,7 +15,7 @@
 //! Safe code: `safe_arch` wraps the intrinsics, which it compiles only when the build
 //! enables the feature (this module is compiled under the same condition).
 
-use super::{Found4, Predict4, RxPort, Stages, MIN_FRAME};
+use super::{Found, Predict4, RxPort, Stages, MIN_FRAME};
 use crate::buf::PacketBuf;
 use crate::dpdk::BURST;
 use safe_arch::{
@@ -30,13 +30,13 @@ use safe_arch::{
 
 /// A lane's 32 bits, everywhere.
 #[inline(always)]
-fn splat(x: u32) -> m128i {
+pub(super) fn splat(x: u32) -> m128i {
     set_splat_i32_m128i(x as i32)
 }
 
 /// Byte indices for `pshufb`: in each lane, bytes 3 and 2 as a host-order 16-bit value
 /// (bytes 2-3 of an IPv4 word are big-endian on the wire), the upper half zeroed.
-const BE16_HI: [u8; 16] = [
+pub(super) const BE16_HI: [u8; 16] = [
     3, 2, 0x80, 0x80, 7, 6, 0x80, 0x80, 11, 10, 0x80, 0x80, 15, 14, 0x80, 0x80,
 ];
 /// The inverse: a lane's low 16 bits, host order, into bytes 2-3 in wire order.
@@ -48,13 +48,13 @@ const BSWAP32: [u8; 16] = [3, 2, 1, 0, 7, 6, 5, 4, 11, 10, 9, 8, 15, 14, 13, 12]
 
 /// 16 bytes of a header from `at` (a constant: the bound checks fold away).
 #[inline(always)]
-fn row(h: &[u8; MIN_FRAME], at: usize) -> m128i {
+pub(super) fn row<const N: usize>(h: &[u8; N], at: usize) -> m128i {
     load_unaligned_m128i(h[at..at + 16].try_into().unwrap_or(&[0; 16]))
 }
 
 /// Four rows of four 32-bit words, transposed: column `k` holds word `k` of each row.
 #[inline(always)]
-fn transpose(r: [m128i; 4]) -> [m128i; 4] {
+pub(super) fn transpose(r: [m128i; 4]) -> [m128i; 4] {
     let t0 = unpack_low_i32_m128i(r[0], r[1]); // r0.0 r1.0 r0.1 r1.1
     let t1 = unpack_low_i32_m128i(r[2], r[3]); // r2.0 r3.0 r2.1 r3.1
     let t2 = unpack_high_i32_m128i(r[0], r[1]); // r0.2 r1.2 r0.3 r1.3
@@ -88,7 +88,7 @@ pub(super) fn gather_checks<B: PacketBuf>(
     pre: &Predict4,
     bufs: &mut [Option<B>],
     st: &mut Stages,
-) -> Found4 {
+) -> Found {
     let n = bufs.len().min(BURST);
     let bufs = &mut bufs[..n];
     let k = Consts {
@@ -104,7 +104,7 @@ pub(super) fn gather_checks<B: PacketBuf>(
     // Whole groups of four slots (no bound to check per slot), then the rest padded with
     // lanes that fail.
     let (groups, rest) = bufs.as_chunks_mut::<4>();
-    let mut found = Found4 { ok: 0, done: 0 };
+    let mut found = Found { ok: 0, done: 0 };
     // What the lanes of slots that cannot be IPv4-forwarded read: zeros (EtherType 0, which
     // fails, so nothing ever writes them).
     let mut none = [[0u8; MIN_FRAME]; 4];
@@ -169,7 +169,7 @@ fn group(
     mut lanes: [Lane<'_>; 4],
     i0: usize,
     st: &mut Stages,
-    found: &mut Found4,
+    found: &mut Found,
 ) {
     let Consts {
         mlo,
