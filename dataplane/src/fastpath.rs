@@ -961,7 +961,9 @@ pub fn burst<B: PacketBuf>(
     // Slots that are IPv4 / IPv6 candidates, a bit each.
     let (mut v4, mut v6) = (0u64, 0u64);
     let (mut found, mut found6) = (Found::NONE, Found::NONE);
-    let (mut pre, mut pre6) = (Predict4::NONE, Predict6::NONE);
+    let mut pre = Predict4::NONE;
+    // The port of the IPv6 frames done for a predicted hop (only an IPv6-led burst has one).
+    let mut port6 = NO_PORT;
     if let Some(p) = port.filter(|p| p.vlan.is_none()).map(RxPort::new) {
         // A burst that starts with IPv6 is checked for IPv6 first (and its next hop
         // predicted for IPv6), so that a burst of IPv6 does not pay for the IPv4 columns.
@@ -970,7 +972,8 @@ pub fn burst<B: PacketBuf>(
             .and_then(Option::as_ref)
             .is_some_and(|b| b.data().get(12..14) == Some(&[0x86, 0xdd][..]));
         if lead6 {
-            pre6 = Predict6::of(t, bufs);
+            let pre6 = Predict6::of(t, bufs);
+            port6 = pre6.e.port;
             found6 = ipv6_checks(&p, &pre6, bufs, st, 0);
             v6 = found6.ok & all;
         }
@@ -981,7 +984,7 @@ pub fn burst<B: PacketBuf>(
             found = ipv4_checks(&t.fib4, &p, &pre, bufs, st);
             v4 = found.ok & all & !v6;
             if !lead6 && v4 != all {
-                found6 = ipv6_checks(&p, &pre6, bufs, st, v4);
+                found6 = ipv6_checks(&p, &Predict6::NONE, bufs, st, v4);
                 v6 = found6.ok & all;
             }
         }
@@ -1030,7 +1033,7 @@ pub fn burst<B: PacketBuf>(
     if found6.done == all && n > 0 {
         // Only IPv6 (the usual IPv6 burst), every packet rewritten by the checks for the hop
         // predicted from the first: it stays in its slots.
-        return Done::AllTo(pre6.e.port);
+        return Done::AllTo(port6);
     }
     st.egress[..n].fill(NO_PORT);
     if v6 == all && n > 0 {
@@ -1042,7 +1045,7 @@ pub fn burst<B: PacketBuf>(
         for (i, slot) in bufs.iter_mut().enumerate() {
             let Some(b) = slot else { continue };
             if found6.done & (1 << i) != 0 {
-                st.egress[i] = pre6.e.port;
+                st.egress[i] = port6;
                 continue;
             }
             let Some(hop) = st.hop6[i] else { continue };
@@ -1074,7 +1077,7 @@ pub fn burst<B: PacketBuf>(
         st.egress[i] = if found.done & (1 << i) != 0 {
             pre.e.port
         } else if found6.done & (1 << i) != 0 {
-            pre6.e.port
+            port6
         } else if v4 & (1 << i) != 0 {
             // From the first-level entry the gather read.
             let hop = t.fib4.lookup_from(st.lvl1[i], st.dst4[i]);
