@@ -33,8 +33,8 @@ trap 'pkill -f "file-prefix=fcg-" 2>/dev/null || true; rm -rf /var/run/dpdk/fcg-
 cap_setup "$W" "$SIZE" "$DST"
 perf/cap-config.sh "$W/ferry.yaml" "$W/cap.pcap" fcg-ferry '"0@0", "1@0"' "$GEN1" \
   '"--no-huge", "-m", "512",'
-EAL=(--no-huge -m 512 --no-pci --vdev="net_pcap0,rx_pcap=$W/cap.pcap,infinite_rx=1"
-     --vdev="net_null0,no-rx=1")
+EAL=(--no-huge -m 512 --no-pci "${CAP_VDEVS[@]}")
+l3fwd_cap_app 0
 
 # $1: device; $2: the loop function to count; $3: a shell test that is true once it forwards;
 # the rest: the command. Runs it under callgrind, SECS seconds from the first forwarded packet.
@@ -58,8 +58,7 @@ run() {
   [ -s "$W/$dut.cg" ] || { echo "$dut: no callgrind output" >&2; tail "$W/$dut.log" >&2; exit 1; }
 }
 run l3fwd lpm_main_loop 'grep -q "entering main loop" "$W/l3fwd.log"' \
-  "$L3FWD" -l 0 --file-prefix=fcg-l3fwd "${EAL[@]}" -- -p 0x3 -P --config="(0,0,0),(1,0,0)" \
-  --rule_ipv4="$W/r4.cfg" --rule_ipv6="$W/r6.cfg" --eth-dest=1,$GEN1 --parse-ptype
+  "$L3FWD" -l 0 --file-prefix=fcg-l3fwd "${EAL[@]}" -- "${L3FWD_APP[@]}"
 # ferryd writes its stats every second, and once more when it stops.
 run ferry 'ferry_dataplane::worker::Worker::run' \
   'python3 -c "import json,sys; sys.exit(json.load(open(\"$W/stats.json\"))[\"total\"][\"rx\"] == 0)" 2>/dev/null' \

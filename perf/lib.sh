@@ -4,13 +4,29 @@
 # The capacity harness's parts (a pcap replayed from memory into a device that forwards to
 # net_null) in directory $1: the release ferryd and ferry-pktgen, l3fwd (built by
 # perf/l3fwd-build.sh, with the routes every device gets) and $1/cap.pcap, 1024 UDP flows of
-# $2-byte frames to $3. Sets L3FWD, GEN1 (the next hop's MAC) and PCAP_MAC (net_pcap's).
+# $2-byte frames to $3. Sets L3FWD and what cap_ports sets.
 cap_setup() {
   cargo build --release -p ferry --bin ferryd -p ferry-perf --bin ferry-pktgen 2>&1 | tail -1
   L3FWD=$(perf/l3fwd-build.sh "$1")
-  GEN1=02:fe:00:00:00:02 PCAP_MAC=02:70:63:61:70:00
+  cap_ports "$1"
   target/release/ferry-pktgen --pcap "$1/cap.pcap" --size "$2" --flows 1024 --proto udp \
     --dst-mac "$PCAP_MAC" --dst-ip "$3" 2> /dev/null
+}
+
+# The capacity harness's ports, in directory $1: sets CAP_DIR ($1), CAP_VDEVS (the EAL
+# arguments of port 0, $1/cap.pcap replayed by net_pcap, and port 1, net_null), GEN1 (port 1's
+# next hop's MAC) and PCAP_MAC (net_pcap's own).
+cap_ports() {
+  CAP_DIR=$1 GEN1=02:fe:00:00:00:02 PCAP_MAC=02:70:63:61:70:00
+  CAP_VDEVS=(--vdev="net_pcap0,rx_pcap=$1/cap.pcap,infinite_rx=1" --vdev="net_null0,no-rx=1")
+}
+
+# l3fwd's application arguments (after EAL's `--`) in the capacity harness, both ports polled
+# by lcore $1: LPM with the routes cap_setup's l3fwd build wrote, port 1's next hop, packet
+# types parsed in software (the PMDs give none). Sets the array L3FWD_APP.
+l3fwd_cap_app() {
+  L3FWD_APP=(-p 0x3 -P --config="(0,0,$1),(1,0,$1)" --rule_ipv4="$CAP_DIR/r4.cfg"
+             --rule_ipv6="$CAP_DIR/r6.cfg" --eth-dest=1,"$GEN1" --parse-ptype)
 }
 
 # Port 1's transmitted packets of the DPDK process with file prefix $1, read as a secondary

@@ -49,16 +49,15 @@ trap 'for p in $pa $pb; do kill -INT "$p" 2>/dev/null || true; done; sleep 1
 
 . perf/lib.sh
 cap_setup "$W" "$SIZE" "$DST"
+l3fwd_cap_app 21
 
 # $1: the device (l3fwd, ferry or a ferryd path); $2: its name here (a or b). Prints the pid.
 start() {
   local prefix="$P-$2"
   case "$1" in
     l3fwd)
-      "$L3FWD" --lcores=21@1 --file-prefix="$prefix" --no-pci \
-        --vdev="net_pcap0,rx_pcap=$W/cap.pcap,infinite_rx=1" --vdev="net_null0,no-rx=1" -- \
-        -p 0x3 -P --config="(0,0,21),(1,0,21)" --rule_ipv4="$W/r4.cfg" --rule_ipv6="$W/r6.cfg" \
-        --eth-dest=1,$GEN1 --parse-ptype > "$W/$2.log" 2>&1 < <(sleep 100000) & ;;
+      "$L3FWD" --lcores=21@1 --file-prefix="$prefix" --no-pci "${CAP_VDEVS[@]}" -- \
+        "${L3FWD_APP[@]}" > "$W/$2.log" 2>&1 < <(sleep 100000) & ;;
     *)
       local bin=target/release/ferryd
       [ "$1" = ferry ] || bin=$1
