@@ -46,6 +46,9 @@ pub struct TestBuf {
     end: usize,
     /// What [`PacketBuf::ip_cksum_good`] says (as a NIC with the offload would).
     pub ip_cksum_good: bool,
+    /// What [`PacketBuf::contiguous`] denies: the first segment of a chain, as a PMD hands
+    /// over a frame larger than one mbuf (`data` is that segment).
+    pub chained: bool,
 }
 
 impl TestBuf {
@@ -59,6 +62,7 @@ impl TestBuf {
             start: head,
             end: head + bytes.len(),
             ip_cksum_good: false,
+            chained: false,
         }
     }
 }
@@ -86,6 +90,10 @@ impl PacketBuf for TestBuf {
     #[inline]
     fn ip_cksum_good(&self) -> bool {
         self.ip_cksum_good
+    }
+    #[inline]
+    fn contiguous(&self) -> bool {
+        !self.chained
     }
     fn prepend(&mut self, n: usize) -> bool {
         if n > self.start {

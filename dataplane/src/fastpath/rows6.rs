@@ -31,9 +31,8 @@ const REVERSE: [u8; 16] = [15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0]
 /// The IPv6 checks of the slots not in `skip` (of the first `min(len, BURST)`), and the
 /// rewrite of those that take the predicted next hop: bit `i` of `ok` set if slot `i` may
 /// take the fast path (as `check6` says), and of `done` if it was rewritten for `pre` (as
-/// `Predict6::takes` and `Egress4::rewrite6` say); `st.dst6`, `st.plen6` and `st.len6`
-/// filled as `scan6` fills them for the slots that may and are not done (the columns of a
-/// group of four done are not written).
+/// `Predict6::takes` and `Egress4::rewrite6` say); `st.dst6` filled as `scan6` fills it for
+/// the slots that may and are not done (not for a group of four done).
 #[inline(always)]
 pub(super) fn scan_checks<B: PacketBuf>(
     p: &RxPort,
@@ -138,7 +137,7 @@ fn special([x0, x1, x2, x3]: [m128i; 4]) -> m128i {
 
 /// The checks of four slots (`i0..i0 + 4`): their verdicts as bits `i0..i0 + 4` of
 /// `found.ok`; those that take the predicted hop rewritten, as bits of `found.done`; the
-/// columns written unless all four were.
+/// destinations written unless all four were.
 #[inline(always)]
 fn group(k: &Consts, mut lanes: [Lane<'_>; 4], i0: usize, st: &mut Stages, found: &mut Found) {
     let heads = lanes.each_ref().map(|(h, _)| &**h);
@@ -198,12 +197,10 @@ fn group(k: &Consts, mut lanes: [Lane<'_>; 4], i0: usize, st: &mut Stages, found
         }
     }
     if done != 0xf {
-        // The columns, for the paths that take the lanes not done.
+        // The destinations, for the lookups of the lanes not done.
         for (j, x) in dst.into_iter().enumerate() {
             st.dst6[i0 + j] = u128::from(shuffle_av_i8z_all_m128i(x, k.reverse));
         }
-        st.plen6[i0..i0 + 4].copy_from_slice(&<[u32; 4]>::from(plen));
-        st.len6[i0..i0 + 4].copy_from_slice(&<[u32; 4]>::from(len));
     }
     found.done |= u64::from(done as u32) << i0;
 }
