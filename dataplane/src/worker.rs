@@ -48,6 +48,9 @@ pub struct Worker {
     pub counters: Arc<WorkerCounters>,
     /// Neighbours learned, for the control side.
     pub learned: rtrb::Producer<Learned>,
+    /// The control thread, which sleeps until something is due: woken when a neighbour is
+    /// learned (held packets may wait for it).
+    pub control: std::thread::Thread,
     pub pool: Arc<Mempool>,
     pub stop: Arc<AtomicBool>,
     pub icmp_rate: u32,
@@ -154,9 +157,10 @@ impl Out<'_> {
         tables: &Tables,
         pool: &Mempool,
         learned: &mut rtrb::Producer<Learned>,
+        control: &std::thread::Thread,
     ) {
         if !scratch.solicit.is_empty() || !scratch.learned.is_empty() {
-            self.solicit_and_report(scratch, tables, pool, learned);
+            self.solicit_and_report(scratch, tables, pool, learned, control);
         }
     }
 
@@ -167,6 +171,7 @@ impl Out<'_> {
         tables: &Tables,
         pool: &Mempool,
         learned: &mut rtrb::Producer<Learned>,
+        control: &std::thread::Thread,
     ) {
         for (port, ip) in scratch.solicit.iter() {
             let Some(mut m) = pool.alloc() else {
@@ -183,9 +188,14 @@ impl Out<'_> {
             }
         }
         scratch.solicit.clear();
-        for l in scratch.learned.iter() {
-            // A full ring loses the event; the neighbour is learned from the next one.
-            let _ = learned.push(l);
+        if !scratch.learned.is_empty() {
+            for l in scratch.learned.iter() {
+                // A full ring loses the event; the neighbour is learned from the next one.
+                let _ = learned.push(l);
+            }
+            // No lock, no allocation: a futex wake if the thread sleeps (rare: an ARP or ND
+            // answer, not a data packet).
+            control.unpark();
         }
         scratch.learned.clear();
     }
@@ -229,6 +239,7 @@ impl Worker {
             pool,
             stop,
             icmp_rate,
+            control,
             ..
         } = self;
         let c = &*counters;
@@ -280,7 +291,7 @@ impl Worker {
                         let action = router::process(&mut ctx, in_port, &mut m);
                         out.dispatch(action, m, in_port, since);
                     }
-                    out.side_effects(&mut scratch, tables, &pool, &mut learned);
+                    out.side_effects(&mut scratch, tables, &pool, &mut learned, &control);
                     out.flush();
                 }
             }
@@ -337,7 +348,7 @@ impl Worker {
                 if let fastpath::Done::AllTo(port) = done {
                     out.queue_burst(port, &mut burst);
                 }
-                out.side_effects(&mut scratch, tables, &pool, &mut learned);
+                out.side_effects(&mut scratch, tables, &pool, &mut learned, &control);
                 out.flush();
                 c.rx.add(n as u64);
                 busy_round += n as u64;
