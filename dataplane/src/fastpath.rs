@@ -631,11 +631,7 @@ impl Predict4 {
     /// checks decide the rest) and the entry that decides it, if that is a direct hop.
     #[inline]
     fn of<B: PacketBuf>(t: &Tables, bufs: &[Option<B>]) -> Predict4 {
-        let d = match bufs.first() {
-            Some(Some(b)) => b.data(),
-            _ => return Predict4::NONE,
-        };
-        let Some(&[a, b, c, _]) = d.get(30..34).and_then(|x| <&[u8; 4]>::try_from(x).ok()) else {
+        let Some([a, b, c, _]) = first_bytes::<4, B>(bufs, 30) else {
             return Predict4::NONE;
         };
         let entry = t.fib4.first_level()[u32::from_be_bytes([0, a, b, c]) as usize];
@@ -658,6 +654,14 @@ impl Predict4 {
     fn takes(&self, lvl1: u32, total: u32, len: u32) -> bool {
         (lvl1 == self.entry) & (total <= u32::from(self.e.mtu)) & (len == total + 14)
     }
+}
+
+/// Bytes `at..at + N` of the burst's first slot, if it holds a frame that long (what a
+/// prediction reads, whatever the frame is: the checks decide the rest).
+#[inline(always)]
+fn first_bytes<const N: usize, B: PacketBuf>(bufs: &[Option<B>], at: usize) -> Option<[u8; N]> {
+    let d = bufs.first()?.as_ref()?.data();
+    d.get(at..at + N)?.try_into().ok()
 }
 
 /// The flattened next hop `hop`, if it is a direct one (a resolved gateway: the same MACs
@@ -693,11 +697,7 @@ impl Predict6 {
     /// checks decide the rest) and the route that decides it, if its hop is a direct one.
     #[inline]
     fn of<B: PacketBuf>(t: &Tables, bufs: &[Option<B>]) -> Predict6 {
-        let d = match bufs.first() {
-            Some(Some(b)) => b.data(),
-            _ => return Predict6::NONE,
-        };
-        let Some(d) = d.get(38..54).and_then(|x| <[u8; 16]>::try_from(x).ok()) else {
+        let Some(d) = first_bytes::<16, B>(bufs, 38) else {
             return Predict6::NONE;
         };
         let d = u128::from_be_bytes(d);

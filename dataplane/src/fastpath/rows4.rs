@@ -89,8 +89,6 @@ pub(super) fn gather_checks<B: PacketBuf>(
     bufs: &mut [Option<B>],
     st: &mut Stages,
 ) -> Found {
-    let n = bufs.len().min(BURST);
-    let bufs = &mut bufs[..n];
     let k = Consts {
         mlo: splat(p.mac as u32),
         mhi: splat((p.mac >> 32) as u32),
@@ -101,27 +99,70 @@ pub(super) fn gather_checks<B: PacketBuf>(
         mtu1: splat(u32::from(pre.e.mtu) + 1),
         l2: m128i::from([pre.e.l2_lo, u64::from(pre.e.l2_hi)]),
     };
-    // Whole groups of four slots (no bound to check per slot), then the rest padded with
-    // lanes that fail.
-    let (groups, rest) = bufs.as_chunks_mut::<4>();
     let mut found = Found { ok: 0, done: 0 };
-    // What the lanes of slots that cannot be IPv4-forwarded read: zeros (EtherType 0, which
-    // fails, so nothing ever writes them).
-    let mut none = [[0u8; MIN_FRAME]; 4];
+    each_group::<MIN_FRAME, B>(
+        bufs,
+        0,
+        #[inline(always)]
+        |lanes, i0| group(&k, first, lanes, i0, st, &mut found),
+    );
+    found
+}
+
+/// A slot's header (its first `N` bytes, writable) and frame length.
+pub(super) type Lane<'a, const N: usize> = (&'a mut [u8; N], u32);
+
+/// `group` over the first `min(len, BURST)` slots four at a time, with the index of each
+/// group's first slot: whole groups (no bound to check per slot), then the rest padded with
+/// lanes that fail. A slot in `skip`, empty, chained or shorter than `N` bytes reads a
+/// zeroed header instead: EtherType 0, which both families' checks refuse, so nothing ever
+/// writes it (and its length does not matter). (The IPv4 and IPv6 rows both.)
+#[inline(always)]
+pub(super) fn each_group<const N: usize, B: PacketBuf>(
+    bufs: &mut [Option<B>],
+    skip: u64,
+    mut group: impl FnMut([Lane<'_, N>; 4], usize),
+) {
+    let n = bufs.len().min(BURST);
+    let (groups, rest) = bufs[..n].as_chunks_mut::<4>();
+    let mut none = [[0u8; N]; 4];
     for (g, [b0, b1, b2, b3]) in groups.iter_mut().enumerate() {
+        let s = skip >> (4 * g);
         let [n0, n1, n2, n3] = &mut none;
-        let lanes = [lane(b0, n0), lane(b1, n1), lane(b2, n2), lane(b3, n3)];
-        group(&k, first, lanes, 4 * g, st, &mut found);
+        let lanes = [
+            lane(b0, n0, s & 1 != 0),
+            lane(b1, n1, s & 2 != 0),
+            lane(b2, n2, s & 4 != 0),
+            lane(b3, n3, s & 8 != 0),
+        ];
+        group(lanes, 4 * g);
     }
     if !rest.is_empty() {
-        let mut rest = rest.iter_mut();
+        let s = skip >> (n / 4 * 4);
+        let mut rest = rest.iter_mut().enumerate();
         let lanes = none.each_mut().map(|h| match rest.next() {
-            Some(b) => lane(b, h),
+            Some((j, b)) => lane(b, h, (s >> j) & 1 != 0),
             None => (h, 0),
         });
-        group(&k, first, lanes, 4 * (n / 4), st, &mut found);
+        group(lanes, 4 * (n / 4));
     }
-    found
+}
+
+/// The lane of slot `b`: `none` for a slot skipped or that cannot be forwarded.
+#[inline(always)]
+fn lane<'a, const N: usize, B: PacketBuf>(
+    b: &'a mut Option<B>,
+    none: &'a mut [u8; N],
+    skipped: bool,
+) -> Lane<'a, N> {
+    match b.as_mut().filter(|x| !skipped && x.contiguous()) {
+        Some(x) => {
+            let d = x.data_mut();
+            let len = d.len() as u32;
+            (d.first_chunk_mut().unwrap_or(none), len)
+        }
+        None => (none, 0),
+    }
 }
 
 /// The constants of a burst's checks.
@@ -142,23 +183,6 @@ struct Consts {
     l2: m128i,
 }
 
-/// A slot's header (writable) and frame length.
-type Lane<'a> = (&'a mut [u8; MIN_FRAME], u32);
-
-/// The lane of slot `b`: for a slot that cannot be IPv4-forwarded (empty, chained, too
-/// short), the header is `none`, whose zeros fail (the length then does not matter).
-#[inline(always)]
-fn lane<'a, B: PacketBuf>(b: &'a mut Option<B>, none: &'a mut [u8; MIN_FRAME]) -> Lane<'a> {
-    match b.as_mut().filter(|x| x.contiguous()) {
-        Some(x) => {
-            let d = x.data_mut();
-            let len = d.len() as u32;
-            (d.first_chunk_mut().unwrap_or(none), len)
-        }
-        None => (none, 0),
-    }
-}
-
 /// The checks of four slots (`i0..i0 + 4`): their verdicts as bits `i0..i0 + 4` of
 /// `found.ok`; those that take the predicted hop rewritten, as bits of `found.done`; the
 /// columns written unless all four were.
@@ -166,7 +190,7 @@ fn lane<'a, B: PacketBuf>(b: &'a mut Option<B>, none: &'a mut [u8; MIN_FRAME]) -
 fn group(
     k: &Consts,
     first: &[u32; 1 << 24],
-    mut lanes: [Lane<'_>; 4],
+    mut lanes: [Lane<'_, MIN_FRAME>; 4],
     i0: usize,
     st: &mut Stages,
     found: &mut Found,

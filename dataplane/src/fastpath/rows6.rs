@@ -13,10 +13,9 @@
 //! Safe code: `safe_arch` wraps the intrinsics, which it compiles only when the build
 //! enables the feature (this module is compiled under the same condition).
 
-use super::rows4::{row, splat, transpose, BE16_HI};
+use super::rows4::{each_group, row, splat, transpose, Lane, BE16_HI};
 use super::{Found, Predict6, RxPort, Stages, MIN_FRAME6};
 use crate::buf::PacketBuf;
-use crate::dpdk::BURST;
 use safe_arch::{
     add_i32_m128i as add, bitand_m128i as and, bitandnot_m128i, bitor_m128i as or,
     bitxor_m128i as xor, blend_imm_i16_m128i, cast_to_m128_from_m128i, cmp_eq_mask_i32_m128i as eq,
@@ -41,8 +40,6 @@ pub(super) fn scan_checks<B: PacketBuf>(
     st: &mut Stages,
     skip: u64,
 ) -> Found {
-    let n = bufs.len().min(BURST);
-    let bufs = &mut bufs[..n];
     // The prediction's prefix, as the four little-endian words of its wire bytes, the
     // layout of the transposed destinations.
     let words = |x: u128| <[u32; 4]>::from(m128i::from(x.to_be_bytes())).map(splat);
@@ -57,31 +54,13 @@ pub(super) fn scan_checks<B: PacketBuf>(
         mtu1: splat((u32::from(pre.e.mtu) + 1).saturating_sub(40)),
         l2: m128i::from([pre.e.l2_lo, u64::from(pre.e.l2_hi)]),
     };
-    let (groups, rest) = bufs.as_chunks_mut::<4>();
     let mut found = Found { ok: 0, done: 0 };
-    // What the lanes of slots that are skipped or cannot be IPv6-forwarded read: zeros
-    // (EtherType 0, which fails, so nothing ever writes them).
-    let mut none = [[0u8; MIN_FRAME6]; 4];
-    for (g, [b0, b1, b2, b3]) in groups.iter_mut().enumerate() {
-        let s = skip >> (4 * g);
-        let [n0, n1, n2, n3] = &mut none;
-        let lanes = [
-            lane(b0, n0, s & 1 != 0),
-            lane(b1, n1, s & 2 != 0),
-            lane(b2, n2, s & 4 != 0),
-            lane(b3, n3, s & 8 != 0),
-        ];
-        group(&k, lanes, 4 * g, st, &mut found);
-    }
-    if !rest.is_empty() {
-        let s = skip >> (n / 4 * 4);
-        let mut rest = rest.iter_mut().enumerate();
-        let lanes = none.each_mut().map(|h| match rest.next() {
-            Some((j, b)) => lane(b, h, (s >> j) & 1 != 0),
-            None => (h, 0),
-        });
-        group(&k, lanes, 4 * (n / 4), st, &mut found);
-    }
+    each_group::<MIN_FRAME6, B>(
+        bufs,
+        skip,
+        #[inline(always)]
+        |lanes, i0| group(&k, lanes, i0, st, &mut found),
+    );
     found
 }
 
@@ -102,27 +81,6 @@ struct Consts {
     l2: m128i,
 }
 
-/// A slot's header (writable) and frame length.
-type Lane<'a> = (&'a mut [u8; MIN_FRAME6], u32);
-
-/// The lane of slot `b`: for a slot skipped or that cannot be IPv6-forwarded (empty,
-/// chained, too short), the header is `none`, whose zeros fail.
-#[inline(always)]
-fn lane<'a, B: PacketBuf>(
-    b: &'a mut Option<B>,
-    none: &'a mut [u8; MIN_FRAME6],
-    skipped: bool,
-) -> Lane<'a> {
-    match b.as_mut().filter(|x| !skipped && x.contiguous()) {
-        Some(x) => {
-            let d = x.data_mut();
-            let len = d.len() as u32;
-            (d.first_chunk_mut().unwrap_or(none), len)
-        }
-        None => (none, 0),
-    }
-}
-
 /// All ones in the lanes whose address (as four transposed words, little-endian loads of
 /// its bytes) is one the fast path leaves to the slow path: multicast (ff00::/8),
 /// link-local (fe80::/10), unspecified or loopback (`ordinary6`'s).
@@ -139,7 +97,13 @@ fn special([x0, x1, x2, x3]: [m128i; 4]) -> m128i {
 /// `found.ok`; those that take the predicted hop rewritten, as bits of `found.done`; the
 /// destinations written unless all four were.
 #[inline(always)]
-fn group(k: &Consts, mut lanes: [Lane<'_>; 4], i0: usize, st: &mut Stages, found: &mut Found) {
+fn group(
+    k: &Consts,
+    mut lanes: [Lane<'_, MIN_FRAME6>; 4],
+    i0: usize,
+    st: &mut Stages,
+    found: &mut Found,
+) {
     let heads = lanes.each_ref().map(|(h, _)| &**h);
     let a = heads.map(|h| row(h, 0));
     let b = heads.map(|h| row(h, 16));
