@@ -14,7 +14,7 @@ use ferry_dataplane::lpm::{Lpm4, Lpm6, LpmError, NextHop, MAX_NEXT_HOP};
 use ferry_dataplane::tables::{link_local_of, FastMap, Hop, Neighbor, PortTable, Tables};
 
 use crate::config::{Config, Mac};
-use crate::neighbor::NeighborCache;
+use crate::neighbor::{FailedSets, NeighborCache};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CompileError {
@@ -159,7 +159,7 @@ impl Plan {
 
     /// Tables for one generation: the plan with neighbour MACs filled in. Static entries
     /// win over learned ones.
-    pub fn tables(&self, cache: &NeighborCache) -> Tables {
+    pub fn tables(&self, cache: &NeighborCache, failed: &FailedSets) -> Tables {
         let mut neigh4: FastMap<(u16, u32), Neighbor> = FastMap::default();
         let mut neigh6: FastMap<(u16, u128), Neighbor> = FastMap::default();
         let mut put = |port: u16, ip: IpAddr, n: Neighbor| match ip {
@@ -217,6 +217,8 @@ impl Plan {
             ecmp: self.ecmp.clone(),
             neigh4,
             neigh6,
+            failed4: failed.v4.clone(),
+            failed6: failed.v6.clone(),
             fast: Vec::new(),
         };
         t.index_fast();
@@ -287,7 +289,7 @@ neighbors:
     fn routes_connected_and_local() {
         let p = plan();
         let cache = NeighborCache::new(Duration::from_secs(30), Duration::from_secs(10));
-        let t = p.tables(&cache);
+        let t = p.tables(&cache, &FailedSets::default());
         assert_eq!(hop4(&t, "10.0.1.1"), Some(Hop::Local { port: 0 }));
         assert_eq!(hop4(&t, "10.0.2.77"), Some(Hop::Connected { port: 1 }));
         assert!(matches!(
@@ -349,7 +351,7 @@ neighbors:
             now,
             true,
         );
-        let t = p.tables(&cache);
+        let t = p.tables(&cache, &FailedSets::default());
         assert!(matches!(
             hop4(&t, "10.30.1.1"),
             Some(Hop::Gateway {
@@ -359,7 +361,7 @@ neighbors:
             })
         ));
         cache.age(now + Duration::from_secs(31));
-        let t = p.tables(&cache);
+        let t = p.tables(&cache, &FailedSets::default());
         assert!(matches!(
             hop4(&t, "10.30.1.1"),
             Some(Hop::Gateway { stale: true, .. })

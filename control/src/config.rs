@@ -202,6 +202,22 @@ pub struct RawTuning {
     /// Descriptors per rx / tx queue (default 1024).
     pub rx_desc: Option<u16>,
     pub tx_desc: Option<u16>,
+    /// Milliseconds between solicitations of an unresolved neighbour (default 1000).
+    pub neighbor_retrans_ms: Option<u64>,
+    /// Solicitations before an unresolved neighbour fails, and unanswered probes before a
+    /// stale one is removed (default 3).
+    pub neighbor_probes: Option<u32>,
+    /// Seconds a failed neighbour stays failed: packets to it are dropped at once with an
+    /// ICMP unreachable (default 5).
+    pub neighbor_failed_s: Option<u64>,
+    /// ARP requests / neighbour solicitations per port per second, in all (default 1000).
+    pub solicit_rate: Option<u32>,
+    /// Packets a worker holds while their neighbours are resolved (default 256).
+    pub hold_packets: Option<usize>,
+    /// Packets and bytes one unresolved neighbour may hold per worker (defaults 16 and
+    /// 65536; as Linux's unres_qlen / unres_qlen_bytes): its oldest is dropped past either.
+    pub unres_qlen: Option<usize>,
+    pub unres_qlen_bytes: Option<usize>,
 }
 
 // ---- validated ----
@@ -256,6 +272,13 @@ pub struct Tuning {
     pub icmp_rate: u32,
     pub rx_desc: u16,
     pub tx_desc: u16,
+    pub neighbor_retrans_ms: u64,
+    pub neighbor_probes: u32,
+    pub neighbor_failed_s: u64,
+    pub solicit_rate: u32,
+    pub hold_packets: usize,
+    pub unres_qlen: usize,
+    pub unres_qlen_bytes: usize,
 }
 
 impl Config {
@@ -531,9 +554,57 @@ impl Config {
             icmp_rate: t.icmp_rate.unwrap_or(1000),
             rx_desc: t.rx_desc.unwrap_or(1024),
             tx_desc: t.tx_desc.unwrap_or(1024),
+            neighbor_retrans_ms: t.neighbor_retrans_ms.unwrap_or(1000),
+            neighbor_probes: t.neighbor_probes.unwrap_or(3),
+            neighbor_failed_s: t.neighbor_failed_s.unwrap_or(5),
+            solicit_rate: t.solicit_rate.unwrap_or(1000),
+            hold_packets: t.hold_packets.unwrap_or(256),
+            unres_qlen: t.unres_qlen.unwrap_or(16),
+            unres_qlen_bytes: t.unres_qlen_bytes.unwrap_or(65536),
         };
         if tuning.neighbor_reachable_s == 0 {
             return Err(err("tuning.neighbor_reachable_s", "0: must be at least 1"));
+        }
+        let ranges: [(&str, u64, std::ops::RangeInclusive<u64>); 7] = [
+            (
+                "tuning.neighbor_retrans_ms",
+                tuning.neighbor_retrans_ms,
+                10..=60_000,
+            ),
+            (
+                "tuning.neighbor_probes",
+                tuning.neighbor_probes as u64,
+                1..=100,
+            ),
+            (
+                "tuning.neighbor_failed_s",
+                tuning.neighbor_failed_s,
+                0..=3600,
+            ),
+            (
+                "tuning.solicit_rate",
+                tuning.solicit_rate as u64,
+                1..=1_000_000,
+            ),
+            (
+                "tuning.hold_packets",
+                tuning.hold_packets as u64,
+                1..=65_536,
+            ),
+            ("tuning.unres_qlen", tuning.unres_qlen as u64, 1..=65_536),
+            (
+                "tuning.unres_qlen_bytes",
+                tuning.unres_qlen_bytes as u64,
+                64..=(64 << 20),
+            ),
+        ];
+        for (k, v, range) in ranges {
+            if !range.contains(&v) {
+                return Err(err(
+                    k,
+                    format!("{v}: must be in {}..={}", range.start(), range.end()),
+                ));
+            }
         }
         for (k, v) in [
             ("tuning.rx_desc", tuning.rx_desc),
@@ -585,7 +656,7 @@ impl Config {
         if self.tuning != running.tuning {
             return Some(err(
                 "tuning",
-                "changes to tuning (timers, ICMP rate, queue sizes) need a restart",
+                "changes to tuning (timers, rates, queue sizes) need a restart",
             ));
         }
         None

@@ -10,15 +10,15 @@ use std::time::{Duration, Instant};
 
 use ferry_dataplane::counters::WorkerCounters;
 use ferry_dataplane::dpdk::{self, Eal, Mempool, Port, PortConfig as DevConfig, TxBuffer};
-use ferry_dataplane::router::Learned;
+use ferry_dataplane::router::{Learned, WorkerCommand, WorkerEvent};
 use ferry_dataplane::snapshot::Publisher;
 use ferry_dataplane::tables::Tables;
 use ferry_dataplane::wire::ethernet::format_mac;
-use ferry_dataplane::worker::{RxQueue, Worker};
+use ferry_dataplane::worker::{HoldConfig, RxQueue, Worker};
 
 use crate::compile::{timed, Plan};
 use crate::config::{Config, PortConfig};
-use crate::neighbor::NeighborCache;
+use crate::neighbor::{NeighborCache, ResolveConfig, Resolver, ResolverStats};
 
 /// Options from the command line.
 #[derive(Clone, Debug)]
@@ -126,6 +126,33 @@ pub fn eal_args(cfg: &Config) -> Vec<String> {
     args
 }
 
+/// Events a worker may have in flight to the control side (neighbours learned and to
+/// resolve; a full ring loses events, counted as `events_lost`).
+const EVENT_RING: usize = 4096;
+/// Solicitations the control side may have in flight to one worker.
+const COMMAND_RING: usize = 1024;
+
+/// The worker's hold queue from `tuning`: packets wait a little longer than resolution
+/// takes (probes x retransmit time), so that the resolver's verdict comes first.
+pub fn hold_config(t: &crate::config::Tuning) -> HoldConfig {
+    HoldConfig {
+        packets: t.hold_packets,
+        per_neighbor: t.unres_qlen,
+        per_neighbor_bytes: t.unres_qlen_bytes,
+        ms: t.neighbor_retrans_ms * t.neighbor_probes as u64 + 500,
+    }
+}
+
+pub fn resolve_config(t: &crate::config::Tuning) -> ResolveConfig {
+    ResolveConfig {
+        retrans: Duration::from_millis(t.neighbor_retrans_ms),
+        probes: t.neighbor_probes,
+        failed_for: Duration::from_secs(t.neighbor_failed_s),
+        rate: t.solicit_rate,
+        ..ResolveConfig::default()
+    }
+}
+
 struct KernelIf {
     name: String,
     port: Port,
@@ -214,11 +241,14 @@ pub fn run(opts: Options) -> Result<(), StartError> {
         Duration::from_secs(cfg.tuning.neighbor_reachable_s),
         Duration::from_secs(cfg.tuning.neighbor_stale_s),
     );
-    let (mut publisher, subs) = Publisher::new(plan.tables(&cache), workers);
+    let mut resolver = Resolver::new(resolve_config(&cfg.tuning));
+    let (mut publisher, subs) =
+        Publisher::new(plan.tables(&cache, &resolver.failed_sets()), workers);
 
     let stop = Arc::new(AtomicBool::new(false));
     let mut counters = Vec::new();
-    let mut learned_rx = Vec::new();
+    let mut events_rx = Vec::new();
+    let mut commands_tx = Vec::new();
     let lcores = eal.worker_lcores();
     for (w, (sub, lcore)) in subs.into_iter().zip(lcores.iter().copied()).enumerate() {
         let q = w as u16;
@@ -244,7 +274,8 @@ pub fn run(opts: Options) -> Result<(), StartError> {
             }
         }
         let c = Arc::new(WorkerCounters::default());
-        let (ltx, lrx) = rtrb::RingBuffer::new(1024);
+        let (etx, erx) = rtrb::RingBuffer::new(EVENT_RING);
+        let (ctx, crx) = rtrb::RingBuffer::new(COMMAND_RING);
         let worker = Worker {
             index: w,
             rx,
@@ -255,11 +286,13 @@ pub fn run(opts: Options) -> Result<(), StartError> {
                 .collect(),
             snapshots: sub,
             counters: c.clone(),
-            learned: ltx,
+            events: etx,
+            commands: crx,
             control: std::thread::current(),
             pool: pool.clone(),
             stop: stop.clone(),
             icmp_rate: cfg.tuning.icmp_rate,
+            hold: hold_config(&cfg.tuning),
         };
         if let Err(e) = eal.launch(lcore, move || worker.run()) {
             // Stop the workers already running before ports and EAL go away.
@@ -270,7 +303,8 @@ pub fn run(opts: Options) -> Result<(), StartError> {
             return Err(e.into());
         }
         counters.push(c);
-        learned_rx.push(lrx);
+        events_rx.push(erx);
+        commands_tx.push(ctx);
     }
     tracing::info!(workers, generation = publisher.generation(), "forwarding");
 
@@ -301,6 +335,8 @@ pub fn run(opts: Options) -> Result<(), StartError> {
     };
     let mut last_publish = Instant::now();
     let mut changed = false;
+    // Solicitations lost to a full command ring (the neighbour is solicited again later).
+    let mut commands_lost = 0u64;
     while !term.load(Ordering::Relaxed) {
         // Sleep until something is due: a neighbour learned (the worker that learns it
         // wakes this thread: held packets wait for it), a publish held back, the next
@@ -312,6 +348,9 @@ pub fn run(opts: Options) -> Result<(), StartError> {
         if changed {
             wait = wait.min(due(last_publish, PUBLISH_EVERY, now));
         }
+        if let Some(at) = resolver.next_due() {
+            wait = wait.min(at.saturating_duration_since(now));
+        }
         if opts.stats_file.is_some() {
             wait = wait.min(due(last_stats, STATS_EVERY, now));
         }
@@ -321,20 +360,58 @@ pub fn run(opts: Options) -> Result<(), StartError> {
         std::thread::park_timeout(wait);
         let now = Instant::now();
         let mut reloaded = false;
-        for r in learned_rx.iter_mut() {
-            while let Ok(l) = r.pop() {
-                let Learned {
-                    port,
-                    ip,
-                    mac,
-                    create,
-                } = l;
-                if plan.learnable(port, ip) && cache.learn(port, ip, mac, now, create) {
-                    tracing::debug!(port, %ip, mac = %format_mac(&mac), "neighbour learned");
-                    changed = true;
+        for (w, r) in events_rx.iter_mut().enumerate() {
+            while let Ok(e) = r.pop() {
+                match e {
+                    WorkerEvent::Learned(Learned {
+                        port,
+                        ip,
+                        mac,
+                        create,
+                    }) => {
+                        if !plan.learnable(port, ip) {
+                            continue;
+                        }
+                        if cache.learn(port, ip, mac, now, create) {
+                            tracing::debug!(port, %ip, mac = %format_mac(&mac), "neighbour learned");
+                            changed = true;
+                        }
+                        if cache.get(port, ip).is_some() {
+                            resolver.answered(port, ip);
+                        }
+                    }
+                    WorkerEvent::Unresolved { port, ip } => {
+                        let stale = match cache.get(port, ip) {
+                            Some(e) if !e.stale => continue, // resolved since
+                            Some(_) => true,
+                            None => false,
+                        };
+                        resolver.unresolved(port, ip, stale, w, now);
+                    }
                 }
             }
         }
+        let tick = resolver.tick(now);
+        for s in &tick.solicit {
+            if let Some(q) = commands_tx.get_mut(s.worker) {
+                if q.push(WorkerCommand::Solicit {
+                    port: s.port,
+                    ip: s.ip,
+                })
+                .is_err()
+                {
+                    commands_lost += 1;
+                }
+            }
+        }
+        for (port, ip) in &tick.expired_stale {
+            tracing::debug!(port, %ip, "stale neighbour did not answer its probes: removed");
+            changed |= cache.remove(*port, *ip);
+        }
+        for (port, ip) in &tick.failed {
+            tracing::debug!(port, %ip, "neighbour resolution failed");
+        }
+        changed |= tick.changed;
         if now.duration_since(last_age) >= AGE_EVERY {
             last_age = now;
             changed |= cache.age(now);
@@ -351,6 +428,7 @@ pub fn run(opts: Options) -> Result<(), StartError> {
                     }
                     // Keep the neighbours still on a subnet of their port.
                     cache.retain(|port, ip| new_plan.learnable(port, ip));
+                    resolver.retain(|port, ip| new_plan.learnable(port, ip));
                     cfg = new_cfg;
                     plan = new_plan;
                     changed = true;
@@ -369,7 +447,7 @@ pub fn run(opts: Options) -> Result<(), StartError> {
             }
         }
         if changed && (reloaded || now.duration_since(last_publish) >= PUBLISH_EVERY) {
-            publisher.publish(plan.tables(&cache));
+            publisher.publish(plan.tables(&cache, &resolver.failed_sets()));
             last_publish = now;
             changed = false;
         }
@@ -377,7 +455,15 @@ pub fn run(opts: Options) -> Result<(), StartError> {
         if let Some(path) = &opts.stats_file {
             if now.duration_since(last_stats) >= STATS_EVERY {
                 last_stats = now;
-                write_stats(path, &publisher, &counters, &ports, &cache);
+                write_stats(
+                    path,
+                    &publisher,
+                    &counters,
+                    &ports,
+                    &cache,
+                    &resolver,
+                    commands_lost,
+                );
             }
         }
         if !opts.stats_interval.is_zero() && now.duration_since(last_log) >= opts.stats_interval {
@@ -401,9 +487,17 @@ pub fn run(opts: Options) -> Result<(), StartError> {
     }
     publisher.reclaim();
     if let Some(path) = &opts.stats_file {
-        write_stats(path, &publisher, &counters, &ports, &cache);
+        write_stats(
+            path,
+            &publisher,
+            &counters,
+            &ports,
+            &cache,
+            &resolver,
+            commands_lost,
+        );
     }
-    print_final(&cfg, &counters, &ports, &kernel);
+    print_final(&cfg, &counters, &ports, &kernel, &resolver.stats);
     drop(kernel);
     drop(ports);
     drop(publisher);
@@ -503,6 +597,8 @@ fn write_stats(
     counters: &[Arc<WorkerCounters>],
     ports: &[Port],
     cache: &NeighborCache,
+    resolver: &Resolver,
+    commands_lost: u64,
 ) {
     let workers: Vec<serde_json::Value> = counters
         .iter()
@@ -529,6 +625,16 @@ fn write_stats(
         "retired": publisher.retired(),
         "neighbors": cache.len(),
         "neighbors_refused": cache.refused,
+        "resolver": {
+            "incomplete": resolver.pending(),
+            "failed": resolver.failed(),
+            "solicits": resolver.stats.solicits,
+            "rate_limited": resolver.stats.rate_limited,
+            "failures": resolver.stats.failures,
+            "evicted_incomplete": resolver.stats.evicted_pending,
+            "evicted_failed": resolver.stats.evicted_failed,
+            "commands_lost": commands_lost,
+        },
         "tsc_hz": ferry_dataplane::dpdk::tsc_hz(),
         "total": counters_json(&total(counters)),
         "workers": workers,
@@ -548,6 +654,7 @@ fn print_final(
     counters: &[Arc<WorkerCounters>],
     ports: &[Port],
     kernel: &[Option<KernelIf>],
+    resolver: &ResolverStats,
 ) {
     println!("ferryd final counters:");
     for (w, c) in counters.iter().enumerate() {
@@ -567,6 +674,11 @@ fn print_final(
             println!("  total {k}: {v}");
         }
     }
+    let r = resolver;
+    println!(
+        "  resolver: solicits {} rate_limited {} failures {} evicted_incomplete {} evicted_failed {}",
+        r.solicits, r.rate_limited, r.failures, r.evicted_pending, r.evicted_failed
+    );
     for (p, pc) in ports.iter().zip(&cfg.ports) {
         let s = p.stats();
         println!(

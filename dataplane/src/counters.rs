@@ -76,7 +76,16 @@ pub enum DropReason {
     NotRouted,
     NoRoute,
     TtlExceeded,
+    /// Held while its neighbour was resolved, and the neighbour did not answer in time
+    /// (an ICMP host / address unreachable went back, if the rate limit allowed).
     NeighborUnresolved,
+    /// To a neighbour whose resolution failed (negatively cached): dropped at once, not
+    /// held, with an ICMP host / address unreachable if the rate limit allows.
+    NeighborFailed,
+    /// The hold queue had no room: the worker's is full, or the packet's neighbour already
+    /// holds its share (`tuning.unres_qlen` packets / `tuning.unres_qlen_bytes`; the
+    /// oldest of that neighbour's packets is dropped).
+    HoldQueueFull,
     /// Bigger than the egress MTU (an ICMP error was sent if allowed).
     TooBig,
     /// For the node itself, but the port has no kernel interface.
@@ -91,7 +100,7 @@ pub enum DropReason {
     IcmpRateLimited,
 }
 
-const SIMPLE: [DropReason; 14] = [
+const SIMPLE: [DropReason; 16] = [
     DropReason::NotForUs,
     DropReason::VlanMismatch,
     DropReason::UnknownEthertype,
@@ -100,6 +109,8 @@ const SIMPLE: [DropReason; 14] = [
     DropReason::NoRoute,
     DropReason::TtlExceeded,
     DropReason::NeighborUnresolved,
+    DropReason::NeighborFailed,
+    DropReason::HoldQueueFull,
     DropReason::TooBig,
     DropReason::LocalNoKernel,
     DropReason::MultiSegment,
@@ -148,6 +159,8 @@ impl DropReason {
             DropReason::NoRoute => "no_route".into(),
             DropReason::TtlExceeded => "ttl_exceeded".into(),
             DropReason::NeighborUnresolved => "neighbor_unresolved".into(),
+            DropReason::NeighborFailed => "neighbor_failed".into(),
+            DropReason::HoldQueueFull => "hold_queue_full".into(),
             DropReason::TooBig => "too_big".into(),
             DropReason::LocalNoKernel => "local_no_kernel".into(),
             DropReason::MultiSegment => "multi_segment".into(),
@@ -172,6 +185,9 @@ pub struct WorkerCounters {
     pub echo_replies: Counter,
     pub icmp_errors: Counter,
     pub solicits: Counter,
+    /// Events for the control side (neighbours learned, neighbours to resolve) lost to a
+    /// full ring; the next packet reports them again.
+    pub events_lost: Counter,
     /// IPv4 datagrams split into fragments for a smaller egress MTU.
     pub fragmented: Counter,
     /// Packets consumed without a drop (ARP for others, NA without kernel, ...).
@@ -199,6 +215,7 @@ impl Default for WorkerCounters {
             echo_replies: Counter::default(),
             icmp_errors: Counter::default(),
             solicits: Counter::default(),
+            events_lost: Counter::default(),
             fragmented: Counter::default(),
             consumed: Counter::default(),
             busy_cycles: Counter::default(),
@@ -232,6 +249,7 @@ impl WorkerCounters {
             (&self.echo_replies, &other.echo_replies),
             (&self.icmp_errors, &other.icmp_errors),
             (&self.solicits, &other.solicits),
+            (&self.events_lost, &other.events_lost),
             (&self.fragmented, &other.fragmented),
             (&self.consumed, &other.consumed),
             (&self.busy_cycles, &other.busy_cycles),
@@ -258,6 +276,7 @@ impl WorkerCounters {
             ("echo_replies", &self.echo_replies),
             ("icmp_errors", &self.icmp_errors),
             ("solicits", &self.solicits),
+            ("events_lost", &self.events_lost),
             ("fragmented", &self.fragmented),
             ("consumed", &self.consumed),
             ("busy_cycles", &self.busy_cycles),

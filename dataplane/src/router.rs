@@ -82,14 +82,39 @@ impl<T: Copy, const N: usize> FixedVec<T, N> {
     }
 }
 
-const SOLICIT_SLOTS: usize = 64;
+/// What a worker tells the control side, over its event ring.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WorkerEvent {
+    /// A neighbour's address, from ARP / ND.
+    Learned(Learned),
+    /// A packet needs `ip` on `port` resolved: no entry yet (the packet is held), or a
+    /// stale one (the packet went out; the entry wants a probe). The control side keeps
+    /// the per-neighbour resolution state and asks a worker to solicit.
+    Unresolved { port: u16, ip: IpAddr },
+}
+
+/// What the control side asks of a worker, over its command ring.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WorkerCommand {
+    /// Send an ARP request / neighbour solicitation for `ip` on `port`.
+    Solicit { port: u16, ip: IpAddr },
+}
+
+/// Slots of the per-worker throttle on `Unresolved` reports (direct-mapped by address).
+/// A thrashed slot only costs a duplicate report on the event ring, never a packet on the
+/// wire: the control side counts solicitations per neighbour exactly.
+const REPORT_SLOTS: usize = 1024;
+/// One report per address per slot this often (in 1/REPORT_PER_S of a second).
+const REPORT_PER_S: u64 = 10;
 
 /// A worker's mutable side state for the packet path.
 pub struct Scratch {
     /// Neighbours learned in this burst.
     pub learned: FixedVec<Learned, 32>,
-    /// Neighbours to solicit after this burst: (port, address).
-    pub solicit: FixedVec<(u16, IpAddr), 16>,
+    /// Neighbours to resolve (or probe), to report after this burst: (port, address).
+    pub unresolved: FixedVec<(u16, IpAddr), 32>,
+    /// The neighbour (port, address) that the last [`Action::Hold`] waits for.
+    pub held_for: (u16, IpAddr),
     /// Current TSC.
     pub now: u64,
     /// TSC ticks per second.
@@ -97,8 +122,8 @@ pub struct Scratch {
     icmp_tokens: u64,
     icmp_last: u64,
     icmp_rate: u64,
-    /// Last solicitation per address hash slot: (address, tsc).
-    solicited: [(Option<IpAddr>, u64); SOLICIT_SLOTS],
+    /// Last report per address hash slot: (address, tsc).
+    reported: Box<[(Option<IpAddr>, u64); REPORT_SLOTS]>,
 }
 
 impl Scratch {
@@ -106,13 +131,14 @@ impl Scratch {
     pub fn new(hz: u64, icmp_rate: u32) -> Scratch {
         Scratch {
             learned: FixedVec::default(),
-            solicit: FixedVec::default(),
+            unresolved: FixedVec::default(),
+            held_for: (0, IpAddr::from([0u8; 4])),
             now: 0,
             hz: hz.max(1),
             icmp_tokens: icmp_rate as u64,
             icmp_last: 0,
             icmp_rate: icmp_rate as u64,
-            solicited: [(None, 0); SOLICIT_SLOTS],
+            reported: Box::new([(None, 0); REPORT_SLOTS]),
         }
     }
 
@@ -135,8 +161,9 @@ impl Scratch {
         }
     }
 
-    /// Ask for a solicitation of `ip` on `port`, at most one per address per 200 ms.
-    fn want_solicit(&mut self, port: u16, ip: IpAddr) {
+    /// Report that `ip` on `port` needs resolving (or probing), at most once per address
+    /// per 100 ms from this worker (a slot taken by another address lets it through).
+    fn want_resolve(&mut self, port: u16, ip: IpAddr) {
         let h = match ip {
             IpAddr::V4(a) => u32::from(a) as u64,
             IpAddr::V6(a) => {
@@ -144,13 +171,13 @@ impl Scratch {
                 (x as u64) ^ ((x >> 64) as u64)
             }
         };
-        let slot = (h.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 58) as usize % SOLICIT_SLOTS;
-        let (last_ip, last_t) = self.solicited[slot];
-        if last_ip == Some(ip) && self.now.saturating_sub(last_t) < self.hz / 5 {
+        let slot = (h.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 54) as usize % REPORT_SLOTS;
+        let (last_ip, last_t) = self.reported[slot];
+        if last_ip == Some(ip) && self.now.saturating_sub(last_t) < self.hz / REPORT_PER_S {
             return;
         }
-        if self.solicit.push((port, ip)) {
-            self.solicited[slot] = (Some(ip), self.now);
+        if self.unresolved.push((port, ip)) {
+            self.reported[slot] = (Some(ip), self.now);
         }
     }
 
@@ -364,10 +391,12 @@ fn arp_in<B: PacketBuf>(ctx: &mut Ctx, in_port: u16, l3: usize, b: &mut B) -> Ac
     Action::Free
 }
 
-/// What a resolved hop says: egress port and destination MAC.
+/// What a resolved hop says: egress port and destination MAC, or the neighbour that is
+/// missing (being resolved, or failed).
 enum Resolved {
     Out(u16, Mac),
-    Unresolved,
+    Unresolved(u16, IpAddr),
+    Failed,
 }
 
 #[inline]
@@ -404,13 +433,15 @@ fn resolve<'t>(
             mac,
             stale,
         } => {
+            let res = match mac {
+                Some(m) => Resolved::Out(*port, *m),
+                None if t.neighbor_failed(*port, *gw) => return Some((*port, Resolved::Failed)),
+                None => Resolved::Unresolved(*port, *gw),
+            };
             if mac.is_none() || *stale {
-                ctx.s.want_solicit(*port, *gw);
+                ctx.s.want_resolve(*port, *gw);
             }
-            Some((
-                *port,
-                mac.map_or(Resolved::Unresolved, |m| Resolved::Out(*port, m)),
-            ))
+            Some((*port, res))
         }
         Hop::Connected { port } => {
             let dst = dst();
@@ -418,13 +449,15 @@ fn resolve<'t>(
                 IpAddr::V4(a) => t.neigh4.get(&(*port, u32::from(a))),
                 IpAddr::V6(a) => t.neigh6.get(&(*port, u128::from(a))),
             };
+            let res = match n {
+                Some(n) => Resolved::Out(*port, n.mac),
+                None if t.neighbor_failed(*port, dst) => return Some((*port, Resolved::Failed)),
+                None => Resolved::Unresolved(*port, dst),
+            };
             if n.is_none_or(|n| n.stale) {
-                ctx.s.want_solicit(*port, dst);
+                ctx.s.want_resolve(*port, dst);
             }
-            Some((
-                *port,
-                n.map_or(Resolved::Unresolved, |n| Resolved::Out(*port, n.mac)),
-            ))
+            Some((*port, res))
         }
         Hop::Local { .. } | Hop::Ecmp { .. } => None,
     }
@@ -543,8 +576,24 @@ fn ipv4_in<B: PacketBuf>(
             mtu,
         );
     }
-    let Resolved::Out(out, mac) = res else {
-        return Action::Hold;
+    let (out, mac) = match res {
+        Resolved::Out(out, mac) => (out, mac),
+        Resolved::Unresolved(port, ip) => {
+            ctx.s.held_for = (port, ip);
+            return Action::Hold;
+        }
+        Resolved::Failed => {
+            return icmp4_error(
+                ctx,
+                in_port,
+                l3,
+                b,
+                DropReason::NeighborFailed,
+                icmpv4::TYPE_DEST_UNREACHABLE,
+                icmpv4::CODE_HOST_UNREACHABLE,
+                0,
+            )
+        }
     };
     {
         let d = b.data_mut();
@@ -607,6 +656,39 @@ fn ipv4_local<B: PacketBuf>(
         }
     }
     to_kernel_or(ctx, b, in_port, DropReason::LocalNoKernel)
+}
+
+/// A held packet whose neighbour never answered: counted as `drop_neighbor_unresolved`,
+/// and turned into an ICMP host unreachable (ICMPv6 address unreachable) to its source,
+/// through the rate limit, as Linux does when a neighbour fails with packets queued.
+/// The packet must be as [`process`] left it for [`Action::Hold`] (unchanged).
+pub fn unresolved_error<B: PacketBuf>(ctx: &mut Ctx, in_port: u16, b: &mut B) -> Action {
+    let Ok(l2) = ethernet::parse_l2(b.data()) else {
+        return ctx.drop(DropReason::NeighborUnresolved);
+    };
+    match l2.ethertype {
+        ethernet::ETHERTYPE_IPV4 => icmp4_error(
+            ctx,
+            in_port,
+            l2.l3_offset,
+            b,
+            DropReason::NeighborUnresolved,
+            icmpv4::TYPE_DEST_UNREACHABLE,
+            icmpv4::CODE_HOST_UNREACHABLE,
+            0,
+        ),
+        ethernet::ETHERTYPE_IPV6 => icmp6_error(
+            ctx,
+            in_port,
+            l2.l3_offset,
+            b,
+            DropReason::NeighborUnresolved,
+            icmpv6::TYPE_DEST_UNREACHABLE,
+            icmpv6::CODE_ADDR_UNREACHABLE,
+            0,
+        ),
+        _ => ctx.drop(DropReason::NeighborUnresolved),
+    }
 }
 
 /// Turn an ICMP or ICMPv6 echo request (type in byte 0, checksum in bytes 2-3) into the
@@ -820,8 +902,24 @@ fn ipv6_in<B: PacketBuf>(
             mtu,
         );
     }
-    let Resolved::Out(out, mac) = res else {
-        return Action::Hold;
+    let (out, mac) = match res {
+        Resolved::Out(out, mac) => (out, mac),
+        Resolved::Unresolved(port, ip) => {
+            ctx.s.held_for = (port, ip);
+            return Action::Hold;
+        }
+        Resolved::Failed => {
+            return icmp6_error(
+                ctx,
+                in_port,
+                l3,
+                b,
+                DropReason::NeighborFailed,
+                icmpv6::TYPE_DEST_UNREACHABLE,
+                icmpv6::CODE_ADDR_UNREACHABLE,
+                0,
+            )
+        }
     };
     {
         let d = b.data_mut();

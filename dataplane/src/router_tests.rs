@@ -179,6 +179,8 @@ fn tables(with_default: bool) -> Tables {
         ecmp: vec![HOP_GW_A, HOP_GW_B],
         neigh4,
         neigh6,
+        failed4: Default::default(),
+        failed6: Default::default(),
         fast: Vec::new(),
     };
     t.index_fast();
@@ -246,7 +248,7 @@ impl Fx {
     }
 
     fn solicits(&self) -> Vec<(u16, IpAddr)> {
-        self.s.solicit.iter().collect()
+        self.s.unresolved.iter().collect()
     }
 
     fn learned(&self) -> Vec<Learned> {
@@ -1422,18 +1424,20 @@ fn ecmp_spreads_by_address_too() {
 }
 
 #[test]
-fn unresolved_gateway_queues_one_solicit() {
-    // 10.30/16 via unresolved 10.10.2.9: dropped, one ARP solicit per 200 ms for the gateway.
+fn unresolved_gateway_is_reported_once_per_100ms() {
+    // 10.30/16 via unresolved 10.10.2.9: held, and the gateway reported to the control side
+    // (which solicits) at most once per 100 ms from this worker.
     let mut fx = Fx::new();
     let (a, _) = fx.run(0, &udp4_from_h1("10.30.1.1", 64, 10));
     assert_eq!(a, Action::Hold, "held by the worker while resolving");
+    assert_eq!(fx.s.held_for, (1, ip("10.10.2.9")), "waits for the gateway");
     assert_eq!(fx.dropped(DropReason::NeighborUnresolved), 0);
     assert_eq!(fx.solicits(), vec![(1, ip("10.10.2.9"))]);
-    fx.s.now += HZ / 10;
+    fx.s.now += HZ / 20;
     let (a, _) = fx.run(0, &udp4_from_h1("10.30.2.2", 64, 10));
     assert_eq!(a, Action::Hold);
-    assert_eq!(fx.solicits().len(), 1, "no second solicit within 200 ms");
-    fx.s.now += HZ / 5;
+    assert_eq!(fx.solicits().len(), 1, "no second report within 100 ms");
+    fx.s.now += HZ / 10;
     fx.run(0, &udp4_from_h1("10.30.1.1", 64, 10));
     assert_eq!(
         fx.solicits(),
@@ -2144,7 +2148,7 @@ fn fast_agrees(fx: &mut Fx, in_port: u16, frame: &[u8]) -> Result<bool, TestCase
         return Ok(false);
     };
     let drops = fx.total_drops();
-    fx.s.solicit.clear();
+    fx.s.unresolved.clear();
     let (a, slow) = fx.run(in_port, frame);
     prop_assert_eq!(a, Action::Tx(p));
     prop_assert_eq!(fast, slow);
@@ -2712,4 +2716,149 @@ fn fast_path_empty_burst_is_not_handed_over() {
         panic!("nothing to emit")
     });
     assert_eq!(done, crate::fastpath::Done::Emitted);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Failed neighbours (negatively cached by the control side) and held packets that expire
+
+#[test]
+fn failed_connected_neighbor_gets_host_unreachable_at_once() {
+    // 10.10.2.77 failed to resolve: not held, not reported again, an ICMP host unreachable
+    // from the ingress port's address back to the sender, counted as neighbor_failed.
+    let mut fx = Fx::new();
+    Arc::get_mut(&mut fx.t.failed4)
+        .unwrap()
+        .insert((1, a4("10.10.2.77")));
+    let frame = udp4_from_h1("10.10.2.77", 64, 10);
+    let (a, out) = fx.run(0, &frame);
+    assert_eq!(a, Action::Tx(0));
+    let icmp = check_icmp4_error(&out, H1_MAC, M0, "10.10.1.1", "10.10.1.2");
+    assert_eq!(
+        (icmp[0], icmp[1]),
+        (icmpv4::TYPE_DEST_UNREACHABLE, icmpv4::CODE_HOST_UNREACHABLE)
+    );
+    assert_eq!(&icmp[8..28], &frame[14..34], "quotes the datagram's header");
+    assert_eq!(fx.dropped(DropReason::NeighborFailed), 1);
+    assert!(
+        fx.solicits().is_empty(),
+        "a failed neighbour is not solicited"
+    );
+    // Another address on the same subnet is still held and reported.
+    let (a, _) = fx.run(0, &udp4_from_h1("10.10.2.78", 64, 10));
+    assert_eq!(a, Action::Hold);
+    assert_eq!(fx.solicits(), vec![(1, ip("10.10.2.78"))]);
+}
+
+#[test]
+fn failed_gateway_gets_host_unreachable() {
+    // The gateway of 10.30/16 failed: every destination behind it gets host unreachable.
+    let mut fx = Fx::new();
+    Arc::get_mut(&mut fx.t.failed4)
+        .unwrap()
+        .insert((1, a4("10.10.2.9")));
+    let (a, out) = fx.run(0, &udp4_from_h1("10.30.1.1", 64, 10));
+    assert_eq!(a, Action::Tx(0));
+    let icmp = check_icmp4_error(&out, H1_MAC, M0, "10.10.1.1", "10.10.1.2");
+    assert_eq!(icmp[1], icmpv4::CODE_HOST_UNREACHABLE);
+    assert_eq!(fx.dropped(DropReason::NeighborFailed), 1);
+}
+
+#[test]
+fn failed_v6_neighbor_gets_address_unreachable() {
+    let mut fx = Fx::new();
+    Arc::get_mut(&mut fx.t.failed6)
+        .unwrap()
+        .insert((1, a6("fd10:2::77")));
+    let (a, out) = fx.run(0, &udp6_from_h1("fd10:2::77", 64, 10));
+    assert_eq!(a, Action::Tx(0));
+    let icmp = check_icmp6_out(&out, H1_MAC, M0, "fd10:1::1", "fd10:1::2");
+    assert_eq!(
+        (icmp[0], icmp[1]),
+        (icmpv6::TYPE_DEST_UNREACHABLE, icmpv6::CODE_ADDR_UNREACHABLE)
+    );
+    assert_eq!(fx.dropped(DropReason::NeighborFailed), 1);
+    assert!(fx.solicits().is_empty());
+}
+
+#[test]
+fn failed_neighbor_errors_are_rate_limited() {
+    // A scan of failed addresses gets no more ICMP errors than the limit allows.
+    let mut fx = Fx::with_icmp_rate(3);
+    Arc::get_mut(&mut fx.t.failed4)
+        .unwrap()
+        .insert((1, a4("10.10.2.77")));
+    let mut sent = 0;
+    for _ in 0..10 {
+        if fx.run(0, &udp4_from_h1("10.10.2.77", 64, 10)).0 == Action::Tx(0) {
+            sent += 1;
+        }
+    }
+    assert_eq!(sent, 3);
+    assert_eq!(fx.dropped(DropReason::NeighborFailed), 10);
+    assert_eq!(fx.dropped(DropReason::IcmpRateLimited), 7);
+}
+
+#[test]
+fn expired_held_packet_gets_unreachable() {
+    // A packet held for an unknown neighbour, when it expires: host unreachable (IPv4),
+    // address unreachable (IPv6), counted as neighbor_unresolved.
+    let mut fx = Fx::new();
+    let frame = udp4_from_h1("10.10.2.77", 64, 10);
+    let (a, held) = fx.run(0, &frame);
+    assert_eq!(a, Action::Hold);
+    let mut b = TestBuf::new(&held);
+    let mut ctx = Ctx {
+        t: &fx.t,
+        s: &mut fx.s,
+        c: &fx.c,
+    };
+    assert_eq!(unresolved_error(&mut ctx, 0, &mut b), Action::Tx(0));
+    let icmp = check_icmp4_error(b.data(), H1_MAC, M0, "10.10.1.1", "10.10.1.2");
+    assert_eq!(icmp[1], icmpv4::CODE_HOST_UNREACHABLE);
+    assert_eq!(
+        &icmp[8..28],
+        &frame[14..34],
+        "the original header, TTL untouched"
+    );
+    let frame6 = udp6_from_h1("fd10:2::77", 64, 10);
+    let mut b = TestBuf::new(&frame6);
+    let mut ctx = Ctx {
+        t: &fx.t,
+        s: &mut fx.s,
+        c: &fx.c,
+    };
+    assert_eq!(unresolved_error(&mut ctx, 0, &mut b), Action::Tx(0));
+    let icmp = check_icmp6_out(b.data(), H1_MAC, M0, "fd10:1::1", "fd10:1::2");
+    assert_eq!(icmp[1], icmpv6::CODE_ADDR_UNREACHABLE);
+    assert_eq!(fx.dropped(DropReason::NeighborUnresolved), 2);
+    // Not IP: dropped, counted, nothing sent.
+    let mut b = TestBuf::new(&eth(M0, H1_MAC, 0x88b5, &[0; 46]));
+    let mut ctx = Ctx {
+        t: &fx.t,
+        s: &mut fx.s,
+        c: &fx.c,
+    };
+    assert_eq!(unresolved_error(&mut ctx, 0, &mut b), Action::Free);
+    assert_eq!(fx.dropped(DropReason::NeighborUnresolved), 3);
+}
+
+#[test]
+fn back_to_back_packets_to_one_address_are_reported_once() {
+    // 2,000 distinct unknown IPv6 addresses on a connected /64, each sent 5 packets in a row (within 100 ms): each
+    // is reported once. (Interleaved, a thrashed slot reports again: the control side
+    // keeps the exact per-neighbour state, so a duplicate report costs no solicitation.)
+    let mut fx = Fx::new();
+    let mut reports = std::collections::HashMap::<IpAddr, usize>::new();
+    for i in 0..2000u32 {
+        let dst = Ipv6Addr::from(a6("fd10:2::1:0") + i as u128).to_string();
+        for _ in 0..5 {
+            assert_eq!(fx.run(0, &udp6_from_h1(&dst, 64, 10)).0, Action::Hold);
+            for (_, ip) in fx.solicits() {
+                *reports.entry(ip).or_default() += 1;
+            }
+            fx.s.unresolved.clear();
+        }
+    }
+    assert_eq!(reports.len(), 2000, "every address reported");
+    assert!(reports.values().all(|n| *n == 1), "once each");
 }

@@ -4,7 +4,7 @@
 //! The FIBs are behind `Arc` so a neighbour change republishes small tables and shares the
 //! big ones with the previous generation.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, Hasher};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -227,6 +227,7 @@ impl BuildHasher for SeededState {
 }
 
 pub type FastMap<K, V> = HashMap<K, V, SeededState>;
+pub type FastSet<K> = HashSet<K, SeededState>;
 
 /// All tables of one snapshot.
 pub struct Tables {
@@ -237,6 +238,11 @@ pub struct Tables {
     pub ecmp: Vec<NextHop>,
     pub neigh4: FastMap<(u16, u32), Neighbor>,
     pub neigh6: FastMap<(u16, u128), Neighbor>,
+    /// Neighbours whose resolution failed (no answer to `tuning.neighbor_probes`
+    /// solicitations), negatively cached by the control side for `neighbor_failed_s`:
+    /// packets to them are dropped at once with an ICMP unreachable, not held.
+    pub failed4: Arc<FastSet<(u16, u32)>>,
+    pub failed6: Arc<FastSet<(u16, u128)>>,
     /// `hops` flattened for the fast path, by the same index (see [`FastHop`]). Empty
     /// until [`Tables::index_fast`] runs; the fast path then leaves everything to the slow one.
     pub fast: Vec<FastHop>,
@@ -253,6 +259,15 @@ impl Tables {
             .collect();
     }
 
+    /// True if resolving `ip` on `port` failed recently (see `failed4`).
+    #[inline]
+    pub fn neighbor_failed(&self, port: u16, ip: IpAddr) -> bool {
+        match ip {
+            IpAddr::V4(a) => !self.failed4.is_empty() && self.failed4.contains(&(port, a.into())),
+            IpAddr::V6(a) => !self.failed6.is_empty() && self.failed6.contains(&(port, a.into())),
+        }
+    }
+
     /// Tables with ports and nothing routed (before the first compile, and for tests).
     pub fn empty(ports: Vec<PortTable>) -> Result<Tables, crate::lpm::LpmError> {
         Ok(Tables {
@@ -263,6 +278,8 @@ impl Tables {
             ecmp: Vec::new(),
             neigh4: FastMap::default(),
             neigh6: FastMap::default(),
+            failed4: Arc::default(),
+            failed6: Arc::default(),
             fast: Vec::new(),
         })
     }
@@ -287,7 +304,13 @@ mod tests {
         assert!(same_prefix32(0x0a0a0101, 0x0a0a01ff, 24));
         assert!(!same_prefix32(0x0a0a0101, 0x0a0a0201, 24));
         assert!(same_prefix32(1, 2, 0));
-        assert!(same_prefix32(5, 5, 32));
+        assert!(same_prefix32(0x0a0a0105, 0x0a0a0105, 32));
+        assert!(
+            !same_prefix32(0x0a0a0105, 0x0a0a0104, 32),
+            "/32: every bit counts"
+        );
+        assert!(same_prefix32(0x0a0a0105, 0x0a0a0104, 31));
+        assert!(!same_prefix32(0x0a0a0105, 0x0a0a0105, 33), "no such length");
         assert!(!same_prefix128(1, 2, 128));
         assert!(same_prefix128(1 << 100, (1 << 100) | 7, 64));
     }

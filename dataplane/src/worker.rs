@@ -2,10 +2,16 @@
 //! completion through the [`router`](crate::router), transmit in per-port buffers flushed
 //! once per burst, switch snapshots between bursts.
 //!
-//! Packets whose next hop is being resolved are held (up to [`HOLD`] per worker, for at most
-//! [`HOLD_MS`]) and run through the router again when a new snapshot arrives, which is what
-//! happens when the control side learns the neighbour.
+//! Packets whose next hop is being resolved are held in a [`HoldQueue`] (bounded per worker
+//! and per neighbour, for at most [`HoldConfig::ms`]) and run through the router again when
+//! a new snapshot arrives, which is what happens when the control side learns the neighbour
+//! or gives up on it. The worker reports neighbours to resolve and neighbours learned to the
+//! control side ([`WorkerEvent`]) and sends the solicitations it is asked for
+//! ([`WorkerCommand`]): the control side keeps the per-neighbour resolution state, so a
+//! neighbour is solicited a bounded number of times whatever the number of workers.
 
+use std::collections::VecDeque;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -13,14 +19,103 @@ use crate::buf::PacketBuf;
 use crate::counters::{DropReason, WorkerCounters};
 use crate::dpdk::{self, Mbuf, Mempool, RxBurst, TxBuffer};
 use crate::fastpath;
-use crate::router::{self, Action, Ctx, Learned, Scratch};
+use crate::router::{self, Action, Ctx, Scratch, WorkerCommand, WorkerEvent};
 use crate::snapshot::Subscriber;
 use crate::tables::Tables;
 
-/// Packets a worker holds while their neighbour is resolved.
-pub const HOLD: usize = 64;
-/// How long a held packet waits before it is dropped (`drop_neighbor_unresolved`).
-pub const HOLD_MS: u64 = 1000;
+/// How a worker holds packets while their neighbour is resolved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HoldConfig {
+    /// Packets the worker holds in all (`tuning.hold_packets`).
+    pub packets: usize,
+    /// Packets and bytes one neighbour may hold (`tuning.unres_qlen`,
+    /// `tuning.unres_qlen_bytes`, as Linux's per-neighbour queue): past either, that
+    /// neighbour's oldest packet is dropped (`drop_hold_queue_full`).
+    pub per_neighbor: usize,
+    pub per_neighbor_bytes: usize,
+    /// How long a packet may wait; then it is dropped with an ICMP unreachable
+    /// (`drop_neighbor_unresolved`). Longer than the control side's resolution takes
+    /// (probes x retransmit time), so that its verdict normally comes first.
+    pub ms: u64,
+}
+
+impl Default for HoldConfig {
+    fn default() -> Self {
+        HoldConfig {
+            packets: 256,
+            per_neighbor: 16,
+            per_neighbor_bytes: 65536,
+            ms: 3500,
+        }
+    }
+}
+
+/// A held packet.
+pub struct Held<P> {
+    pub pkt: P,
+    pub in_port: u16,
+    /// TSC when first held.
+    pub since: u64,
+    /// The neighbour it waits for: (port, address).
+    pub key: (u16, IpAddr),
+    pub len: usize,
+}
+
+/// The packets a worker holds, oldest first, bounded in all and per neighbour. Preallocated;
+/// never grows past [`HoldConfig::packets`].
+pub struct HoldQueue<P> {
+    items: VecDeque<Held<P>>,
+    cfg: HoldConfig,
+}
+
+impl<P> HoldQueue<P> {
+    pub fn new(cfg: HoldConfig) -> Self {
+        HoldQueue {
+            items: VecDeque::with_capacity(cfg.packets),
+            cfg,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Hold `h`. Packets that must go to make room are passed to `dropped`: the oldest of
+    /// the same neighbour while that neighbour is over its share, or `h` itself if the
+    /// queue is full of other neighbours' packets. Order is kept.
+    pub fn push(&mut self, h: Held<P>, mut dropped: impl FnMut(P)) {
+        let (mut n, mut bytes) = (0usize, 0usize);
+        for x in self.items.iter().filter(|x| x.key == h.key) {
+            n += 1;
+            bytes += x.len;
+        }
+        while n > 0
+            && (n + 1 > self.cfg.per_neighbor.max(1) || bytes + h.len > self.cfg.per_neighbor_bytes)
+        {
+            let Some(i) = self.items.iter().position(|x| x.key == h.key) else {
+                break;
+            };
+            if let Some(old) = self.items.remove(i) {
+                n -= 1;
+                bytes -= old.len;
+                dropped(old.pkt);
+            }
+        }
+        if self.items.len() >= self.cfg.packets.max(1) {
+            return dropped(h.pkt);
+        }
+        self.items.push_back(h);
+    }
+
+    /// Move every held packet to `into` (oldest first), leaving the queue empty.
+    pub fn take_all(&mut self, into: &mut Vec<Held<P>>) {
+        into.extend(self.items.drain(..));
+    }
+}
 
 /// One rx queue a worker polls.
 #[derive(Clone, Copy, Debug)]
@@ -46,14 +141,17 @@ pub struct Worker {
     pub kernel_tx: Vec<Option<TxBuffer>>,
     pub snapshots: Subscriber<Tables>,
     pub counters: Arc<WorkerCounters>,
-    /// Neighbours learned, for the control side.
-    pub learned: rtrb::Producer<Learned>,
-    /// The control thread, which sleeps until something is due: woken when a neighbour is
-    /// learned (held packets may wait for it).
+    /// Neighbours learned and neighbours to resolve, for the control side.
+    pub events: rtrb::Producer<WorkerEvent>,
+    /// Solicitations the control side asks for.
+    pub commands: rtrb::Consumer<WorkerCommand>,
+    /// The control thread, which sleeps until something is due: woken when an event is
+    /// reported (held packets may wait for it).
     pub control: std::thread::Thread,
     pub pool: Arc<Mempool>,
     pub stop: Arc<AtomicBool>,
     pub icmp_rate: u32,
+    pub hold: HoldConfig,
 }
 
 /// Where packets go after the router: tx buffers, kernel buffers, the hold queue.
@@ -61,8 +159,7 @@ struct Out<'a> {
     pool: &'a Mempool,
     tx: Vec<TxBuffer>,
     kernel_tx: Vec<Option<TxBuffer>>,
-    /// (packet, ingress port, TSC when first held). Capacity HOLD, never grown.
-    held: Vec<(Mbuf, u16, u64)>,
+    held: HoldQueue<Mbuf>,
     c: &'a WorkerCounters,
     /// Packets queued for the wire / the kernel, and dropped by full queues, in this burst.
     queued: u64,
@@ -108,7 +205,7 @@ impl Out<'_> {
     }
 
     #[inline]
-    fn dispatch(&mut self, action: Action, m: Mbuf, in_port: u16, since: u64) {
+    fn dispatch(&mut self, action: Action, m: Mbuf, in_port: u16, since: u64, s: &Scratch) {
         match action {
             Action::Tx(p) => self.queue_tx(p, m),
             Action::Kernel(p) => match self.kernel_tx.get_mut(p as usize) {
@@ -142,62 +239,84 @@ impl Out<'_> {
                     Err(reason) => self.c.drop(reason),
                 }
             }
-            Action::Hold if self.held.len() < HOLD => self.held.push((m, in_port, since)),
-            Action::Hold => self.c.drop(DropReason::NeighborUnresolved),
+            Action::Hold => {
+                let c = self.c;
+                let len = m.data().len();
+                self.held.push(
+                    Held {
+                        pkt: m,
+                        in_port,
+                        since,
+                        key: s.held_for,
+                        len,
+                    },
+                    |dropped| {
+                        drop(dropped);
+                        c.drop(DropReason::HoldQueueFull);
+                    },
+                );
+            }
             Action::Free => drop(m),
         }
     }
 
-    /// Send the solicitations the router asked for and report learned neighbours (rarely
+    /// Report neighbours learned and neighbours to resolve to the control side (rarely
     /// any: the test stays in the loop, the work out of it).
     #[inline(always)]
     fn side_effects(
         &mut self,
         scratch: &mut Scratch,
-        tables: &Tables,
-        pool: &Mempool,
-        learned: &mut rtrb::Producer<Learned>,
+        events: &mut rtrb::Producer<WorkerEvent>,
         control: &std::thread::Thread,
     ) {
-        if !scratch.solicit.is_empty() || !scratch.learned.is_empty() {
-            self.solicit_and_report(scratch, tables, pool, learned, control);
+        if !scratch.unresolved.is_empty() || !scratch.learned.is_empty() {
+            self.report(scratch, events, control);
         }
     }
 
     #[inline(never)]
-    fn solicit_and_report(
+    fn report(
         &mut self,
         scratch: &mut Scratch,
-        tables: &Tables,
-        pool: &Mempool,
-        learned: &mut rtrb::Producer<Learned>,
+        events: &mut rtrb::Producer<WorkerEvent>,
         control: &std::thread::Thread,
     ) {
-        for (port, ip) in scratch.solicit.iter() {
-            let Some(mut m) = pool.alloc() else {
-                self.c.drop(DropReason::NoMbuf);
-                continue;
-            };
-            if router::build_solicit(tables, port, ip, &mut m) {
-                if let Some(t) = self.tx.get_mut(port as usize) {
-                    self.dropped += t.push(m) as u64;
-                    self.queued += 1;
-                    self.pending = true;
-                    self.c.solicits.add(1);
-                }
+        let learned = scratch.learned.iter().map(WorkerEvent::Learned);
+        let unresolved = scratch
+            .unresolved
+            .iter()
+            .map(|(port, ip)| WorkerEvent::Unresolved { port, ip });
+        let mut sent = false;
+        for e in learned.chain(unresolved) {
+            // A full ring loses the event (counted); the next packet reports it again.
+            match events.push(e) {
+                Ok(()) => sent = true,
+                Err(_) => self.c.events_lost.add(1),
             }
-        }
-        scratch.solicit.clear();
-        if !scratch.learned.is_empty() {
-            for l in scratch.learned.iter() {
-                // A full ring loses the event; the neighbour is learned from the next one.
-                let _ = learned.push(l);
-            }
-            // No lock, no allocation: a futex wake if the thread sleeps (rare: an ARP or ND
-            // answer, not a data packet).
-            control.unpark();
         }
         scratch.learned.clear();
+        scratch.unresolved.clear();
+        if sent {
+            // No lock, no allocation: a futex wake if the thread sleeps (rare: an ARP or ND
+            // answer, a new neighbour to resolve; not a data packet).
+            control.unpark();
+        }
+    }
+
+    /// Send a solicitation the control side asked for.
+    #[inline(never)]
+    fn solicit(&mut self, tables: &Tables, port: u16, ip: IpAddr) {
+        let Some(mut m) = self.pool.alloc() else {
+            return self.c.drop(DropReason::NoMbuf);
+        };
+        if router::build_solicit(tables, port, ip, &mut m) {
+            if let Some(t) = self.tx.get_mut(port as usize) {
+                self.dropped += t.push(m) as u64;
+                self.queued += 1;
+                self.pending = true;
+                self.c.solicits.add(1);
+            }
+        }
     }
 
     /// Flush every buffer; account sent and dropped packets.
@@ -235,23 +354,25 @@ impl Worker {
             kernel_tx,
             mut snapshots,
             counters,
-            mut learned,
+            mut events,
+            mut commands,
             pool,
             stop,
             icmp_rate,
             control,
+            hold,
             ..
         } = self;
         let c = &*counters;
         let hz = dpdk::tsc_hz().max(1);
-        let hold_ticks = hz / 1000 * HOLD_MS;
+        let hold_ticks = hz / 1000 * hold.ms;
         let mut scratch = Scratch::new(hz, icmp_rate);
         let mut burst = RxBurst::default();
         let mut out = Out {
             pool: &pool,
             tx,
             kernel_tx,
-            held: Vec::with_capacity(HOLD),
+            held: HoldQueue::new(hold),
             c,
             queued: 0,
             dropped: 0,
@@ -259,7 +380,7 @@ impl Worker {
             kernel_dropped: 0,
             pending: false,
         };
-        let mut retry: Vec<(Mbuf, u16, u64)> = Vec::with_capacity(HOLD);
+        let mut retry: Vec<Held<Mbuf>> = Vec::with_capacity(hold.packets);
         let mut stages = fastpath::Stages::default();
         let mut last_retry = 0u64;
         c.generation.set(snapshots.generation());
@@ -269,29 +390,44 @@ impl Worker {
             if switched {
                 c.generation.set(snapshots.generation());
             }
-            // Held packets: again on a new snapshot (a neighbour may have been learned), and
-            // every millisecond to expire them.
+            // Solicitations the control side asks for (one load when there are none).
+            if let Ok(WorkerCommand::Solicit { port, ip }) = commands.pop() {
+                let tables = snapshots.current();
+                out.solicit(tables, port, ip);
+                while let Ok(WorkerCommand::Solicit { port, ip }) = commands.pop() {
+                    out.solicit(tables, port, ip);
+                }
+                out.flush();
+            }
+            // Held packets: again on a new snapshot (a neighbour may have been learned, or
+            // given up on), and every millisecond to expire them.
             if !out.held.is_empty() {
                 let now = dpdk::tsc();
                 if switched || now.saturating_sub(last_retry) > hz / 1000 {
                     last_retry = now;
                     scratch.now = now;
-                    std::mem::swap(&mut out.held, &mut retry);
+                    out.held.take_all(&mut retry);
                     let tables = snapshots.current();
                     let mut ctx = Ctx {
                         t: tables,
                         s: &mut scratch,
                         c,
                     };
-                    for (mut m, in_port, since) in retry.drain(..) {
-                        if now.saturating_sub(since) > hold_ticks {
-                            c.drop(DropReason::NeighborUnresolved);
-                            continue;
-                        }
-                        let action = router::process(&mut ctx, in_port, &mut m);
-                        out.dispatch(action, m, in_port, since);
+                    for Held {
+                        pkt: mut m,
+                        in_port,
+                        since,
+                        ..
+                    } in retry.drain(..)
+                    {
+                        let action = if now.saturating_sub(since) > hold_ticks {
+                            router::unresolved_error(&mut ctx, in_port, &mut m)
+                        } else {
+                            router::process(&mut ctx, in_port, &mut m)
+                        };
+                        out.dispatch(action, m, in_port, since, ctx.s);
                     }
-                    out.side_effects(&mut scratch, tables, &pool, &mut learned, &control);
+                    out.side_effects(&mut scratch, &mut events, &control);
                     out.flush();
                 }
             }
@@ -342,13 +478,13 @@ impl Worker {
                         } else {
                             router::process(&mut ctx, q.port, &mut m)
                         };
-                        out.dispatch(action, m, q.port, t0);
+                        out.dispatch(action, m, q.port, t0, ctx.s);
                     },
                 );
                 if let fastpath::Done::AllTo(port) = done {
                     out.queue_burst(port, &mut burst);
                 }
-                out.side_effects(&mut scratch, tables, &pool, &mut learned, &control);
+                out.side_effects(&mut scratch, &mut events, &control);
                 out.flush();
                 c.rx.add(n as u64);
                 busy_round += n as u64;
@@ -356,5 +492,103 @@ impl Worker {
             }
         }
         0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn held(id: u32, key: &str, len: usize) -> Held<u32> {
+        Held {
+            pkt: id,
+            in_port: 0,
+            since: id as u64,
+            key: (1, ip(key)),
+            len,
+        }
+    }
+
+    fn ids(q: &mut HoldQueue<u32>) -> Vec<u32> {
+        let mut v = Vec::new();
+        q.take_all(&mut v);
+        let out = v.iter().map(|h| h.pkt).collect();
+        for h in v {
+            q.push(h, |_| panic!("re-holding what was held must fit"));
+        }
+        out
+    }
+
+    #[test]
+    fn one_neighbor_cannot_take_the_whole_queue() {
+        // 8 packets in all, 3 per neighbour: a fourth for A drops A's oldest, and B still
+        // finds room.
+        let mut q = HoldQueue::new(HoldConfig {
+            packets: 8,
+            per_neighbor: 3,
+            per_neighbor_bytes: 1 << 20,
+            ms: 1000,
+        });
+        let mut dropped = Vec::new();
+        for id in 1..=5 {
+            q.push(held(id, "10.0.0.1", 60), |p| dropped.push(p));
+        }
+        assert_eq!(dropped, vec![1, 2], "A's oldest go first");
+        q.push(held(10, "10.0.0.2", 60), |p| dropped.push(p));
+        assert_eq!(dropped, vec![1, 2]);
+        assert_eq!(ids(&mut q), vec![3, 4, 5, 10], "order kept");
+    }
+
+    #[test]
+    fn the_byte_share_bounds_big_packets() {
+        let mut q = HoldQueue::new(HoldConfig {
+            packets: 64,
+            per_neighbor: 64,
+            per_neighbor_bytes: 3000,
+            ms: 1000,
+        });
+        let mut dropped = Vec::new();
+        q.push(held(1, "fd00::1", 1500), |p| dropped.push(p));
+        q.push(held(2, "fd00::1", 1500), |p| dropped.push(p));
+        assert!(dropped.is_empty(), "3000 bytes fit exactly");
+        q.push(held(3, "fd00::1", 100), |p| dropped.push(p));
+        assert_eq!(dropped, vec![1]);
+        // One packet bigger than the share is still held (alone).
+        q.push(held(4, "fd00::2", 9000), |p| dropped.push(p));
+        assert_eq!(ids(&mut q), vec![2, 3, 4]);
+    }
+
+    #[test]
+    fn a_full_queue_refuses_the_newcomer() {
+        let mut q = HoldQueue::new(HoldConfig {
+            packets: 4,
+            per_neighbor: 2,
+            per_neighbor_bytes: 1 << 20,
+            ms: 1000,
+        });
+        let mut dropped = Vec::new();
+        for (id, k) in [
+            (1, "10.0.0.1"),
+            (2, "10.0.0.2"),
+            (3, "10.0.0.3"),
+            (4, "10.0.0.4"),
+        ] {
+            q.push(held(id, k, 60), |p| dropped.push(p));
+        }
+        q.push(held(5, "10.0.0.5", 60), |p| dropped.push(p));
+        assert_eq!(
+            dropped,
+            vec![5],
+            "the queue is full of other neighbours' packets"
+        );
+        // Within its share, a neighbour that holds packets is refused too: the queue keeps
+        // what it holds, in order.
+        q.push(held(6, "10.0.0.1", 60), |p| dropped.push(p));
+        assert_eq!(dropped, vec![5, 6]);
+        assert_eq!(ids(&mut q), vec![1, 2, 3, 4]);
     }
 }

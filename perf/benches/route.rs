@@ -112,7 +112,7 @@ fn bench(name: &str, plan: &Plan, frames: &[Vec<u8>]) {
         std::time::Duration::from_secs(30),
         std::time::Duration::from_secs(10),
     );
-    let tables = plan.tables(&cache);
+    let tables = plan.tables(&cache, &Default::default());
     let counters = WorkerCounters::default();
     let mut scratch = Scratch::new(1_000_000_000, 1000);
     let mut buf = TestBuf::new(&frames[0]);
