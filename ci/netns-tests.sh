@@ -55,7 +55,7 @@ ports:
     addresses: [10.10.1.1/24, "fd10:1::1/64"]
   - name: outside
     devargs: net_af_packet_$P-1,iface=veth-out,qpairs=$WORKERS
-    addresses: [10.10.2.1/24, "fd10:2::1/64"]
+    addresses: [10.10.2.1/24, "fd10:2::1/64", 10.50.0.1/16, "fd50::1/64"]
 routes:
   - prefix: 10.20.0.0/16
     via: [10.10.2.2, 10.10.2.3]
@@ -317,20 +317,183 @@ t_bad_start() {
   else fail "unknown interface at start" "rc=$rc: $(tail -1 <<<"$o")"; fi
 }
 
+resolver() { # key in "resolver"
+  $PY -c "import json; print(json.load(open('$STATS'))['resolver'].get('$1', 0))" 2>/dev/null || echo 0
+}
+
+# A scan of 2,000 unused addresses in a connected /16 (IPv4) or /64 (IPv6), 100k datagrams
+# at 50k pps, with a ping flow to a resolved neighbour beside it. What goes out on the
+# outside wire is captured in the server namespace: solicitations per address and per
+# second, against the 3 probes and the 1000/s cap (tuning.solicit_rate).
+t_scan() { # 4|6
+  local fam=$1 cap="$WORK/scan$1.txt" filter field target ping_to name o
+  if [ "$fam" = 4 ]; then
+    filter="arp[6:2] == 1"; field=arp.dst.proto_ipv4; ping_to=10.10.2.2; name="ARP requests"
+  else
+    filter="icmp6 and ip6[40] == 135"; field=icmpv6.nd.ns.target_address; ping_to=fd10:2::2
+    name="neighbour solicitations"
+  fi
+  S taskset -c 0 tshark -i s0 -n -l -f "$filter" -T fields -e frame.time_relative -e "$field" \
+    -a duration:9 > "$cap" 2> "$WORK/tshark$fam.err" &
+  local tpid=$!
+  for _ in $(seq 1 50); do grep -q "Capturing on" "$WORK/tshark$fam.err" && break; sleep 0.1; done
+  local f0 fl0
+  f0=$(stat drop_neighbor_failed)
+  C taskset -c 0 ping -"$fam" -i 0.02 -c 150 -W 1 "$ping_to" > "$WORK/scanping$fam" 2>&1 &
+  local ppid=$!
+  # The generators run on CPU 0 (the control lcore's): CPU 1 runs the workers.
+  o=$(C taskset -c 0 $PY "$ROOT/hack/scan.py" "$fam" 100000 50000 2000)
+  wait "$ppid"
+  # Every address fails 3 s after its first packet; then a second pass must be dropped
+  # at once (drop_neighbor_failed) and solicit nothing.
+  sleep 2.5
+  fl0=$(resolver failures)
+  C taskset -c 0 $PY "$ROOT/hack/scan.py" "$fam" 4000 20000 2000 > /dev/null
+  sleep 1.2
+  wait "$tpid"
+  local per_max total addrs sec_max f1
+  read -r per_max addrs total sec_max < <($PY - "$cap" <<'PYEOF'
+import collections, sys
+per, sec = collections.Counter(), collections.Counter()
+for line in open(sys.argv[1]):
+    f = line.split()
+    if len(f) == 2:
+        per[f[1]] += 1
+        sec[int(float(f[0]))] += 1
+# The busiest second, over windows starting every 0.1 s (not only whole seconds).
+times = sorted(float(l.split()[0]) for l in open(sys.argv[1]) if len(l.split()) == 2)
+import bisect
+win = max((bisect.bisect_left(times, t + 1.0) - i for i, t in enumerate(times)), default=0)
+print(max(per.values(), default=0), len(per), sum(per.values()), win)
+PYEOF
+)
+  f1=$(stat drop_neighbor_failed)
+  if [ "$addrs" -ge 1500 ] && [ "$per_max" -le 3 ]; then
+    ok "IPv$fam scan of 2,000 unused addresses: $total $name for $addrs addresses, at most $per_max per address"
+  else fail "IPv$fam scan: solicitations per address" "max $per_max per address, $addrs addresses, $total in all ($o)"; fi
+  if [ "$sec_max" -le 1100 ] && [ "$(resolver rate_limited)" -gt 0 ]; then
+    ok "IPv$fam scan: at most $sec_max $name in any second (cap 1000/s, counted when it bit: $(resolver rate_limited))"
+  else fail "IPv$fam scan: global cap" "$sec_max in one second, rate_limited $(resolver rate_limited)"; fi
+  if [ "$fl0" -ge 1500 ] && [ $((f1 - f0)) -ge 3000 ]; then
+    ok "IPv$fam scan: $fl0 neighbours failed; the second pass dropped at once ($((f1 - f0)) drop_neighbor_failed)"
+  else fail "IPv$fam scan: failed neighbours" "failures $fl0, drop_neighbor_failed +$((f1 - f0))"; fi
+  if grep -q " 0% packet loss" "$WORK/scanping$fam"; then
+    ok "IPv$fam scan: a ping flow to a resolved neighbour loses nothing (150 pings)"
+  else fail "IPv$fam scan: ping loss" "$(tail -2 "$WORK/scanping$fam")"; fi
+}
+
+# ping to an unused connected address prints host unreachable after the probes (~3 s).
+t_unreachable() {
+  local o
+  o=$(C ping -c 1 -W 6 10.50.200.7 2>&1)
+  if grep -q "From 10.10.1.1 icmp_seq=1 Destination Host Unreachable" <<<"$o"; then
+    ok "ping to an unused connected address: Destination Host Unreachable from 10.10.1.1"
+  else fail "host unreachable" "$o"; fi
+  o=$(C ping -6 -c 1 -W 6 fd50::9:7 2>&1)
+  if grep -q "From fd10:1::1 icmp_seq=1 Destination unreachable: Address unreachable" <<<"$o"; then
+    ok "ping -6 to an unused connected address: Address unreachable from fd10:1::1"
+  else fail "address unreachable" "$o"; fi
+}
+
+# The stats file against the README's table of its fields, both ways: every documented
+# field is there (with a value of the right kind), and nothing undocumented is.
+t_stats_fields() {
+  local o
+  sleep 1.1
+  if o=$($PY - "$STATS" "$ROOT/README.md" <<'PYEOF' 2>&1
+import json, re, sys
+stats = json.load(open(sys.argv[1]))
+text = open(sys.argv[2]).read()
+table = text.split("<!-- stats-fields -->")[1].split("<!-- /stats-fields -->")[0]
+rows = {}
+for line in table.splitlines():
+    cells = [c.strip() for c in line.strip().strip("|").split("|")]
+    if len(cells) == 2 and "`" in cells[1]:
+        rows[cells[0]] = re.findall(r"`([^`]+)`", cells[1])
+def check(obj, want, where, extra=()):
+    want = set(want) | set(extra)
+    keys = set(obj)
+    wild = {w[:-1] for w in want if w.endswith("*")}
+    exact = {w for w in want if not w.endswith("*")}
+    missing = exact - keys
+    undocumented = {k for k in keys - exact if not any(k.startswith(p) for p in wild)}
+    assert not missing, f"{where}: documented but missing: {sorted(missing)}"
+    assert not undocumented, f"{where}: not documented: {sorted(undocumented)}"
+    for p in wild:
+        assert any(k.startswith(p) for k in keys), f"{where}: no {p}* field"
+    for k, v in obj.items():
+        assert isinstance(v, (int, float, bool, list, dict)), f"{where}.{k}: {v!r}"
+check(stats, rows["top level"], "top level")
+check(stats["resolver"], rows["`resolver`"], "resolver")
+check(stats["total"], rows["`total`, each of `workers`"], "total")
+assert len(stats["workers"]) >= 1 and len(stats["ports"]) == 2
+for i, w in enumerate(stats["workers"]):
+    check(w, rows["`total`, each of `workers`"], f"workers[{i}]", rows["each of `workers` also"])
+for i, p in enumerate(stats["ports"]):
+    check(p, rows["each of `ports`"], f"ports[{i}]")
+assert stats["total"]["rx"] > 0 and stats["tsc_hz"] > 0
+assert stats["total"]["drop_neighbor_failed"] >= 0
+print(len(stats["total"]), "counters")
+PYEOF
+); then ok "stats file: every field the README documents, and only those ($o)"
+  else fail "stats file fields" "$o"; fi
+}
+
+# --check validates only: 0 for a good file, non-zero naming the field for a bad one, no EAL.
+t_check() {
+  local o rc=0 bad=$WORK/check-bad.yaml
+  o=$(N "$FERRYD" --config "$CFG" --check 2>&1) || rc=$?
+  if [ "$rc" = 0 ]; then ok "--check accepts the running config (exit 0)"
+  else fail "--check good" "rc=$rc $o"; fi
+  sed 's|^routes:|tuning: {solicit_rate: 0}\nroutes:|' "$CFG" > "$bad"
+  rc=0; o=$(N "$FERRYD" --config "$bad" --check 2>&1) || rc=$?
+  if [ "$rc" -ne 0 ] && grep -q "tuning.solicit_rate: 0: must be in 1..=1000000" <<<"$o" &&
+     ! grep -qi "EAL" <<<"$o"; then
+    ok "--check refuses a bad file naming tuning.solicit_rate and the value (exit $rc, no EAL)"
+  else fail "--check bad" "rc=$rc $o"; fi
+}
+
+# A reload that changes what needs a restart (an MTU, tuning) is refused, naming the field;
+# the running generation stays.
+t_reload_restart_only() {
+  local gen0 gen1
+  cp "$CFG" "$WORK/good2.yaml"
+  gen0=$(generation)
+  sed -i '0,/addresses: \[10.10.2.1\/24/s//mtu: 1400\n    addresses: [10.10.2.1\/24/' "$CFG"
+  kill -HUP "$FERRY_PID"; sleep 1.2
+  if grep -q "config reload refused.*ports\[1\].*restart" "$LOG"; then
+    ok "SIGHUP with a new MTU refused: ports[1] needs a restart"
+  else fail "reload MTU" "$(grep -i reload "$LOG" | tail -1)"; fi
+  cp "$WORK/good2.yaml" "$CFG"
+  sed -i 's|^routes:|tuning: {neighbor_probes: 5}\nroutes:|' "$CFG"
+  kill -HUP "$FERRY_PID"; sleep 1.2
+  gen1=$(generation)
+  if grep -q "config reload refused.*tuning.*restart" "$LOG" && [ "$gen1" = "$gen0" ]; then
+    ok "SIGHUP with new tuning refused, naming tuning; generation kept ($gen0)"
+  else fail "reload tuning" "gen $gen0 -> $gen1 $(grep -i reload "$LOG" | tail -1)"; fi
+  cp "$WORK/good2.yaml" "$CFG"
+}
+
 # ---- run ----
 "$ROOT/hack/netns.sh" up "$P" || { echo "cannot build the namespaces"; exit 1; }
 write_config ""
 t_bad_start
+t_check
 if start_ferry; then
   t_hold
   warm_up
   t_ping
   t_ttl_exceeded
+  t_unreachable
+  t_scan 4
+  t_scan 6
   t_ecmp
   t_tcp_transfer
   t_exception_path
   t_sighup_route
   t_sighup_bad
+  t_reload_restart_only
+  t_stats_fields
   rc=0
   stop_ferry || rc=$?
   if [ "$rc" = 0 ] && grep -q "final counters" "$OUT"; then

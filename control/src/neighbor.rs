@@ -369,8 +369,9 @@ impl Resolver {
             .filter(|(_, p)| p.next <= now)
             .map(|(k, _)| *k)
             .collect();
-        // Oldest first, so that the rate cap serves neighbours in the order they came.
-        due.sort_by_key(|k| self.pending.get(k).map(|p| p.created));
+        // Under the rate cap, first solicitations before repeats, then oldest first: in a
+        // scan, every neighbour is asked at least once before any is asked again.
+        due.sort_by_key(|k| self.pending.get(k).map(|p| (p.sent, p.created)));
         let deadline = self.cfg.retrans * self.cfg.probes.max(1);
         for k in due {
             let Some(p) = self.pending.get(&k).copied() else {
@@ -675,6 +676,7 @@ mod tests {
             failed += t.failed.len();
         }
         assert!(sent.values().all(|n| *n <= 3), "at most 3 per address");
+        assert_eq!(sent.len(), 2000, "every address asked at least once");
         assert!(
             per_second.iter().all(|n| *n <= 1050),
             "within the cap (and its 50 ms burst): {per_second:?}"

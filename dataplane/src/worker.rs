@@ -50,6 +50,31 @@ impl Default for HoldConfig {
     }
 }
 
+/// Push the burst's learned neighbours and neighbours to resolve onto the event ring and
+/// clear them. A full ring loses events, counted in `lost` (the next packet reports them
+/// again). True if any event went through.
+pub fn report(
+    scratch: &mut Scratch,
+    events: &mut rtrb::Producer<WorkerEvent>,
+    lost: &crate::counters::Counter,
+) -> bool {
+    let learned = scratch.learned.iter().map(WorkerEvent::Learned);
+    let unresolved = scratch
+        .unresolved
+        .iter()
+        .map(|(port, ip)| WorkerEvent::Unresolved { port, ip });
+    let mut sent = false;
+    for e in learned.chain(unresolved) {
+        match events.push(e) {
+            Ok(()) => sent = true,
+            Err(_) => lost.add(1),
+        }
+    }
+    scratch.learned.clear();
+    scratch.unresolved.clear();
+    sent
+}
+
 /// A held packet.
 pub struct Held<P> {
     pub pkt: P,
@@ -111,9 +136,28 @@ impl<P> HoldQueue<P> {
         self.items.push_back(h);
     }
 
+    /// Hold again a packet taken out by [`take_all`](Self::take_all): it keeps its place
+    /// (and its original time), without the share checks it passed when first held.
+    pub fn requeue(&mut self, h: Held<P>, dropped: impl FnOnce(P)) {
+        if self.items.len() >= self.cfg.packets.max(1) {
+            return dropped(h.pkt);
+        }
+        self.items.push_back(h);
+    }
+
     /// Move every held packet to `into` (oldest first), leaving the queue empty.
     pub fn take_all(&mut self, into: &mut Vec<Held<P>>) {
         into.extend(self.items.drain(..));
+    }
+
+    /// Take out, oldest first, the packets held since before `before` (the queue is in
+    /// the order packets were first held, so only its front is looked at).
+    pub fn expire(&mut self, before: u64, mut expired: impl FnMut(Held<P>)) {
+        while self.items.front().is_some_and(|h| h.since < before) {
+            if let Some(h) = self.items.pop_front() {
+                expired(h);
+            }
+        }
     }
 }
 
@@ -160,6 +204,8 @@ struct Out<'a> {
     tx: Vec<TxBuffer>,
     kernel_tx: Vec<Option<TxBuffer>>,
     held: HoldQueue<Mbuf>,
+    /// Packets dispatched now were already held (a retry): `Hold` puts them back in place.
+    requeue: bool,
     c: &'a WorkerCounters,
     /// Packets queued for the wire / the kernel, and dropped by full queues, in this burst.
     queued: u64,
@@ -241,20 +287,23 @@ impl Out<'_> {
             }
             Action::Hold => {
                 let c = self.c;
+                let full = |dropped| {
+                    drop(dropped);
+                    c.drop(DropReason::HoldQueueFull);
+                };
                 let len = m.data().len();
-                self.held.push(
-                    Held {
-                        pkt: m,
-                        in_port,
-                        since,
-                        key: s.held_for,
-                        len,
-                    },
-                    |dropped| {
-                        drop(dropped);
-                        c.drop(DropReason::HoldQueueFull);
-                    },
-                );
+                let h = Held {
+                    pkt: m,
+                    in_port,
+                    since,
+                    key: s.held_for,
+                    len,
+                };
+                if self.requeue {
+                    self.held.requeue(h, full);
+                } else {
+                    self.held.push(h, full);
+                }
             }
             Action::Free => drop(m),
         }
@@ -281,22 +330,7 @@ impl Out<'_> {
         events: &mut rtrb::Producer<WorkerEvent>,
         control: &std::thread::Thread,
     ) {
-        let learned = scratch.learned.iter().map(WorkerEvent::Learned);
-        let unresolved = scratch
-            .unresolved
-            .iter()
-            .map(|(port, ip)| WorkerEvent::Unresolved { port, ip });
-        let mut sent = false;
-        for e in learned.chain(unresolved) {
-            // A full ring loses the event (counted); the next packet reports it again.
-            match events.push(e) {
-                Ok(()) => sent = true,
-                Err(_) => self.c.events_lost.add(1),
-            }
-        }
-        scratch.learned.clear();
-        scratch.unresolved.clear();
-        if sent {
+        if report(scratch, events, &self.c.events_lost) {
             // No lock, no allocation: a futex wake if the thread sleeps (rare: an ARP or ND
             // answer, a new neighbour to resolve; not a data packet).
             control.unpark();
@@ -373,6 +407,7 @@ impl Worker {
             tx,
             kernel_tx,
             held: HoldQueue::new(hold),
+            requeue: false,
             c,
             queued: 0,
             dropped: 0,
@@ -399,20 +434,22 @@ impl Worker {
                 }
                 out.flush();
             }
-            // Held packets: again on a new snapshot (a neighbour may have been learned, or
-            // given up on), and every millisecond to expire them.
+            // Held packets: through the router again on a new snapshot (a neighbour may
+            // have been learned, or given up on); those held too long expire (looked at
+            // every millisecond, from the oldest).
             if !out.held.is_empty() {
                 let now = dpdk::tsc();
                 if switched || now.saturating_sub(last_retry) > hz / 1000 {
                     last_retry = now;
                     scratch.now = now;
-                    out.held.take_all(&mut retry);
                     let tables = snapshots.current();
                     let mut ctx = Ctx {
                         t: tables,
                         s: &mut scratch,
                         c,
                     };
+                    out.held
+                        .expire(now.saturating_sub(hold_ticks), |h| retry.push(h));
                     for Held {
                         pkt: mut m,
                         in_port,
@@ -420,12 +457,23 @@ impl Worker {
                         ..
                     } in retry.drain(..)
                     {
-                        let action = if now.saturating_sub(since) > hold_ticks {
-                            router::unresolved_error(&mut ctx, in_port, &mut m)
-                        } else {
-                            router::process(&mut ctx, in_port, &mut m)
-                        };
+                        let action = router::unresolved_error(&mut ctx, in_port, &mut m);
                         out.dispatch(action, m, in_port, since, ctx.s);
+                    }
+                    if switched {
+                        out.held.take_all(&mut retry);
+                        out.requeue = true;
+                        for Held {
+                            pkt: mut m,
+                            in_port,
+                            since,
+                            ..
+                        } in retry.drain(..)
+                        {
+                            let action = router::process(&mut ctx, in_port, &mut m);
+                            out.dispatch(action, m, in_port, since, ctx.s);
+                        }
+                        out.requeue = false;
                     }
                     out.side_effects(&mut scratch, &mut events, &control);
                     out.flush();
@@ -521,6 +569,65 @@ mod tests {
             q.push(h, |_| panic!("re-holding what was held must fit"));
         }
         out
+    }
+
+    #[test]
+    fn held_packets_expire_oldest_first() {
+        let mut q = HoldQueue::new(HoldConfig::default());
+        for id in [10, 20, 30] {
+            q.push(held(id, "10.0.0.1", 60), |_| panic!("room"));
+        }
+        let mut out = Vec::new();
+        q.expire(10, |h| out.push(h.pkt));
+        assert!(out.is_empty(), "held since 10: not before 10");
+        q.expire(25, |h| out.push(h.pkt));
+        assert_eq!(out, vec![10, 20]);
+        assert_eq!(ids(&mut q), vec![30]);
+        // A packet taken out and held again keeps its time (and place).
+        let mut v = Vec::new();
+        q.take_all(&mut v);
+        for h in v {
+            q.requeue(h, |_| panic!("room"));
+        }
+        q.expire(31, |h| out.push(h.pkt));
+        assert_eq!(out, vec![10, 20, 30]);
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn a_full_event_ring_loses_events_and_counts_them() {
+        use crate::router::Learned;
+        let (mut tx, mut rx) = rtrb::RingBuffer::new(2);
+        let lost = crate::counters::Counter::default();
+        let mut s = Scratch::new(1_000_000, 10);
+        let mac = [2, 0, 0, 0, 0, 1];
+        assert!(s.learned.push(Learned {
+            port: 0,
+            ip: ip("10.0.0.2"),
+            mac,
+            create: true
+        }));
+        for a in ["10.0.0.3", "10.0.0.4"] {
+            assert!(s.unresolved.push((1, ip(a))));
+        }
+        assert!(report(&mut s, &mut tx, &lost), "two went through");
+        assert_eq!(lost.get(), 1, "the third is lost and counted");
+        assert!(s.learned.is_empty() && s.unresolved.is_empty());
+        assert!(matches!(rx.pop(), Ok(WorkerEvent::Learned(l)) if l.ip == ip("10.0.0.2")));
+        assert_eq!(
+            rx.pop(),
+            Ok(WorkerEvent::Unresolved {
+                port: 1,
+                ip: ip("10.0.0.3")
+            })
+        );
+        // Read out, the ring takes two again: of three, one is lost.
+        assert!(s.unresolved.push((1, ip("10.0.0.5"))));
+        assert!(s.unresolved.push((1, ip("10.0.0.6"))));
+        assert!(s.unresolved.push((1, ip("10.0.0.7"))));
+        assert!(report(&mut s, &mut tx, &lost));
+        assert_eq!(lost.get(), 2);
+        assert!(rx.pop().is_ok() && rx.pop().is_ok() && rx.pop().is_err());
     }
 
     #[test]
