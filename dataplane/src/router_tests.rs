@@ -1202,24 +1202,43 @@ fn arp_reply_is_learned_and_passed_to_kernel() {
 }
 
 #[test]
-fn gratuitous_arp_is_learned() {
-    // A gratuitous ARP request (sender IP = target IP) updates the neighbour.
+fn gratuitous_arp_updates_but_creates_no_entry() {
+    // A gratuitous ARP (sender IP = target IP, not one of ours), as a request or as a reply,
+    // is reported with `create: false`: it may update an entry the node already has but
+    // never creates one. It is not answered; it goes to the kernel, or is consumed.
     let mut fx = Fx::new();
     let mac: Mac = [0x02, 0, 0, 0, 0x01, 0x08];
-    let mut body = [0u8; arp::PACKET_LEN];
-    arp::emit(
-        &mut body,
-        arp::OP_REQUEST,
+    let garp = |op| {
+        let mut body = [0u8; arp::PACKET_LEN];
+        arp::emit(&mut body, op, mac, v4("10.10.1.8"), [0; 6], v4("10.10.1.8")).expect("arp");
+        eth(ethernet::BROADCAST, mac, ET_ARP, &body)
+    };
+    let update = Learned {
+        port: 0,
+        ip: ip("10.10.1.8"),
         mac,
-        v4("10.10.1.8"),
-        [0; 6],
-        v4("10.10.1.8"),
-    )
-    .expect("arp");
-    let (a, _) = fx.run(0, &eth(ethernet::BROADCAST, mac, ET_ARP, &body));
+        create: false,
+    };
+    let request = garp(arp::OP_REQUEST);
+    let (a, out) = fx.run(0, &request);
     assert_eq!(a, Action::Kernel(0));
-    assert_eq!(fx.learned()[0].ip, ip("10.10.1.8"));
-    assert_eq!(fx.learned()[0].mac, mac);
+    assert_eq!(out, request, "passed to the kernel unchanged");
+    assert_eq!(fx.learned(), vec![update]);
+    assert_eq!(fx.c.arp_replies.get(), 0);
+
+    let reply = garp(arp::OP_REPLY);
+    let (a, out) = fx.run(0, &reply);
+    assert_eq!(a, Action::Kernel(0));
+    assert_eq!(out, reply);
+    assert_eq!(fx.learned(), vec![update, update]);
+
+    fx.t.ports[0].kernel = false;
+    let (a, _) = fx.run(0, &request);
+    assert_eq!(a, Action::Free);
+    assert_eq!(fx.c.consumed.get(), 1);
+    assert_eq!(fx.learned(), vec![update, update, update]);
+    assert_eq!(fx.c.arp_replies.get(), 0);
+    assert_eq!(fx.total_drops(), 0);
 }
 
 #[test]
