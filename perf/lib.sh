@@ -81,6 +81,16 @@ port1_sample() {
 # command substitution (a subshell), so that the shell can `wait` for it and read how it
 # exited.
 
+# dut_stdin DIR: set DUT_STDIN to a FIFO in DIR that this shell holds open (read-write) and
+# never writes to, for the devices' stdin: dpdk-testpmd (without -i) runs until a line or
+# the end of its stdin, so reads must wait, and no process has to hold the pipe open (each
+# device used to get its own `sleep 100000`, left behind after it stopped).
+dut_stdin() {
+  DUT_STDIN=$1/dut-stdin
+  mkfifo "$DUT_STDIN"
+  exec {DUT_STDIN_FD}<> "$DUT_STDIN"
+}
+
 # The devices started and not yet stopped (pids as keys), for dut_cleanup.
 declare -gA DUT_LIVE=()
 

@@ -45,6 +45,7 @@ W=$(mktemp -d /tmp/ferry-shared.XXXXXX)
 P=fsh-$$   # the file prefix of this invocation's devices
 . perf/lib.sh
 trap 'dut_cleanup; rm -rf /var/run/dpdk/"$P"-* "$W"' EXIT
+dut_stdin "$W"
 cap_setup "$W" "$SIZE" "$DST"
 l3fwd_cap_app 21
 
@@ -55,7 +56,7 @@ start() {
   case "$1" in
     l3fwd)
       "$L3FWD" --lcores=21@1 --file-prefix="$prefix" --no-pci "${CAP_VDEVS[@]}" -- \
-        "${L3FWD_APP[@]}" > "$W/$2.log" 2>&1 < <(sleep 100000) &
+        "${L3FWD_APP[@]}" > "$W/$2.log" 2>&1 < "$DUT_STDIN" &
       STARTED=$!; dut_started $! ;;
     *)
       local bin=target/release/ferryd
