@@ -9,8 +9,16 @@ cap_setup() {
   cargo build --release -p ferry --bin ferryd -p ferry-perf --bin ferry-pktgen 2>&1 | tail -1
   L3FWD=$(perf/l3fwd-build.sh "$1")
   cap_ports "$1"
-  target/release/ferry-pktgen --pcap "$1/cap.pcap" --size "$2" --flows 1024 --proto udp \
-    --dst-mac "$PCAP_MAC" --dst-ip "$3" 2> /dev/null
+  pcap_gen "$1/cap.pcap" --size "$2" --flows 1024 --proto udp --dst-mac "$PCAP_MAC" --dst-ip "$3"
+}
+
+# pcap_gen FILE ARGS...: ferry-pktgen writes the frames ARGS describe to FILE (its messages to
+# FILE.log); fails the script, naming it, if it does not succeed.
+pcap_gen() {
+  local out=$1 rc=0
+  shift
+  target/release/ferry-pktgen --pcap "$out" "$@" 2> "$out.log" || rc=$?
+  gen_status "$rc" "$out.log"
 }
 
 # The capacity harness's ports, in directory $1: sets CAP_DIR ($1), CAP_VDEVS (the EAL
@@ -63,4 +71,89 @@ port1_sample() {
   p=$(port1_tx "$1")
   c1=$(cpu1_ns "$2")
   echo "$p $(((c0 + c1) / 2))"
+}
+
+# Devices under test (testpmd, l3fwd, ferryd) run in the background and are stopped with
+# SIGINT; the generator (ferry-pktgen) runs in the foreground. A device that exits with an
+# error, or before it is stopped, fails the script (exit 1) with a message naming it, its
+# exit status and the end of its log: a smoke must not pass on a crash that still left some
+# throughput measured. Each device must be started by the calling shell itself, not in a
+# command substitution (a subshell), so that the shell can `wait` for it and read how it
+# exited.
+
+# dut_stdin DIR: set DUT_STDIN to a FIFO in DIR that this shell holds open (read-write) and
+# never writes to, for the devices' stdin: dpdk-testpmd (without -i) runs until a line or
+# the end of its stdin, so reads must wait, and no process has to hold the pipe open (each
+# device used to get its own `sleep 100000`, left behind after it stopped).
+dut_stdin() {
+  DUT_STDIN=$1/dut-stdin
+  mkfifo "$DUT_STDIN"
+  exec {DUT_STDIN_FD}<> "$DUT_STDIN"
+}
+
+# The devices started and not yet stopped (pids as keys), for dut_cleanup.
+declare -gA DUT_LIVE=()
+
+# dut_started PID: note a device this shell started in the background (dut_cleanup stops it).
+dut_started() { DUT_LIVE[$1]=1; }
+
+# Stop (SIGINT, then SIGKILL after 5 s) the devices started and not stopped: for an EXIT trap,
+# when the script stops early. Only those pids, none found by name.
+dut_cleanup() {
+  local p
+  for p in "${!DUT_LIVE[@]}"; do kill -INT "$p" 2> /dev/null || true; done
+  for _ in $(seq 1 50); do
+    for p in "${!DUT_LIVE[@]}"; do running "$p" || unset "DUT_LIVE[$p]"; done
+    [ ${#DUT_LIVE[@]} = 0 ] && return 0
+    sleep 0.1
+  done
+  for p in "${!DUT_LIVE[@]}"; do kill -KILL "$p" 2> /dev/null || true; done
+}
+
+# Whether process $1 is running: there, and not a zombie waiting to be reaped.
+running() {
+  local s
+  s=$(sed 's/.*) //' "/proc/$1/stat" 2> /dev/null) || return 1
+  [ -n "$s" ] && [ "${s%% *}" != Z ]
+}
+
+# Print "$0: $1" and the last lines of log $2 to stderr, and exit 1.
+device_failed() {
+  echo "perf/${0##*/}: $1; the end of its log ($2):" >&2
+  if [ -s "$2" ]; then tail -n 15 "$2" | sed 's/^/  | /' >&2; else echo "  (empty)" >&2; fi
+  exit 1
+}
+
+# dut_alive PID NAME LOG: fail unless device NAME (pid PID, log LOG), started by this shell,
+# is still running; one that has exited is reaped and its status reported.
+dut_alive() {
+  local rc=0
+  running "$1" && return 0
+  unset "DUT_LIVE[$1]"
+  wait "$1" || rc=$?
+  device_failed "$2 (pid $1) exited with status $rc before it was stopped" "$3"
+}
+
+# dut_stop PID NAME LOG: stop device NAME (pid PID, started by this shell; log LOG) with
+# SIGINT, wait for it, and fail unless it was still running, stopped within 10 s and exited
+# with status 0. Stopped so, ferryd, l3fwd and dpdk-testpmd (Debian's 22.11) clean up and
+# exit 0 (ferryd on SIGTERM too).
+dut_stop() {
+  local pid=$1 name=$2 log=$3 rc=0
+  dut_alive "$pid" "$name" "$log"
+  kill -INT "$pid" 2> /dev/null || true
+  for _ in $(seq 1 100); do running "$pid" || break; sleep 0.1; done
+  unset "DUT_LIVE[$pid]"
+  if running "$pid"; then
+    kill -KILL "$pid" 2> /dev/null || true
+    wait "$pid" || true
+    device_failed "$name (pid $pid) did not stop within 10 s of SIGINT (killed)" "$log"
+  fi
+  wait "$pid" || rc=$?
+  [ "$rc" = 0 ] || device_failed "$name (pid $pid) exited with status $rc when stopped with SIGINT" "$log"
+}
+
+# gen_status STATUS LOG: fail if the generator (ferry-pktgen) exited with STATUS other than 0.
+gen_status() {
+  [ "$1" = 0 ] || device_failed "the generator ferry-pktgen exited with status $1" "$2"
 }

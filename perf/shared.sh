@@ -6,7 +6,7 @@
 # counters, dpdk-proc-info) over the CPU time of its threads on CPU 1 (schedstat, read just
 # before and after the counters, the midpoint taken): packets per CPU-second, over the same
 # ten seconds or so for both, so the machine's slow and fast phases fall on both alike. Prints each run's B/A ratio and the median; exits non-zero if a device
-# forwarded nothing.
+# forwarded nothing, or exited with an error or before it was stopped (lib.sh's dut_stop).
 #
 # A and B: `l3fwd` (DPDK's example, built as perf/bench builds it), `ferry` (this tree's
 # release ferryd) or the path of another ferryd build (an A/B of two builds). `--b l3fwd`
@@ -43,43 +43,48 @@ for d in "$A" "$B"; do
 done
 W=$(mktemp -d /tmp/ferry-shared.XXXXXX)
 P=fsh-$$   # the file prefix of this invocation's devices
-pa= pb=
-trap 'for p in $pa $pb; do kill -INT "$p" 2>/dev/null || true; done; sleep 1
-      rm -rf /var/run/dpdk/"$P"-* "$W"' EXIT
-
 . perf/lib.sh
+# DPDK leaves its hugepage files behind at exit (l3fwd ~110 of the 512 pages): removed with
+# the devices gone, since no later run uses this invocation's prefix.
+trap 'dut_cleanup; rm -rf /var/run/dpdk/"$P"-* /dev/hugepages/"$P"-* "$W"' EXIT
+dut_stdin "$W"
 cap_setup "$W" "$SIZE" "$DST"
 l3fwd_cap_app 21
 
-# $1: the device (l3fwd, ferry or a ferryd path); $2: its name here (a or b). Prints the pid.
+# $1: the device (l3fwd, ferry or a ferryd path); $2: its name here (a or b). Sets STARTED
+# to its pid (started by this shell, which can then wait for it: not in a subshell).
 start() {
   local prefix="$P-$2"
   case "$1" in
     l3fwd)
       "$L3FWD" --lcores=21@1 --file-prefix="$prefix" --no-pci "${CAP_VDEVS[@]}" -- \
-        "${L3FWD_APP[@]}" > "$W/$2.log" 2>&1 < <(sleep 100000) & ;;
+        "${L3FWD_APP[@]}" > "$W/$2.log" 2>&1 < "$DUT_STDIN" &
+      STARTED=$!; dut_started $! ;;
     *)
       local bin=target/release/ferryd
       [ "$1" = ferry ] || bin=$1
       # The main lcore (control thread) on CPU 0, the worker on CPU 1.
       perf/cap-config.sh "$W/$2.yaml" "$W/cap.pcap" "$prefix" '"0@0", "1@1"' "$GEN1"
-      "$bin" --config "$W/$2.yaml" --stats-file "$W/$2.json" > "$W/$2.log" 2>&1 & ;;
+      "$bin" --config "$W/$2.yaml" --stats-file "$W/$2.json" > "$W/$2.log" 2>&1 &
+      STARTED=$!; dut_started $! ;;
   esac
-  echo $!
 }
 sample() { port1_sample "$P-$1" "$2"; }   # name pid -> "packets ns"
+# Stop device a or b ($1); fail if it had exited, or exits with an error (lib.sh).
 stop() {
-  kill -INT "$1" 2>/dev/null || true
-  for _ in $(seq 1 100); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
+  local pid=$pa dev=$A
+  [ "$1" = a ] || { pid=$pb dev=$B; }
+  dut_stop "$pid" "$dev ($1)" "$W/$1.log"
 }
 
 echo "A = $A, B = $B; $SIZE-byte UDP/IPv$FAMILY frames; $RUNS runs of $SECS s on one shared CPU"
 : > "$W/ratios"
 for r in $(seq 1 "$RUNS"); do
   # Which one starts first alternates.
-  if [ $((r % 2)) = 1 ]; then pa=$(start "$A" a); pb=$(start "$B" b)
-  else pb=$(start "$B" b); pa=$(start "$A" a); fi
+  if [ $((r % 2)) = 1 ]; then start "$A" a; pa=$STARTED; start "$B" b; pb=$STARTED
+  else start "$B" b; pb=$STARTED; start "$A" a; pa=$STARTED; fi
   sleep 3
+  dut_alive "$pa" "$A (a)" "$W/a.log"; dut_alive "$pb" "$B (b)" "$W/b.log"
   # Each device's packets and CPU time read together (port1_sample), the two devices in the
   # same order at the start and the end of the window, which order alternating by run.
   if [ $((r % 2)) = 1 ]; then read -r a0 ca0 < <(sample a "$pa"); read -r b0 cb0 < <(sample b "$pb")
@@ -87,8 +92,7 @@ for r in $(seq 1 "$RUNS"); do
   sleep "$SECS"
   if [ $((r % 2)) = 1 ]; then read -r a1 ca1 < <(sample a "$pa"); read -r b1 cb1 < <(sample b "$pb")
   else read -r b1 cb1 < <(sample b "$pb"); read -r a1 ca1 < <(sample a "$pa"); fi
-  stop "$pa"; stop "$pb"
-  pa= pb=
+  stop a; stop b
   awk -v r="$r" -v a0="$a0" -v a1="$a1" -v b0="$b0" -v b1="$b1" -v ca0="$ca0" -v ca1="$ca1" \
       -v cb0="$cb0" -v cb1="$cb1" -v ra="$W/ratios" 'BEGIN {
     ma = (ca1 > ca0) ? (a1 - a0) / (ca1 - ca0) * 1e3 : 0
