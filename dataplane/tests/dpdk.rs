@@ -27,6 +27,7 @@ fn env() -> &'static std::sync::Mutex<Env> {
             "--no-pci",
             "--vdev=net_ring0",
             "--vdev=net_ring1",
+            "--vdev=net_ring2",
             // Receives bursts of empty 100-byte packets (the size the null test checks).
             "--vdev=net_null0,size=100",
             "--log-level=4",
@@ -135,6 +136,60 @@ fn ring_port_loops_packets_back() {
     assert_eq!(e.pool.available(), before, "no mbuf leaked through rx/tx");
     let s = port.stats();
     assert_eq!((s.opackets, s.ipackets), (40, 40));
+}
+
+/// A transmit queue that is full: net_ring's ring (1024 slots) takes what fits, the rest is
+/// freed and counted as dropped by `push`/`flush` (what the worker adds to `drop_tx_full`),
+/// and nothing leaks. Nothing reads the ring while it fills.
+#[test]
+fn a_full_tx_queue_drops_and_frees_the_rest() {
+    let e = env().lock().unwrap();
+    // A port of its own: a port is closed (and gone) when its `Port` drops.
+    let id = dpdk::port_by_name("net_ring2").expect("net_ring2");
+    let port = Port::start(id, &one_queue(None, false), &e.pool).expect("start net_ring2");
+    let before = e.pool.available();
+    let stats0 = port.stats();
+    let mut tx = TxBuffer::new(id, 0);
+    let mut dropped = 0;
+    for i in 0..1100u32 {
+        let mut m = e.pool.alloc().unwrap();
+        assert!(m.append(64));
+        m.data_mut()[..4].copy_from_slice(&i.to_be_bytes());
+        dropped += tx.push(m);
+    }
+    dropped += tx.flush();
+    assert!(dropped > 0, "the ring filled up");
+    assert_eq!(
+        e.pool.available(),
+        before - (1100 - dropped as u32),
+        "what was not taken went back to the pool at once"
+    );
+    let mut got = Vec::new();
+    let mut burst = RxBurst::default();
+    while burst.recv(id, 0) > 0 {
+        for m in burst.by_ref() {
+            got.push(u32::from_be_bytes(m.data()[..4].try_into().unwrap()));
+        }
+    }
+    assert_eq!(
+        got.len() + dropped,
+        1100,
+        "each packet sent or dropped, once"
+    );
+    assert_eq!(
+        got,
+        (0..got.len() as u32).collect::<Vec<u32>>(),
+        "the first ones, in order"
+    );
+    assert!(
+        (1000..=1024).contains(&got.len()),
+        "the ring's size: {}",
+        got.len()
+    );
+    drop(burst);
+    assert_eq!(e.pool.available(), before, "no mbuf leaked");
+    let s = port.stats();
+    assert_eq!(s.opackets - stats0.opackets, got.len() as u64);
 }
 
 /// A whole burst forwarded to one port: with nothing buffered it goes out straight from its
