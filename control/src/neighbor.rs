@@ -373,6 +373,8 @@ impl Resolver {
         // scan, every neighbour is asked at least once before any is asked again.
         due.sort_by_key(|k| self.pending.get(k).map(|p| (p.sent, p.created)));
         let deadline = self.cfg.retrans * self.cfg.probes.max(1);
+        // Ports whose tokens ran out in this tick (the rest of their due entries wait).
+        let mut spent: Vec<u16> = Vec::new();
         for k in due {
             let Some(p) = self.pending.get(&k).copied() else {
                 continue;
@@ -389,7 +391,10 @@ impl Resolver {
                 }
                 continue;
             }
-            let token = self.take_token(k.0, now);
+            let token = !spent.contains(&k.0) && self.take_token(k.0, now);
+            if !token && !spent.contains(&k.0) {
+                spent.push(k.0);
+            }
             let Some(e) = self.pending.get_mut(&k) else {
                 continue;
             };
@@ -404,21 +409,28 @@ impl Resolver {
                     ip: k.1,
                 });
             } else {
-                // Held back by the cap: try again shortly (never more than `probes`, and
-                // the entry still fails at its deadline).
+                // Held back by the cap: it stays due (its place in the order kept, never
+                // more than `probes` in all, and it still fails at its deadline).
                 if !e.deferred {
                     self.stats.rate_limited += 1;
                 }
                 e.deferred = true;
-                e.next = now + Duration::from_millis(10);
             }
         }
-        let p = self.pending.values().map(|p| p.next).min();
+        // Entries held back by the cap are due again when tokens have accrued (a few at a
+        // time, not one wake-up per token).
+        let retry = (!spent.is_empty()).then(|| {
+            now + Duration::from_secs_f64(1.0 / self.cfg.rate.max(1) as f64)
+                .max(Duration::from_millis(5))
+        });
+        let p = self
+            .pending
+            .values()
+            .filter(|p| !p.deferred)
+            .map(|p| p.next)
+            .min();
         let f = self.failed.values().min().copied();
-        self.due = match (p, f) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        self.due = [p, f, retry].into_iter().flatten().min();
         r.changed = self.sets_dirty;
         r
     }
