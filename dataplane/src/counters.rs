@@ -89,9 +89,12 @@ pub enum DropReason {
     NoMbuf,
     /// ICMP error suppressed by the rate limit.
     IcmpRateLimited,
+    /// Cut short by the receiving port: longer than the port's MTU allows (a datagram the
+    /// kernel reassembled under af_packet) and shorter than its IP header says.
+    Truncated,
 }
 
-const SIMPLE: [DropReason; 14] = [
+const SIMPLE: [DropReason; 15] = [
     DropReason::NotForUs,
     DropReason::VlanMismatch,
     DropReason::UnknownEthertype,
@@ -106,6 +109,7 @@ const SIMPLE: [DropReason; 14] = [
     DropReason::TxFull,
     DropReason::NoMbuf,
     DropReason::IcmpRateLimited,
+    DropReason::Truncated,
 ];
 
 impl DropReason {
@@ -154,6 +158,7 @@ impl DropReason {
             DropReason::TxFull => "tx_full".into(),
             DropReason::NoMbuf => "no_mbuf".into(),
             DropReason::IcmpRateLimited => "icmp_rate_limited".into(),
+            DropReason::Truncated => "truncated".into(),
         }
     }
 }

@@ -322,6 +322,29 @@ fn reply_l2(b: &mut [u8], my_mac: Mac) {
 
 /// Cut Ethernet padding (or trailing junk) after the L3 packet.
 #[inline]
+/// The drop reason for an IP header that failed its checks with `e`. A frame that is both
+/// longer than its port's MTU allows and shorter than its IP length says was cut by the port
+/// (`Truncated`): the kernel under an af_packet port reassembles IPv4 fragments into one
+/// frame, and a ring frame too small for it keeps only its head. Anything else is malformed.
+fn length_error<B: PacketBuf>(
+    t: &Tables,
+    in_port: u16,
+    layer: Layer,
+    e: WireError,
+    l3: usize,
+    b: &B,
+) -> DropReason {
+    let over_mtu = t
+        .ports
+        .get(in_port as usize)
+        .is_some_and(|p| b.data().len() > l3 + p.mtu as usize);
+    if e == WireError::BadLength && over_mtu {
+        DropReason::Truncated
+    } else {
+        DropReason::Malformed(layer, e)
+    }
+}
+
 fn trim_to<B: PacketBuf>(b: &mut B, len: usize) {
     let have = b.data().len();
     if have > len {
@@ -440,7 +463,7 @@ fn ipv4_in<B: PacketBuf>(
     let (total, src, dst, ttl, proto, df, fragment, hlen) = {
         let p = match ipv4::Packet::new_checked(&b.data()[l3..]) {
             Ok(p) => p,
-            Err(e) => return ctx.drop(DropReason::Malformed(Layer::Ipv4, e)),
+            Err(e) => return ctx.drop(length_error(ctx.t, in_port, Layer::Ipv4, e, l3, b)),
         };
         if !p.verify_checksum() {
             return ctx.drop(DropReason::Malformed(Layer::Ipv4, WireError::BadChecksum));
@@ -603,6 +626,14 @@ fn ipv4_local<B: PacketBuf>(
             }
             reply_l2(d, my_mac);
             ctx.c.echo_replies.add(1);
+            if b.data().len() - l3 > port.mtu as usize {
+                // A request the kernel under the port reassembled (af_packet): the reply
+                // leaves in fragments, as the request came.
+                return Action::Fragment {
+                    port: in_port,
+                    mtu: port.mtu,
+                };
+            }
             return Action::Tx(in_port);
         }
     }
@@ -714,7 +745,7 @@ fn ipv6_in<B: PacketBuf>(
             p.hop_limit(),
             p.next_header(),
         ),
-        Err(e) => return ctx.drop(DropReason::Malformed(Layer::Ipv6, e)),
+        Err(e) => return ctx.drop(length_error(ctx.t, in_port, Layer::Ipv6, e, l3, b)),
     };
     trim_to(b, l3 + ipv6::HEADER_LEN + plen);
     if is_v6_multicast(&src) || src == std::net::Ipv6Addr::LOCALHOST.octets() {
