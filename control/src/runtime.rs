@@ -157,6 +157,7 @@ pub fn run(opts: Options) -> Result<(), StartError> {
         tx_desc: cfg.tuning.tx_desc,
         mtu,
         rx_ip_cksum: mtu.is_some(),
+        mbuf_fast_free: true,
     };
     let mut ports = Vec::new();
     for p in &cfg.ports {
