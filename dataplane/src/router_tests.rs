@@ -893,30 +893,30 @@ fn reassembled_datagram_is_routed_whole_and_fragmented_for_the_mtu() {
     let (n, payload) = fragment_and_reassemble(&out, 1500);
     assert_eq!(n, 40, "58,008 bytes of UDP in 1,480-byte pieces");
     assert_eq!(payload, &input[34..]);
-    // The largest frame an af_packet ring frame holds (framesz 65424: 65358 bytes).
-    let input = udp4_from_h1("10.10.2.5", 64, 65_358 - 14 - 28);
+    // The largest frame ferryd's af_packet ring frames hold (framesz 65024: 64,958 bytes).
+    let input = udp4_from_h1("10.10.2.5", 64, 64_958 - 14 - 28);
     let (a, out) = fx.run(0, &input);
     assert_eq!(a, Action::Fragment { port: 1, mtu: 1500 });
     let (n, payload) = fragment_and_reassemble(&out, 1500);
-    assert_eq!(n, 45);
+    assert_eq!(n, 44);
     assert_eq!(payload, &input[34..]);
 }
 
 #[test]
 fn frame_cut_by_its_port_counts_as_truncated() {
     // A 65,535-byte datagram reassembled under af_packet does not fit a ring frame: the
-    // frame keeps its first 65,358 bytes. Longer than the port's MTU allows and shorter
+    // frame keeps its first 64,958 bytes. Longer than the port's MTU allows and shorter
     // than its IP length: truncated by the port, not a malformed header.
     let mut fx = Fx::new();
     let whole = udp4_from_h1("10.10.2.5", 64, 65_535 - 28);
-    let (a, _) = fx.run(0, &whole[..65_358]);
+    let (a, _) = fx.run(0, &whole[..64_958]);
     assert_eq!(a, Action::Free);
     assert_eq!(fx.dropped(DropReason::Truncated), 1);
     let bad_length = DropReason::Malformed(Layer::Ipv4, WireError::BadLength);
     assert_eq!(fx.dropped(bad_length), 0);
     // The same for IPv6 (a frame the kernel's GRO made, cut the same way).
     let whole6 = udp6_from_h1("fd20::5", 64, 65_535 - 48);
-    let (a, _) = fx.run(0, &whole6[..65_358]);
+    let (a, _) = fx.run(0, &whole6[..64_958]);
     assert_eq!(a, Action::Free);
     assert_eq!(fx.dropped(DropReason::Truncated), 2);
     // Within the MTU, a datagram longer than its frame is malformed, as before.
