@@ -30,6 +30,10 @@ pub enum Action {
     /// An IPv4 datagram (already rewritten for port `port`) too big for its MTU and
     /// without DF: split it with [`fragment_ipv4`] and transmit the fragments on `port`.
     Fragment { port: u16, mtu: u16 },
+    /// An IPv4 datagram for the node itself, bigger than the MTU of port `port`'s kernel
+    /// interface (the kernel under an af_packet port reassembled it), which the TAP would
+    /// refuse: split it with [`fragment_ipv4`] and hand the fragments to that interface.
+    KernelFragment { port: u16, mtu: u16 },
 }
 
 /// Something a worker learned from ARP / ND, for the control side.
@@ -304,10 +308,21 @@ fn to_kernel<B: PacketBuf>(b: &mut B, port: u16) -> Action {
 /// counted as `otherwise`.
 #[inline]
 fn to_kernel_or<B: PacketBuf>(ctx: &Ctx, b: &mut B, port: u16, otherwise: DropReason) -> Action {
-    if ctx.t.ports.get(port as usize).is_some_and(|p| p.kernel) {
-        to_kernel(b, port)
-    } else {
-        ctx.drop(otherwise)
+    let Some(p) = ctx.t.ports.get(port as usize).filter(|p| p.kernel) else {
+        return ctx.drop(otherwise);
+    };
+    match to_kernel(b, port) {
+        // Untagged now: the IPv4 header at 14.
+        Action::Kernel(k)
+            if b.data().len() > 14 + p.mtu as usize
+                && b.data()[12..14] == ethernet::ETHERTYPE_IPV4.to_be_bytes() =>
+        {
+            Action::KernelFragment {
+                port: k,
+                mtu: p.mtu,
+            }
+        }
+        a => a,
     }
 }
 

@@ -462,9 +462,10 @@ fn check_icmp6_out(out: &[u8], to_mac: Mac, from_mac: Mac, from: &str, to: &str)
 
 fn action_in_range(a: Action, ports: usize) -> bool {
     match a {
-        Action::Tx(p) | Action::Kernel(p) | Action::Fragment { port: p, .. } => {
-            usize::from(p) < ports
-        }
+        Action::Tx(p)
+        | Action::Kernel(p)
+        | Action::Fragment { port: p, .. }
+        | Action::KernelFragment { port: p, .. } => usize::from(p) < ports,
         Action::Free | Action::Hold => true,
     }
 }
@@ -949,6 +950,24 @@ fn reassembled_echo_request_gets_a_fragmented_reply() {
     let (n, payload) = fragment_and_reassemble(&out, 1500);
     assert_eq!(n, 2);
     assert_eq!(payload, icmp);
+}
+
+#[test]
+fn reassembled_datagram_for_the_node_goes_to_the_kernel_in_fragments() {
+    // A 4,000-byte UDP datagram to our address, reassembled under af_packet: the TAP takes
+    // frames of its MTU, so the kernel gets it in fragments (and reassembles it itself).
+    let mut fx = Fx::new();
+    let input = udp4_from_h1("10.10.1.1", 64, 4000);
+    let (a, out) = fx.run(0, &input);
+    assert_eq!(a, Action::KernelFragment { port: 0, mtu: 1500 });
+    assert_eq!(out, input, "handed over unchanged");
+    let (n, payload) = fragment_and_reassemble(&out, 1500);
+    assert_eq!(n, 3);
+    assert_eq!(payload, &input[34..]);
+    // Within the MTU: as it is.
+    let (a, _) = fx.run(0, &udp4_from_h1("10.10.1.1", 64, 1000));
+    assert_eq!(a, Action::Kernel(0));
+    assert_eq!(fx.total_drops(), 0);
 }
 
 #[test]

@@ -142,6 +142,29 @@ impl Out<'_> {
                     Err(reason) => self.c.drop(reason),
                 }
             }
+            Action::KernelFragment { port, mtu } => {
+                let Some(Some(t)) = self.kernel_tx.get_mut(port as usize) else {
+                    return self.c.drop(DropReason::LocalNoKernel);
+                };
+                let pool = self.pool;
+                let (mut dropped, mut queued) = (0, 0);
+                self.pending = true;
+                let r = router::fragment_ipv4(
+                    m.data(),
+                    mtu,
+                    || pool.alloc(),
+                    |f| {
+                        dropped += t.push(f) as u64;
+                        queued += 1;
+                    },
+                );
+                self.kernel_dropped += dropped;
+                self.kernel_queued += queued;
+                match r {
+                    Ok(_) => self.c.fragmented.add(1),
+                    Err(reason) => self.c.drop(reason),
+                }
+            }
             Action::Hold if self.held.len() < HOLD => self.held.push((m, in_port, since)),
             Action::Hold => self.c.drop(DropReason::NeighborUnresolved),
             Action::Free => drop(m),
