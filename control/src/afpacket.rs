@@ -32,11 +32,12 @@ pub const FRAME_SIZE: u32 = 65_024;
 pub const BLOCK_SIZE: u32 = 8 * FRAME_SIZE;
 /// Ring frames ferryd sets, per queue and direction (a multiple of the 8 frames in a
 /// block). The tx ring gets the same frames as the rx ring (the PMD sizes both from one
-/// request), so a queue pair locks 2 x 256 x 63.5 KiB = 31.75 MiB of kernel memory. The rx
-/// ring is what absorbs traffic while a worker is not polling (two workers on one CPU take
-/// turns of a few milliseconds): 64 frames halved a TCP transfer's rate on veth, 128 cost
-/// about a third (noisy figures, on a shared machine), 256 about matched the PMD's default
-/// ring of 512 small frames.
+/// request), so a queue pair maps 2 x 256 x 63.5 KiB = 31.75 MiB of kernel memory (each
+/// 508 KiB block allocated as 512 KiB: 32 MiB). The rx ring absorbs traffic while a worker
+/// is not polling (two workers on one CPU take turns of a few milliseconds): a 100 MB TCP
+/// transfer over veth (noisy figures, on a shared machine) took about twice as long with
+/// 64 frames as with the PMD's default ring of 512 small ones, about a third longer with
+/// 128, about as long with 256.
 pub const FRAME_COUNT: u32 = 256;
 /// The PMD's own frame size (`framesz` not given).
 pub const DEFAULT_FRAME_SIZE: u32 = 2048;
@@ -231,7 +232,7 @@ impl RxPool {
     }
 }
 
-/// Kernel memory the af_packet rings of `cfg` lock: per port, per queue pair (one per
+/// Kernel memory the af_packet rings of `cfg` map: per port, per queue pair (one per
 /// worker), an rx and a tx ring of `framecnt` frames in blocks of `blocksz`. Only ports
 /// whose devargs ferryd sized (others keep what their devargs ask).
 pub fn ring_bytes(cfg: &Config) -> u64 {
