@@ -168,6 +168,8 @@ pub fn run(opts: Options) -> Result<(), StartError> {
         }
         None => None,
     };
+    // Logs what to change when frames arrive cut short (checked in the control loop).
+    let mut truncation = afpacket::TruncationWatch::new(&cfg);
     let queues = workers as u16;
     // Wire ports take an MTU and the NIC's checksum verdict; the kernel's TAP side neither.
     let dev = |mtu: Option<u16>| DevConfig {
@@ -326,7 +328,6 @@ pub fn run(opts: Options) -> Result<(), StartError> {
     };
     let mut last_publish = Instant::now();
     let mut changed = false;
-    let mut truncation = afpacket::TruncationWatch::new(&cfg);
     while !term.load(Ordering::Relaxed) {
         // Sleep until something is due: a neighbour learned (the worker that learns it
         // wakes this thread: held packets wait for it), a publish held back, the next
