@@ -4,12 +4,14 @@
 #
 # Usage: ci/netns-tests.sh FERRYD WORKERS     (WORKERS 1 or 2; run as root)
 # Prints one line per test and "N passed, N failed" at the end; exits non-zero on failure.
+# FERRY_NETNS_PREFIX (default ft) names the namespaces, veths and DPDK files (PREFIX + WORKERS),
+# so that runs side by side do not collide.
 set -uo pipefail
 
 FERRYD=$(readlink -f "${1:?usage: $0 FERRYD WORKERS}")
 WORKERS=${2:-1}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-P=ft$WORKERS
+P=${FERRY_NETNS_PREFIX:-ft}$WORKERS
 WORK=$(mktemp -d /tmp/ferry-netns.XXXXXX)
 CFG=$WORK/ferry.yaml
 STATS=$WORK/stats.json
@@ -167,6 +169,119 @@ t_tcp_transfer() {
   got=$(C curl -sS -m 120 "http://[fd10:2::2]:8080/blob" | sha256sum | cut -d' ' -f1)
   if [ "$got" = "$want" ]; then ok "100 MB TCP transfer across Ferry (IPv6), SHA-256 matches"
   else fail "100 MB TCP transfer IPv6" "sha256 $got != $want"; fi
+}
+
+# ---- fragments: datagrams of 2, 3 and 40 fragments arrive whole (af_packet reassembles
+# IPv4 under ferryd; ferryd routes the datagram and fragments it again for the MTU) ----
+
+# Sizes (UDP data, ping -s) that leave the client in 2, 3 and 40 fragments at MTU 1500:
+# 1480 bytes of IPv4 payload per fragment, 1448 of IPv6 (after the fragment header).
+FRAG_V4="2000 4000 58000"
+FRAG_V6="2000 4000 57000"
+
+# The kernel's count of fragments it created (client) or datagrams it reassembled (server).
+frag_stat() { # ns 4|6 counter
+  ip netns exec "$1" $PY - "$2" "$3" <<'EOF2'
+import sys
+fam, name = sys.argv[1], sys.argv[2]
+if fam == "4":
+    lines = [l.split() for l in open("/proc/net/snmp") if l.startswith("Ip:")]
+    print(dict(zip(lines[0][1:], lines[1][1:]))[name])
+else:
+    print(dict(l.split() for l in open("/proc/net/snmp6"))["Ip6" + name])
+EOF2
+}
+
+# In namespace NS, receive COUNT datagrams on ADDR port 9100 (or what comes in 5 s); print
+# "size:ok" (or "size:BAD" if the bytes are not the pattern) for each, in arrival order.
+udp_receiver() { # ns addr count
+  ip netns exec "$1" $PY - "$2" "$3" <<'EOF2'
+import socket, sys
+addr, count = sys.argv[1], int(sys.argv[2])
+s = socket.socket(socket.AF_INET6 if ":" in addr else socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+s.bind((addr, 9100))
+s.settimeout(5)
+out = []
+try:
+    while len(out) < count:
+        d = s.recv(70000)
+        ok = d == bytes((i * 7 + len(d)) % 251 for i in range(len(d)))
+        out.append("%d:%s" % (len(d), "ok" if ok else "BAD"))
+except socket.timeout:
+    pass
+print(" ".join(out))
+EOF2
+}
+
+# From namespace NS, send one datagram of each size to ADDR port 9100, in the same pattern.
+udp_send() { # ns addr sizes...
+  local ns=$1; shift
+  ip netns exec "$ns" $PY - "$@" <<'EOF2'
+import socket, sys, time
+addr, sizes = sys.argv[1], [int(x) for x in sys.argv[2:]]
+s = socket.socket(socket.AF_INET6 if ":" in addr else socket.AF_INET, socket.SOCK_DGRAM)
+for n in sizes:
+    s.sendto(bytes((i * 7 + n) % 251 for i in range(n)), (addr, 9100))
+    time.sleep(0.1)
+EOF2
+}
+
+# UDP datagrams of 2, 3 and 40 fragments from the client to ADDR in namespace NS, checked
+# byte for byte; the client's kernel must have made 45 fragments, and NS's reassembled
+# REASM datagrams (3; in the node's namespace, IPv4: 6, since af_packet's fanout defrag
+# counts there too).
+frag_udp() { # 4|6 ns addr sizes what reasm
+  local fam=$1 ns=$2 addr=$3 sizes=$4 what=$5 reasm=$6 want got c0 c1 r0 r1 rx
+  want=$(for n in $sizes; do printf '%s:ok ' "$n"; done); want=${want% }
+  c0=$(frag_stat "$P-client" "$fam" FragCreates); r0=$(frag_stat "$ns" "$fam" ReasmOKs)
+  udp_receiver "$ns" "$addr" 3 > "$WORK/udp$fam" &
+  rx=$!
+  sleep 0.5
+  # shellcheck disable=SC2086 # sizes are words
+  udp_send "$P-client" "$addr" $sizes
+  wait $rx
+  got=$(cat "$WORK/udp$fam")
+  c1=$(frag_stat "$P-client" "$fam" FragCreates); r1=$(frag_stat "$ns" "$fam" ReasmOKs)
+  if [ "$got" = "$want" ] && [ $((c1 - c0)) = 45 ] && [ $((r1 - r0)) = "$reasm" ]; then
+    ok "IPv$fam UDP datagrams of 2, 3 and 40 fragments $what arrive whole ($got; $((c1 - c0)) fragments sent, $((r1 - r0)) reassembled there)"
+  else fail "IPv$fam UDP fragments $what" "want '$want', got '$got'; fragments sent $((c1 - c0)) (want 45), reassembled $((r1 - r0)) (want $reasm)"; fi
+}
+
+t_fragments() {
+  local fam addr sizes o n
+  frag_udp 4 "$P-server" 10.10.2.2 "$FRAG_V4" "across Ferry" 3
+  frag_udp 6 "$P-server" fd10:2::2 "$FRAG_V6" "across Ferry" 3
+  frag_udp 4 "$P-node" 10.10.1.1 "$FRAG_V4" "to the node's kernel (exception path)" 6
+  frag_udp 6 "$P-node" fd10:1::1 "$FRAG_V6" "to the node's kernel (exception path)" 3
+  for fam in 4 6; do
+    if [ $fam = 4 ]; then addr=10.10.2.2; sizes=$FRAG_V4; else addr=fd10:2::2; sizes=$FRAG_V6; fi
+    for n in $sizes; do
+      o=$(C ping -$fam -c 3 -i 0.2 -W 2 -s "$n" "$addr" 2>&1)
+      if grep -q " 0% packet loss" <<<"$o"; then ok "IPv$fam ping -s $n (fragmented both ways): no loss"
+      else fail "IPv$fam ping -s $n" "$(tail -2 <<<"$o" | tr '\n' ' ')"; fi
+    done
+  done
+  o=$(C ping -c 2 -i 0.2 -W 2 -s 58000 10.10.1.1 2>&1)
+  if grep -q " 0% packet loss" <<<"$o"; then ok "ping -s 58000 to Ferry's own address: answered in fragments"
+  else fail "ping -s 58000 own address" "$(tail -2 <<<"$o" | tr '\n' ' ')"; fi
+  sleep 1.2 # the stats file is written once a second
+  local bad trunc
+  bad=$(stat drop_ipv4_bad_length); trunc=$(stat drop_truncated)
+  if [ "$bad" = 0 ] && [ "$trunc" = 0 ]; then ok "no fragmented datagram counted as bad length or truncated"
+  else fail "fragment drops" "drop_ipv4_bad_length $bad, drop_truncated $trunc"; fi
+}
+
+# A datagram no af_packet ring frame holds (65,000 bytes of UDP: 65,028 of IPv4, over the
+# 64,944 that ferryd's rings keep): counted as drop_truncated, and the log says what to do.
+t_truncated() {
+  udp_send "$P-client" 10.10.2.2 65000
+  sleep 1.5
+  local trunc
+  trunc=$(stat drop_truncated)
+  if [ "$trunc" -ge 1 ] && grep -q "frames cut short by their port were dropped: af_packet port.*use net_af_xdp" "$LOG"; then
+    ok "a datagram too big for the af_packet ring counts as drop_truncated ($trunc), with a log line saying what to change"
+  else fail "truncated datagram" "drop_truncated $trunc; log: $(grep -i 'cut short' "$LOG" | tail -1)"; fi
 }
 
 # Named nft counters in each server: all UDP to port 9999, and the one sticky flow.
@@ -492,6 +607,8 @@ if start_ferry; then
   t_exception_path
   t_sighup_route
   t_sighup_bad
+  t_fragments
+  t_truncated
   t_reload_restart_only
   t_stats_fields
   rc=0

@@ -2,6 +2,7 @@
 //! neighbour cache and `ferryd`'s runtime (EAL, ports, workers, the control loop).
 #![forbid(unsafe_code)]
 
+pub mod afpacket;
 pub mod compile;
 pub mod config;
 pub mod neighbor;

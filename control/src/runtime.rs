@@ -16,6 +16,7 @@ use ferry_dataplane::tables::Tables;
 use ferry_dataplane::wire::ethernet::format_mac;
 use ferry_dataplane::worker::{HoldConfig, RxQueue, Worker};
 
+use crate::afpacket;
 use crate::compile::{timed, Plan};
 use crate::config::{Config, PortConfig};
 use crate::neighbor::{NeighborCache, ResolveConfig, Resolver, ResolverStats};
@@ -112,7 +113,7 @@ pub fn eal_args(cfg: &Config) -> Vec<String> {
     let mut any_pci = false;
     for p in &cfg.ports {
         if p.device.starts_with("net_") {
-            args.push(format!("--vdev={}", p.devargs));
+            args.push(format!("--vdev={}", afpacket::devargs(&p.devargs)));
         } else {
             any_pci = true;
             args.push("-a".into());
@@ -175,6 +176,27 @@ pub fn run(opts: Options) -> Result<(), StartError> {
         .unwrap_or(1518);
     let room = (max_frame.max(2048) + 128) as u16;
     let pool = Arc::new(Mempool::new("ferry_pkt", cfg.dpdk.mbufs, 256, room)?);
+    // af_packet ports hand over whole datagrams the kernel reassembled, in ring frames of up
+    // to 64 KiB: they receive into mbufs that large, from a pool of their own (afpacket).
+    let afp = afpacket::RxPool::plan(&cfg, room);
+    for w in afpacket::warnings(&cfg) {
+        tracing::warn!("{w}");
+    }
+    let afp_pool = match &afp {
+        Some(a) => {
+            tracing::info!(
+                mbufs = a.mbufs,
+                data_room = a.room,
+                hugepages_mib = a.hugepage_bytes() >> 20,
+                rings_mib = afpacket::ring_bytes(&cfg) >> 20,
+                "af_packet rx pool"
+            );
+            Some(Mempool::new("ferry_afp", a.mbufs, a.cache, a.room)?)
+        }
+        None => None,
+    };
+    // Logs what to change when frames arrive cut short (checked in the control loop).
+    let mut truncation = afpacket::TruncationWatch::new(&cfg);
     let queues = workers as u16;
     // Wire ports take an MTU and the NIC's checksum verdict; the kernel's TAP side neither.
     let dev = |mtu: Option<u16>| DevConfig {
@@ -184,9 +206,10 @@ pub fn run(opts: Options) -> Result<(), StartError> {
         tx_desc: cfg.tuning.tx_desc,
         mtu,
         rx_ip_cksum: mtu.is_some(),
+        mbuf_fast_free: afp.is_none(),
     };
     let mut ports = Vec::new();
-    for p in &cfg.ports {
+    for (idx, p) in cfg.ports.iter().enumerate() {
         let wrap = |source| StartError::Port {
             name: p.name.clone(),
             source,
@@ -197,7 +220,11 @@ pub fn run(opts: Options) -> Result<(), StartError> {
             devargs: p.devargs.clone(),
             hint: no_device_hint(&p.device),
         })?;
-        let port = Port::start(id, &dev(Some(p.mtu)), &pool).map_err(wrap)?;
+        let rx_pool = match (&afp, &afp_pool) {
+            (Some(a), Some(big)) if a.ports[idx] => big,
+            _ => &pool,
+        };
+        let port = Port::start(id, &dev(Some(p.mtu)), rx_pool).map_err(wrap)?;
         let i = port.info();
         tracing::info!(
             port = %p.name, id, driver = %i.driver, mac = %format_mac(&i.mac), mtu = p.mtu,
@@ -452,6 +479,7 @@ pub fn run(opts: Options) -> Result<(), StartError> {
             changed = false;
         }
         publisher.reclaim();
+        truncation.check(&counters, now);
         if let Some(path) = &opts.stats_file {
             if now.duration_since(last_stats) >= STATS_EVERY {
                 last_stats = now;
@@ -502,6 +530,7 @@ pub fn run(opts: Options) -> Result<(), StartError> {
     drop(ports);
     drop(publisher);
     drop(pool);
+    drop(afp_pool);
     drop(eal);
     Ok(())
 }

@@ -98,9 +98,12 @@ pub enum DropReason {
     NoMbuf,
     /// ICMP error suppressed by the rate limit.
     IcmpRateLimited,
+    /// Cut short by the receiving port: longer than the port's MTU allows (a datagram the
+    /// kernel reassembled under af_packet) and shorter than its IP header says.
+    Truncated,
 }
 
-const SIMPLE: [DropReason; 16] = [
+const SIMPLE: [DropReason; 17] = [
     DropReason::NotForUs,
     DropReason::VlanMismatch,
     DropReason::UnknownEthertype,
@@ -117,6 +120,7 @@ const SIMPLE: [DropReason; 16] = [
     DropReason::TxFull,
     DropReason::NoMbuf,
     DropReason::IcmpRateLimited,
+    DropReason::Truncated,
 ];
 
 impl DropReason {
@@ -167,6 +171,7 @@ impl DropReason {
             DropReason::TxFull => "tx_full".into(),
             DropReason::NoMbuf => "no_mbuf".into(),
             DropReason::IcmpRateLimited => "icmp_rate_limited".into(),
+            DropReason::Truncated => "truncated".into(),
         }
     }
 }

@@ -805,6 +805,10 @@ pub struct PortConfig {
     /// Ask the NIC for its IPv4 header checksum verdict (if it can give one): for the ports
     /// the fast path serves, not for the kernel side, which gains nothing from it.
     pub rx_ip_cksum: bool,
+    /// Let the NIC free sent mbufs the fast way (`RTE_ETH_TX_OFFLOAD_MBUF_FAST_FREE`, if it
+    /// offers it): only when every mbuf sent on the port comes from one mempool, so not when
+    /// some port receives into a pool of its own.
+    pub mbuf_fast_free: bool,
 }
 
 /// What a port turned out to be after configuration.
@@ -828,7 +832,8 @@ pub struct Port {
 }
 
 impl Port {
-    /// Configure and start port `id` with its rx queues on `pool`. Offloads are limited to
+    /// Configure and start port `id` with its rx queues on `pool` (the mempool its PMD
+    /// receives into; a port may have one of its own). Offloads are limited to
     /// what the device offers; RSS is enabled when there are several rx queues and the PMD
     /// supports it.
     pub fn start(id: u16, cfg: &PortConfig, pool: &Mempool) -> Result<Port, DpdkError> {
@@ -871,7 +876,9 @@ impl Port {
         }
         // SAFETY: reads a const global from the shim.
         let fast_free = unsafe { ffi::ferry_eth_tx_offload_mbuf_fast_free };
-        conf.txmode.offloads = fast_free & dev.tx_offload_capa;
+        if cfg.mbuf_fast_free {
+            conf.txmode.offloads = fast_free & dev.tx_offload_capa;
+        }
         // The NIC's IPv4 header checksum verdict, where it has one: a burst it vouches for
         // skips the fast path's own check.
         // SAFETY: reads a const global from the shim.

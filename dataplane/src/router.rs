@@ -30,6 +30,10 @@ pub enum Action {
     /// An IPv4 datagram (already rewritten for port `port`) too big for its MTU and
     /// without DF: split it with [`fragment_ipv4`] and transmit the fragments on `port`.
     Fragment { port: u16, mtu: u16 },
+    /// An IPv4 datagram for the node itself, bigger than the MTU of port `port`'s kernel
+    /// interface (the kernel under an af_packet port reassembled it), which the TAP would
+    /// refuse: split it with [`fragment_ipv4`] and hand the fragments to that interface.
+    KernelFragment { port: u16, mtu: u16 },
 }
 
 /// Something a worker learned from ARP / ND, for the control side.
@@ -331,10 +335,21 @@ fn to_kernel<B: PacketBuf>(b: &mut B, port: u16) -> Action {
 /// counted as `otherwise`.
 #[inline]
 fn to_kernel_or<B: PacketBuf>(ctx: &Ctx, b: &mut B, port: u16, otherwise: DropReason) -> Action {
-    if ctx.t.ports.get(port as usize).is_some_and(|p| p.kernel) {
-        to_kernel(b, port)
-    } else {
-        ctx.drop(otherwise)
+    let Some(p) = ctx.t.ports.get(port as usize).filter(|p| p.kernel) else {
+        return ctx.drop(otherwise);
+    };
+    match to_kernel(b, port) {
+        // Untagged now: the IPv4 header at 14.
+        Action::Kernel(k)
+            if b.data().len() > 14 + p.mtu as usize
+                && b.data()[12..14] == ethernet::ETHERTYPE_IPV4.to_be_bytes() =>
+        {
+            Action::KernelFragment {
+                port: k,
+                mtu: p.mtu,
+            }
+        }
+        a => a,
     }
 }
 
@@ -349,6 +364,29 @@ fn reply_l2(b: &mut [u8], my_mac: Mac) {
 
 /// Cut Ethernet padding (or trailing junk) after the L3 packet.
 #[inline]
+/// The drop reason for an IP header that failed its checks with `e`. A frame that is both
+/// longer than its port's MTU allows and shorter than its IP length says was cut by the port
+/// (`Truncated`): the kernel under an af_packet port reassembles IPv4 fragments into one
+/// frame, and a ring frame too small for it keeps only its head. Anything else is malformed.
+fn length_error<B: PacketBuf>(
+    t: &Tables,
+    in_port: u16,
+    layer: Layer,
+    e: WireError,
+    l3: usize,
+    b: &B,
+) -> DropReason {
+    let over_mtu = t
+        .ports
+        .get(in_port as usize)
+        .is_some_and(|p| b.data().len() > l3 + p.mtu as usize);
+    if e == WireError::BadLength && over_mtu {
+        DropReason::Truncated
+    } else {
+        DropReason::Malformed(layer, e)
+    }
+}
+
 fn trim_to<B: PacketBuf>(b: &mut B, len: usize) {
     let have = b.data().len();
     if have > len {
@@ -473,7 +511,7 @@ fn ipv4_in<B: PacketBuf>(
     let (total, src, dst, ttl, proto, df, fragment, hlen) = {
         let p = match ipv4::Packet::new_checked(&b.data()[l3..]) {
             Ok(p) => p,
-            Err(e) => return ctx.drop(DropReason::Malformed(Layer::Ipv4, e)),
+            Err(e) => return ctx.drop(length_error(ctx.t, in_port, Layer::Ipv4, e, l3, b)),
         };
         if !p.verify_checksum() {
             return ctx.drop(DropReason::Malformed(Layer::Ipv4, WireError::BadChecksum));
@@ -652,6 +690,14 @@ fn ipv4_local<B: PacketBuf>(
             }
             reply_l2(d, my_mac);
             ctx.c.echo_replies.add(1);
+            if b.data().len() - l3 > port.mtu as usize {
+                // A request the kernel under the port reassembled (af_packet): the reply
+                // leaves in fragments, as the request came.
+                return Action::Fragment {
+                    port: in_port,
+                    mtu: port.mtu,
+                };
+            }
             return Action::Tx(in_port);
         }
     }
@@ -796,7 +842,7 @@ fn ipv6_in<B: PacketBuf>(
             p.hop_limit(),
             p.next_header(),
         ),
-        Err(e) => return ctx.drop(DropReason::Malformed(Layer::Ipv6, e)),
+        Err(e) => return ctx.drop(length_error(ctx.t, in_port, Layer::Ipv6, e, l3, b)),
     };
     trim_to(b, l3 + ipv6::HEADER_LEN + plen);
     if is_v6_multicast(&src) || src == std::net::Ipv6Addr::LOCALHOST.octets() {

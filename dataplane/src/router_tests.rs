@@ -464,9 +464,10 @@ fn check_icmp6_out(out: &[u8], to_mac: Mac, from_mac: Mac, from: &str, to: &str)
 
 fn action_in_range(a: Action, ports: usize) -> bool {
     match a {
-        Action::Tx(p) | Action::Kernel(p) | Action::Fragment { port: p, .. } => {
-            usize::from(p) < ports
-        }
+        Action::Tx(p)
+        | Action::Kernel(p)
+        | Action::Fragment { port: p, .. }
+        | Action::KernelFragment { port: p, .. } => usize::from(p) < ports,
         Action::Free | Action::Hold => true,
     }
 }
@@ -856,6 +857,119 @@ fn exactly_mtu_is_forwarded() {
     let (a, out) = fx.run(0, &big_udp4(true));
     assert_eq!(a, Action::Tx(1));
     assert_eq!(out.len(), 14 + 1450);
+}
+
+/// Split `frame` (rewritten for port 1) for `mtu` and put the pieces back together: the
+/// fragments' count and the reassembled IP payload. Checks each fragment's header.
+fn fragment_and_reassemble(frame: &[u8], mtu: u16) -> (usize, Vec<u8>) {
+    let mut frags: Vec<TestBuf> = Vec::new();
+    let n = fragment_ipv4(frame, mtu, || Some(TestBuf::new(&[])), |b| frags.push(b)).unwrap();
+    assert_eq!(n, frags.len());
+    let ident = ipv4::Packet::new_checked(&frame[14..]).unwrap().ident();
+    let mut payload = Vec::new();
+    for (i, f) in frags.iter().enumerate() {
+        let d = f.data();
+        assert_eq!(&d[..14], &frame[..14]);
+        let ip = ipv4::Packet::new_checked(&d[14..]).unwrap();
+        assert!(ip.total_len() <= mtu, "fragment {i} fits the MTU");
+        assert_eq!(checksum::checksum(ip.header()), 0, "fragment {i} checksum");
+        assert_eq!(ip.ident(), ident);
+        assert_eq!(ip.frag_offset() as usize, payload.len());
+        assert_eq!(ip.more_frags(), i + 1 < n);
+        payload.extend_from_slice(ip.payload());
+    }
+    (n, payload)
+}
+
+#[test]
+fn reassembled_datagram_is_routed_whole_and_fragmented_for_the_mtu() {
+    // The kernel under an af_packet port hands over a fragmented datagram reassembled, as
+    // one frame far over the MTU (here 58,000 bytes of UDP): routed like any datagram
+    // without DF, then split for the egress MTU; the pieces put back together are the
+    // datagram.
+    let mut fx = Fx::new();
+    let input = udp4_from_h1("10.10.2.5", 64, 58_000);
+    let (a, out) = fx.run(0, &input);
+    assert_eq!(a, Action::Fragment { port: 1, mtu: 1500 });
+    assert_eq!(fx.total_drops(), 0);
+    assert_eq!(out.len(), input.len(), "nothing cut");
+    let (n, payload) = fragment_and_reassemble(&out, 1500);
+    assert_eq!(n, 40, "58,008 bytes of UDP in 1,480-byte pieces");
+    assert_eq!(payload, &input[34..]);
+    // The largest frame ferryd's af_packet ring frames hold (framesz 65024: 64,958 bytes).
+    let input = udp4_from_h1("10.10.2.5", 64, 64_958 - 14 - 28);
+    let (a, out) = fx.run(0, &input);
+    assert_eq!(a, Action::Fragment { port: 1, mtu: 1500 });
+    let (n, payload) = fragment_and_reassemble(&out, 1500);
+    assert_eq!(n, 44);
+    assert_eq!(payload, &input[34..]);
+}
+
+#[test]
+fn frame_cut_by_its_port_counts_as_truncated() {
+    // A 65,535-byte datagram reassembled under af_packet does not fit a ring frame: the
+    // frame keeps its first 64,958 bytes. Longer than the port's MTU allows and shorter
+    // than its IP length: truncated by the port, not a malformed header.
+    let mut fx = Fx::new();
+    let whole = udp4_from_h1("10.10.2.5", 64, 65_535 - 28);
+    let (a, _) = fx.run(0, &whole[..64_958]);
+    assert_eq!(a, Action::Free);
+    assert_eq!(fx.dropped(DropReason::Truncated), 1);
+    let bad_length = DropReason::Malformed(Layer::Ipv4, WireError::BadLength);
+    assert_eq!(fx.dropped(bad_length), 0);
+    // The same for IPv6 (a frame the kernel's GRO made, cut the same way).
+    let whole6 = udp6_from_h1("fd20::5", 64, 65_535 - 48);
+    let (a, _) = fx.run(0, &whole6[..64_958]);
+    assert_eq!(a, Action::Free);
+    assert_eq!(fx.dropped(DropReason::Truncated), 2);
+    // Within the MTU, a datagram longer than its frame is malformed, as before.
+    let short = udp4_from_h1("10.10.2.5", 64, 1000);
+    let (a, _) = fx.run(0, &short[..short.len() - 10]);
+    assert_eq!(a, Action::Free);
+    assert_eq!(fx.dropped(bad_length), 1);
+    assert_eq!(fx.dropped(DropReason::Truncated), 2);
+}
+
+#[test]
+fn reassembled_echo_request_gets_a_fragmented_reply() {
+    // A 2,928-byte echo request to our address (ping -s 2900, reassembled under af_packet):
+    // answered, and the reply leaves in fragments for the port's MTU.
+    let mut fx = Fx::new();
+    let body = data(2900);
+    let ip = ipv4_pkt(
+        v4("10.10.1.2"),
+        v4("10.10.1.1"),
+        1,
+        64,
+        &icmp4(8, 0, 0x1234_0001, &body),
+    );
+    let (a, out) = fx.run(0, &eth(M0, H1_MAC, ET_IPV4, &ip));
+    assert_eq!(a, Action::Fragment { port: 0, mtu: 1500 });
+    assert_eq!(fx.c.echo_replies.get(), 1);
+    let icmp = check_icmp4_error(&out, H1_MAC, M0, "10.10.1.1", "10.10.1.2");
+    assert_eq!((icmp[0], icmp[1]), (0, 0));
+    assert_eq!(&icmp[8..], &body[..]);
+    let (n, payload) = fragment_and_reassemble(&out, 1500);
+    assert_eq!(n, 2);
+    assert_eq!(payload, icmp);
+}
+
+#[test]
+fn reassembled_datagram_for_the_node_goes_to_the_kernel_in_fragments() {
+    // A 4,000-byte UDP datagram to our address, reassembled under af_packet: the TAP takes
+    // frames of its MTU, so the kernel gets it in fragments (and reassembles it itself).
+    let mut fx = Fx::new();
+    let input = udp4_from_h1("10.10.1.1", 64, 4000);
+    let (a, out) = fx.run(0, &input);
+    assert_eq!(a, Action::KernelFragment { port: 0, mtu: 1500 });
+    assert_eq!(out, input, "handed over unchanged");
+    let (n, payload) = fragment_and_reassemble(&out, 1500);
+    assert_eq!(n, 3);
+    assert_eq!(payload, &input[34..]);
+    // Within the MTU: as it is.
+    let (a, _) = fx.run(0, &udp4_from_h1("10.10.1.1", 64, 1000));
+    assert_eq!(a, Action::Kernel(0));
+    assert_eq!(fx.total_drops(), 0);
 }
 
 #[test]

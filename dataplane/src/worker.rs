@@ -262,6 +262,29 @@ impl Out<'_> {
                 }
                 _ => self.c.drop(DropReason::LocalNoKernel),
             },
+            Action::KernelFragment { port, mtu } => {
+                let Some(Some(t)) = self.kernel_tx.get_mut(port as usize) else {
+                    return self.c.drop(DropReason::LocalNoKernel);
+                };
+                let pool = self.pool;
+                let (mut dropped, mut queued) = (0, 0);
+                self.pending = true;
+                let r = router::fragment_ipv4(
+                    m.data(),
+                    mtu,
+                    || pool.alloc(),
+                    |f| {
+                        dropped += t.push(f) as u64;
+                        queued += 1;
+                    },
+                );
+                self.kernel_dropped += dropped;
+                self.kernel_queued += queued;
+                match r {
+                    Ok(_) => self.c.fragmented.add(1),
+                    Err(reason) => self.c.drop(reason),
+                }
+            }
             Action::Fragment { port, mtu } => {
                 let Some(t) = self.tx.get_mut(port as usize) else {
                     return self.c.drop(DropReason::NoRoute);

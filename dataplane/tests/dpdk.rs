@@ -48,6 +48,7 @@ fn one_queue(mtu: Option<u16>, rx_ip_cksum: bool) -> PortConfig {
         tx_desc: 512,
         mtu,
         rx_ip_cksum,
+        mbuf_fast_free: true,
     }
 }
 
@@ -81,6 +82,65 @@ fn mbufs_are_owned_and_edited_within_bounds() {
         e.pool.available(),
         before,
         "dropped mbuf returns to the pool"
+    );
+}
+
+#[test]
+fn large_mbufs_hold_a_reassembled_datagram_in_one_segment() {
+    // A pool of the largest mbufs (data room 65535; ferryd's af_packet pool has 65,120): one
+    // segment takes the largest frame ferryd's af_packet rings hand over (64,958 bytes),
+    // and fragment_ipv4 splits it into mbufs of the ordinary pool.
+    let e = env().lock().unwrap();
+    let big = Mempool::new("test_big", 4, 0, u16::MAX).expect("mempool of 64 KiB mbufs");
+    let before = e.pool.available();
+    {
+        let mut m = big.alloc().expect("alloc");
+        assert!(m.append(64_958), "64,958 bytes after 128 of headroom");
+        assert!(m.is_contiguous());
+        assert!(
+            m.append(u16::MAX as usize - 128 - 64_958),
+            "up to the data room"
+        );
+        assert!(!m.append(1), "not past it");
+        assert!(m.trim(u16::MAX as usize - 128 - 64_958));
+        let d = m.data_mut();
+        d[..14].copy_from_slice(&[2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x08, 0x00]);
+        ipv4::emit_header(
+            &mut d[14..],
+            [10, 0, 0, 1],
+            [10, 0, 0, 2],
+            17,
+            64,
+            64_924,
+            7,
+        )
+        .expect("header");
+        for (i, b) in d[34..].iter_mut().enumerate() {
+            *b = (i % 251) as u8;
+        }
+        let mut frags = Vec::new();
+        let n = ferry_dataplane::router::fragment_ipv4(
+            m.data(),
+            1500,
+            || e.pool.alloc(),
+            |f| frags.push(f),
+        )
+        .expect("fragments");
+        assert_eq!(n, 44);
+        let mut payload = Vec::new();
+        for f in &frags {
+            let ip = ipv4::Packet::new_checked(&f.data()[14..]).expect("fragment header");
+            assert!(ip.total_len() <= 1500);
+            payload.extend_from_slice(ip.payload());
+        }
+        assert_eq!(&payload[..], &m.data()[34..]);
+        assert_eq!(e.pool.available(), before - 44);
+    }
+    assert_eq!(e.pool.available(), before);
+    assert_eq!(
+        big.available(),
+        4,
+        "the large mbuf went back to its own pool"
     );
 }
 

@@ -705,6 +705,7 @@ fn main() {
         tx_desc: 1024,
         mtu: None,
         rx_ip_cksum: false,
+        mbuf_fast_free: true,
     };
     let mut ports = Vec::new();
     for devargs in &a.ports {
