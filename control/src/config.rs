@@ -582,15 +582,12 @@ impl Config {
                 0..=3600,
             ),
             (
+                // (a 50 ms burst of the cap fits a worker's command ring)
                 "tuning.solicit_rate",
                 tuning.solicit_rate as u64,
-                1..=1_000_000,
+                1..=20_000,
             ),
-            (
-                "tuning.hold_packets",
-                tuning.hold_packets as u64,
-                1..=65_536,
-            ),
+            ("tuning.hold_packets", tuning.hold_packets as u64, 1..=4096),
             ("tuning.unres_qlen", tuning.unres_qlen as u64, 1..=65_536),
             (
                 "tuning.unres_qlen_bytes",
@@ -605,6 +602,18 @@ impl Config {
                     format!("{v}: must be in {}..={}", range.start(), range.end()),
                 ));
             }
+        }
+        // Held packets keep their mbufs: every worker's hold queue full must leave at
+        // least half of the pool for receiving.
+        let held = tuning.hold_packets as u64 * workers as u64;
+        if held > mbufs as u64 / 2 {
+            return Err(err(
+                "tuning.hold_packets",
+                format!(
+                    "{} x {workers} workers = {held} held mbufs: more than half of dpdk.mbufs ({mbufs})",
+                    tuning.hold_packets
+                ),
+            ));
         }
         for (k, v) in [
             ("tuning.rx_desc", tuning.rx_desc),
@@ -713,6 +722,51 @@ neighbors:
         let text = EXAMPLE.replacen(from, to, 1);
         assert_ne!(text, EXAMPLE, "replacement {from:?} did not apply");
         Config::from_yaml(&text).unwrap_err()
+    }
+
+    #[test]
+    fn neighbour_tuning_is_checked() {
+        let with = |t: &str| {
+            Config::from_yaml(&EXAMPLE.replace("neighbors:", &format!("tuning: {t}\nneighbors:")))
+        };
+        let c = with("{neighbor_probes: 5, solicit_rate: 200, unres_qlen: 4}").unwrap();
+        assert_eq!(
+            (
+                c.tuning.neighbor_probes,
+                c.tuning.solicit_rate,
+                c.tuning.unres_qlen
+            ),
+            (5, 200, 4)
+        );
+        assert_eq!(c.tuning.hold_packets, 256, "default");
+        for (t, field, value) in [
+            ("{solicit_rate: 0}", "tuning.solicit_rate", "0"),
+            ("{solicit_rate: 50000}", "tuning.solicit_rate", "50000"),
+            ("{neighbor_probes: 0}", "tuning.neighbor_probes", "0"),
+            (
+                "{neighbor_retrans_ms: 1}",
+                "tuning.neighbor_retrans_ms",
+                "1",
+            ),
+            ("{hold_packets: 100000}", "tuning.hold_packets", "100000"),
+            ("{unres_qlen_bytes: 10}", "tuning.unres_qlen_bytes", "10"),
+        ] {
+            let e = with(t).unwrap_err();
+            assert_eq!(e.field, field, "{t}: {e}");
+            assert!(e.message.starts_with(value), "{t}: {e}");
+        }
+        // 4096 held per worker would take over half of a 4096-mbuf pool.
+        let e = Config::from_yaml(
+            &EXAMPLE
+                .replace(
+                    "args: [\"--in-memory\"]",
+                    "args: [\"--in-memory\"]\n  mbufs: 4096",
+                )
+                .replace("neighbors:", "tuning: {hold_packets: 4096}\nneighbors:"),
+        )
+        .unwrap_err();
+        assert_eq!(e.field, "tuning.hold_packets");
+        assert!(e.message.contains("dpdk.mbufs (4096)"), "{e}");
     }
 
     #[test]

@@ -281,6 +281,9 @@ impl Resolver {
         }
         if let Some(p) = self.pending.get_mut(&(port, ip)) {
             p.worker = worker;
+            // A probed stale entry that aged out meanwhile is now being resolved anew: it
+            // fails (negatively cached) rather than being "removed" again.
+            p.stale &= stale;
             return;
         }
         while self.pending.len() >= self.cfg.max_pending.max(1) {
@@ -308,6 +311,17 @@ impl Resolver {
         compact(&mut self.pending_order, self.pending.len(), |k, t| {
             self.pending.get(k).is_some_and(|p| p.created == t)
         });
+    }
+
+    /// A solicitation [`tick`](Self::tick) asked for could not be handed to its worker
+    /// (its command ring was full): not counted, and due again at once.
+    pub fn unsent(&mut self, port: u16, ip: IpAddr, now: Instant) {
+        if let Some(p) = self.pending.get_mut(&(port, ip)) {
+            p.sent = p.sent.saturating_sub(1);
+            p.next = now;
+            self.stats.solicits = self.stats.solicits.saturating_sub(1);
+            self.due_by(now + Duration::from_millis(1));
+        }
     }
 
     /// `ip` on `port` answered: resolution is over (and a failed entry forgotten).
@@ -369,19 +383,31 @@ impl Resolver {
             .filter(|(_, p)| p.next <= now)
             .map(|(k, _)| *k)
             .collect();
-        // Under the rate cap, first solicitations before repeats, then oldest first: in a
-        // scan, every neighbour is asked at least once before any is asked again.
-        due.sort_by_key(|k| self.pending.get(k).map(|p| (p.sent, p.created)));
-        let deadline = self.cfg.retrans * self.cfg.probes.max(1);
+        // Who gets the cap's tokens first: probes of stale entries (live neighbours, which a
+        // scan must not push out); then first solicitations, newest first (under a
+        // sustained scan, a neighbour that just came up is asked at once, not behind the
+        // backlog, which the pending bound trims oldest first); then repeats, oldest first.
+        // An entry fails only after its last solicitation's retransmit time, however long
+        // the cap held it back.
+        due.sort_by(|a, b| {
+            let (Some(x), Some(y)) = (self.pending.get(a), self.pending.get(b)) else {
+                return std::cmp::Ordering::Equal;
+            };
+            (!x.stale, x.sent).cmp(&(!y.stale, y.sent)).then_with(|| {
+                if x.sent == 0 {
+                    y.created.cmp(&x.created)
+                } else {
+                    x.created.cmp(&y.created)
+                }
+            })
+        });
         // Ports whose tokens ran out in this tick (the rest of their due entries wait).
         let mut spent: Vec<u16> = Vec::new();
         for k in due {
             let Some(p) = self.pending.get(&k).copied() else {
                 continue;
             };
-            if p.sent >= self.cfg.probes.max(1)
-                || now.saturating_duration_since(p.created) >= deadline
-            {
+            if p.sent >= self.cfg.probes.max(1) {
                 self.pending.remove(&k);
                 if p.stale {
                     r.expired_stale.push(k);
@@ -409,8 +435,8 @@ impl Resolver {
                     ip: k.1,
                 });
             } else {
-                // Held back by the cap: it stays due (its place in the order kept, never
-                // more than `probes` in all, and it still fails at its deadline).
+                // Held back by the cap: it stays due, in its place in the order (never
+                // more than `probes` in all; it fails a retransmit time after its last).
                 if !e.deferred {
                     self.stats.rate_limited += 1;
                 }
@@ -665,7 +691,8 @@ mod tests {
 
     #[test]
     fn a_scan_stays_within_three_per_address_and_the_rate_cap() {
-        // 2,000 addresses reported within 40 ms; a cap of 1000/s per port.
+        // 2,000 addresses reported within 40 ms; a cap of 1000/s per port. The control loop
+        // is driven as ferryd drives it: tick at next_due(), which must always move on.
         let t0 = Instant::now();
         let mut r = Resolver::new(ResolveConfig {
             max_pending: 8192,
@@ -676,27 +703,111 @@ mod tests {
             let ip = IpAddr::from((0x0a01_0000u32 + i).to_be_bytes());
             r.unresolved(0, ip, false, 0, t0 + Duration::from_micros(20 * i as u64));
         }
-        let mut per_second = [0u32; 6];
+        let mut per_second = [0u32; 10];
+        let mut first: HashMap<IpAddr, Duration> = HashMap::new();
         let mut sent: HashMap<IpAddr, u32> = HashMap::new();
-        let mut failed = 0;
-        for ms in (0..6000u64).step_by(5) {
-            let t = r.tick(t0 + Duration::from_millis(ms));
-            per_second[(ms / 1000) as usize] += t.solicit.len() as u32;
-            for s in t.solicit {
-                *sent.entry(s.ip).or_default() += 1;
+        let (mut failed, mut ticks) = (0, 0);
+        let mut now = t0 + Duration::from_millis(40);
+        while let Some(at) = r.next_due() {
+            now = now.max(at);
+            let t = r.tick(now);
+            ticks += 1;
+            assert!(
+                r.next_due().is_none_or(|d| d > now),
+                "after a tick, nothing is due at once"
+            );
+            let s = now.duration_since(t0);
+            per_second[s.as_secs() as usize] += t.solicit.len() as u32;
+            for x in t.solicit {
+                *sent.entry(x.ip).or_default() += 1;
+                first.entry(x.ip).or_insert(s);
             }
             failed += t.failed.len();
+            if r.pending() == 0 {
+                break;
+            }
         }
-        assert!(sent.values().all(|n| *n <= 3), "at most 3 per address");
-        assert_eq!(sent.len(), 2000, "every address asked at least once");
+        assert!(
+            ticks < 3000,
+            "woken {ticks} times for 6,000 solicitations at 1000/s"
+        );
+        assert!(sent.values().all(|n| *n == 3), "3 per address, no more");
+        assert_eq!(sent.len(), 2000, "every address asked");
+        assert!(
+            first.values().all(|d| *d < Duration::from_millis(2100)),
+            "all first solicitations before any repeat"
+        );
         assert!(
             per_second.iter().all(|n| *n <= 1050),
             "within the cap (and its 50 ms burst): {per_second:?}"
         );
         assert!(per_second[0] >= 900, "the cap is used: {per_second:?}");
-        assert_eq!(failed, 2000, "every address fails by its deadline");
+        assert_eq!(
+            failed, 2000,
+            "every address fails, after its third solicitation"
+        );
+        assert!(now.duration_since(t0) < Duration::from_secs(8));
         assert!(r.stats.rate_limited > 0, "the cap bit and was counted");
-        assert_eq!(r.pending(), 0);
+    }
+
+    #[test]
+    fn under_a_scan_stale_probes_and_new_neighbours_go_first() {
+        // A backlog of 500 scanned addresses and a cap of 100/s: a live neighbour's stale
+        // entry is probed at once, and so is a neighbour that comes up after the scan.
+        let t0 = Instant::now();
+        let mut r = Resolver::new(ResolveConfig {
+            rate: 100,
+            ..ResolveConfig::default()
+        });
+        for i in 0..500u32 {
+            r.unresolved(
+                0,
+                IpAddr::from((0x0a01_0000u32 + i).to_be_bytes()),
+                false,
+                0,
+                t0,
+            );
+        }
+        assert_eq!(r.tick(t0).solicit.len(), 5, "the burst");
+        let live: IpAddr = "10.0.0.2".parse().unwrap();
+        let new: IpAddr = "10.0.0.3".parse().unwrap();
+        let t1 = t0 + Duration::from_millis(100);
+        r.unresolved(0, live, true, 1, t1);
+        r.unresolved(0, new, false, 1, t1);
+        let t = r.tick(t1);
+        let asked: Vec<IpAddr> = t.solicit.iter().map(|s| s.ip).collect();
+        assert_eq!(&asked[..2], &[live, new], "{asked:?}");
+    }
+
+    #[test]
+    fn a_stale_entry_that_aged_out_while_probed_fails() {
+        // Reported as missing while its probe runs (the cache removed it meanwhile): it
+        // fails (negatively cached) instead of being 'removed' from the cache again.
+        let t0 = Instant::now();
+        let mut r = Resolver::new(cfg());
+        let live: IpAddr = "10.0.0.2".parse().unwrap();
+        r.unresolved(0, live, true, 0, t0);
+        assert_eq!(r.tick(t0).solicit.len(), 1);
+        r.unresolved(0, live, false, 0, t0 + Duration::from_millis(10));
+        let (_, all) = run(&mut r, t0 + Duration::from_millis(10), 4);
+        assert_eq!(all.failed, vec![(0, live)], "failed, not expired as stale");
+        assert!(all.expired_stale.is_empty());
+    }
+
+    #[test]
+    fn a_solicitation_the_worker_could_not_take_is_not_counted() {
+        let t0 = Instant::now();
+        let mut r = Resolver::new(cfg());
+        let a: IpAddr = "10.0.0.9".parse().unwrap();
+        r.unresolved(0, a, false, 0, t0);
+        assert_eq!(r.tick(t0).solicit.len(), 1);
+        r.unsent(0, a, t0);
+        assert_eq!(r.stats.solicits, 0);
+        let again = r.tick(t0 + Duration::from_millis(1));
+        assert_eq!(again.solicit.len(), 1, "due again at once");
+        let (sent, all) = run(&mut r, t0 + Duration::from_millis(10), 4);
+        assert_eq!(sent[&a], 2, "still 3 in all");
+        assert_eq!(all.failed, vec![(0, a)]);
     }
 
     #[test]

@@ -388,7 +388,10 @@ pub fn run(opts: Options) -> Result<(), StartError> {
         let now = Instant::now();
         let mut reloaded = false;
         for (w, r) in events_rx.iter_mut().enumerate() {
-            while let Ok(e) = r.pop() {
+            // At most a ring's worth per wake-up, so that a flood of events cannot hold
+            // back the resolver's tick and publishing.
+            for _ in 0..EVENT_RING {
+                let Ok(e) = r.pop() else { break };
                 match e {
                     WorkerEvent::Learned(Learned {
                         port,
@@ -408,6 +411,11 @@ pub fn run(opts: Options) -> Result<(), StartError> {
                         }
                     }
                     WorkerEvent::Unresolved { port, ip } => {
+                        // (A worker on an older snapshot may ask for an address that a
+                        // reload took off-link.)
+                        if !plan.learnable(port, ip) {
+                            continue;
+                        }
                         let stale = match cache.get(port, ip) {
                             Some(e) if !e.stale => continue, // resolved since
                             Some(_) => true,
@@ -427,7 +435,9 @@ pub fn run(opts: Options) -> Result<(), StartError> {
                 })
                 .is_err()
                 {
+                    // Not counted as sent: due again at once.
                     commands_lost += 1;
+                    resolver.unsent(s.port, s.ip, now);
                 }
             }
         }

@@ -75,6 +75,10 @@ pub fn report(
     sent
 }
 
+/// Report the neighbours to resolve once this many are listed, while re-running held
+/// packets (the list holds 32).
+const REPORT_AT: usize = 24;
+
 /// A held packet.
 pub struct Held<P> {
     pub pkt: P,
@@ -471,18 +475,8 @@ impl Worker {
                         s: &mut scratch,
                         c,
                     };
-                    out.held
-                        .expire(now.saturating_sub(hold_ticks), |h| retry.push(h));
-                    for Held {
-                        pkt: mut m,
-                        in_port,
-                        since,
-                        ..
-                    } in retry.drain(..)
-                    {
-                        let action = router::unresolved_error(&mut ctx, in_port, &mut m);
-                        out.dispatch(action, m, in_port, since, ctx.s);
-                    }
+                    // First the new snapshot's verdicts (a packet that waited just long
+                    // enough still leaves if its neighbour answered), then expiry.
                     if switched {
                         out.held.take_all(&mut retry);
                         out.requeue = true;
@@ -495,8 +489,25 @@ impl Worker {
                         {
                             let action = router::process(&mut ctx, in_port, &mut m);
                             out.dispatch(action, m, in_port, since, ctx.s);
+                            if ctx.s.unresolved.len() >= REPORT_AT {
+                                // Many neighbours still missing: report before the list
+                                // fills (a full list drops reports).
+                                out.side_effects(ctx.s, &mut events, &control);
+                            }
                         }
                         out.requeue = false;
+                    }
+                    out.held
+                        .expire(now.saturating_sub(hold_ticks), |h| retry.push(h));
+                    for Held {
+                        pkt: mut m,
+                        in_port,
+                        since,
+                        ..
+                    } in retry.drain(..)
+                    {
+                        let action = router::unresolved_error(&mut ctx, in_port, &mut m);
+                        out.dispatch(action, m, in_port, since, ctx.s);
                     }
                     out.side_effects(&mut scratch, &mut events, &control);
                     out.flush();
