@@ -616,6 +616,8 @@ if start_ferry; then
   t_unreachable
   t_scan 4
   t_scan 6
+  # The scans took ~30 s: the warm-up's neighbours may have aged out since (40 s).
+  warm_up
   t_ecmp
   t_tcp_transfer
   t_exception_path

@@ -214,7 +214,7 @@ pub struct RawTuning {
     pub solicit_rate: Option<u32>,
     /// Packets a worker holds while their neighbours are resolved (default 256).
     pub hold_packets: Option<usize>,
-    /// Packets and bytes one unresolved neighbour may hold per worker (defaults 16 and
+    /// Packets and bytes one unresolved neighbour may hold per worker (defaults 64 and
     /// 65536; as Linux's unres_qlen / unres_qlen_bytes): its oldest is dropped past either.
     pub unres_qlen: Option<usize>,
     pub unres_qlen_bytes: Option<usize>,
@@ -559,7 +559,7 @@ impl Config {
             neighbor_failed_s: t.neighbor_failed_s.unwrap_or(5),
             solicit_rate: t.solicit_rate.unwrap_or(1000),
             hold_packets: t.hold_packets.unwrap_or(256),
-            unres_qlen: t.unres_qlen.unwrap_or(16),
+            unres_qlen: t.unres_qlen.unwrap_or(64),
             unres_qlen_bytes: t.unres_qlen_bytes.unwrap_or(65536),
         };
         if tuning.neighbor_reachable_s == 0 {

@@ -43,7 +43,7 @@ impl Default for HoldConfig {
     fn default() -> Self {
         HoldConfig {
             packets: 256,
-            per_neighbor: 16,
+            per_neighbor: 64,
             per_neighbor_bytes: 65536,
             ms: 3500,
         }
