@@ -3,40 +3,9 @@
 //! Packet code is written against [`PacketBuf`], so it runs the same on a DPDK mbuf
 //! (`dpdk::Mbuf`) and on [`TestBuf`], a plain vector with headroom used by unit tests.
 
-/// A single contiguous packet buffer with headroom and tailroom.
-pub trait PacketBuf {
-    /// The packet bytes, starting at the Ethernet header.
-    fn data(&self) -> &[u8];
-    /// The packet bytes, writable.
-    fn data_mut(&mut self) -> &mut [u8];
-    /// Grow the packet at the front by `n` bytes (uninitialised content); false if no room.
-    fn prepend(&mut self, n: usize) -> bool;
-    /// Remove `n` bytes from the front; false if the packet is shorter.
-    fn adj(&mut self, n: usize) -> bool;
-    /// Remove `n` bytes from the end; false if the packet is shorter.
-    fn trim(&mut self, n: usize) -> bool;
-    /// Grow the packet at the end by `n` bytes; false if no room.
-    fn append(&mut self, n: usize) -> bool;
-    /// True if the whole packet is in this one buffer (a DPDK mbuf chain is not).
-    fn contiguous(&self) -> bool {
-        true
-    }
-    /// True if the NIC verified the IPv4 header checksum and found it good (DPDK's
-    /// `RTE_MBUF_F_RX_IP_CKSUM_GOOD`, of the outer header: not for a packet the NIC parsed
-    /// as a tunnel); false if it found it bad, did not check, or cannot.
-    fn ip_cksum_good(&self) -> bool {
-        false
-    }
-    /// Set the length to exactly `len`, growing or shrinking at the end.
-    fn set_len(&mut self, len: usize) -> bool {
-        let cur = self.data().len();
-        if len >= cur {
-            self.append(len - cur)
-        } else {
-            self.trim(cur - len)
-        }
-    }
-}
+/// The trait lives in the DPDK wrapper crate, which implements it for its `Mbuf`; it is
+/// re-exported here, where the packet code uses it.
+pub use ferry_dpdk::buf::PacketBuf;
 
 /// A heap buffer with fixed headroom, for tests and tools (never on the hot path).
 #[derive(Clone, Debug)]

@@ -7,8 +7,9 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use ferry_dataplane::dpdk::{self, DpdkLpm, Eal};
+use ferry_dataplane::dpdk::{self, Eal};
 use ferry_dataplane::lpm::{Lpm4, Lpm6};
+use ferry_perf::rte_lpm::{DpdkLpm, DpdkLpm6};
 
 /// xorshift64*: deterministic, so every run uses the same table and addresses.
 struct Rng(u64);
@@ -182,7 +183,7 @@ fn main() {
         dpdk::advise_hugepages(m);
     }
     let t = Instant::now();
-    let mut theirs6 = dpdk::DpdkLpm6::new("bench6", 200_016, 1 << 18).expect("rte_lpm6_create");
+    let mut theirs6 = DpdkLpm6::new("bench6", 200_016, 1 << 18).expect("rte_lpm6_create");
     for (a, l, nh) in &r6 {
         theirs6.add(*a, *l, *nh).expect("rte_lpm6_add");
     }
