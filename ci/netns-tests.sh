@@ -70,6 +70,9 @@ EOF
 stat() { # key in "total"
   $PY -c "import json,sys; print(json.load(open('$STATS'))['total'].get('$1', 0))" 2>/dev/null || echo 0
 }
+config_version() {
+  $PY -c "import json; print(json.load(open('$STATS'))['config_version'])" 2>/dev/null || echo 0
+}
 generation() {
   $PY -c "import json; print(json.load(open('$STATS'))['generation'])" 2>/dev/null || echo 0
 }
@@ -373,8 +376,9 @@ t_sighup_route() {
 }
 
 t_sighup_bad() {
-  local gen0 gen1 o reloads0 reloads1
+  local gen0 gen1 o reloads0 reloads1 v0 v1
   gen0=$(generation)
+  v0=$(config_version)
   reloads0=$(grep -c "config reloaded" "$LOG")
   cp "$CFG" "$WORK/good.yaml"
   background_ping
@@ -384,15 +388,16 @@ t_sighup_bad() {
   sleep 1.5
   wait "$BG_PING"
   gen1=$(generation)
+  v1=$(config_version)
   reloads1=$(grep -c "config reloaded" "$LOG")
   if kill -0 "$FERRY_PID" && grep -q "config reload refused.*routes\[0\]\.prefix.*10.20.0.0/33" "$LOG"; then
     ok "bad SIGHUP config refused, naming routes[0].prefix and the value"
   else fail "bad SIGHUP refused" "$(grep -i reload "$LOG" | tail -2)"; fi
   # Generations also move for neighbours (learned, aged, failed, expired); a refused reload
   # must publish none of its own.
-  if [ "$reloads1" = "$reloads0" ]; then
-    ok "bad SIGHUP config: running tables kept (no reload published; generation $gen0 -> $gen1)"
-  else fail "bad SIGHUP generation" "reloads $reloads0 -> $reloads1, generation $gen0 -> $gen1"; fi
+  if [ "$reloads1" = "$reloads0" ] && [ "$v1" = "$v0" ] && [ "$v0" -ge 2 ]; then
+    ok "bad SIGHUP config: running tables kept (config version $v0, no reload published; generation $gen0 -> $gen1)"
+  else fail "bad SIGHUP generation" "config version $v0 -> $v1, reloads $reloads0 -> $reloads1, generation $gen0 -> $gen1"; fi
   if grep -q " 0% packet loss" "$WORK/bgping"; then ok "bad SIGHUP config: traffic continues (200 pings, no loss)"
   else fail "bad SIGHUP loss" "$(tail -2 "$WORK/bgping")"; fi
   o=$(C ping -c 2 -i 0.1 -W 1 10.40.0.1 2>&1)

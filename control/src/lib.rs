@@ -5,5 +5,6 @@
 pub mod afpacket;
 pub mod compile;
 pub mod config;
+pub mod controller;
 pub mod neighbor;
 pub mod runtime;

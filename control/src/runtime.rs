@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use ferry_dataplane::counters::WorkerCounters;
 use ferry_dataplane::dpdk::{self, Eal, Mempool, Port, PortConfig as DevConfig, TxBuffer};
-use ferry_dataplane::router::{Learned, WorkerCommand, WorkerEvent};
 use ferry_dataplane::snapshot::Publisher;
 use ferry_dataplane::tables::Tables;
 use ferry_dataplane::wire::ethernet::format_mac;
@@ -19,7 +18,8 @@ use ferry_dataplane::worker::{HoldConfig, RxQueue, Worker};
 use crate::afpacket;
 use crate::compile::{timed, Plan};
 use crate::config::{Config, PortConfig};
-use crate::neighbor::{NeighborCache, ResolveConfig, Resolver, ResolverStats};
+use crate::controller::{self, Controller};
+use crate::neighbor::{ResolveConfig, ResolverStats};
 
 /// Options from the command line.
 #[derive(Clone, Debug)]
@@ -161,7 +161,7 @@ struct KernelIf {
 
 /// Run until SIGINT/SIGTERM. Returns the process exit code.
 pub fn run(opts: Options) -> Result<(), StartError> {
-    let mut cfg = load(&opts.config)?;
+    let cfg = load(&opts.config)?;
     let workers = cfg.workers();
     let eal = Eal::init(&eal_args(&cfg))?;
     tracing::info!(workers, lcores = ?cfg.dpdk.lcores, "EAL up");
@@ -256,7 +256,7 @@ pub fn run(opts: Options) -> Result<(), StartError> {
     }
 
     let (plan, took) = timed(|| Plan::build(&cfg, &macs));
-    let mut plan = plan?;
+    let plan = plan?;
     tracing::info!(
         routes4 = plan.routes4,
         routes6 = plan.routes6,
@@ -264,13 +264,13 @@ pub fn run(opts: Options) -> Result<(), StartError> {
         fib_mib = (plan.fib4.memory_bytes() + plan.fib6.memory_bytes()) >> 20,
         "tables compiled"
     );
-    let mut cache = NeighborCache::new(
-        Duration::from_secs(cfg.tuning.neighbor_reachable_s),
-        Duration::from_secs(cfg.tuning.neighbor_stale_s),
-    );
-    let mut resolver = Resolver::new(resolve_config(&cfg.tuning));
-    let (mut publisher, subs) =
-        Publisher::new(plan.tables(&cache, &resolver.failed_sets()), workers);
+    let kernel_ifs = kernel
+        .iter()
+        .map(|k| k.as_ref().map(|k| k.name.clone()))
+        .collect();
+    let mut ctl = Controller::new(cfg, plan, macs, kernel_ifs, Instant::now());
+    let cfg = ctl.config().clone(); // the start-up config: ports, tuning (restart-only)
+    let (mut publisher, subs) = Publisher::new(ctl.tables(), workers);
 
     let stop = Arc::new(AtomicBool::new(false));
     let mut counters = Vec::new();
@@ -347,12 +347,8 @@ pub fn run(opts: Options) -> Result<(), StartError> {
         }
     }
 
-    let mut last_age = Instant::now();
     let mut last_stats = Instant::now();
     let mut last_log = Instant::now();
-    // Neighbour changes are published at most every PUBLISH_EVERY (a reload at once).
-    const PUBLISH_EVERY: Duration = Duration::from_millis(10);
-    const AGE_EVERY: Duration = Duration::from_millis(500);
     const STATS_EVERY: Duration = Duration::from_secs(1);
     // The longest sleep: how late a SIGHUP reload or a SIGTERM may be seen.
     const SIGNAL_POLL: Duration = Duration::from_millis(50);
@@ -360,24 +356,14 @@ pub fn run(opts: Options) -> Result<(), StartError> {
     let due = |last: Instant, every: Duration, now: Instant| {
         every.saturating_sub(now.duration_since(last))
     };
-    let mut last_publish = Instant::now();
-    let mut changed = false;
-    // Solicitations lost to a full command ring (the neighbour is solicited again later).
-    let mut commands_lost = 0u64;
     while !term.load(Ordering::Relaxed) {
-        // Sleep until something is due: a neighbour learned (the worker that learns it
-        // wakes this thread: held packets wait for it), a publish held back, the next
-        // ageing, stats file or log line; at most SIGNAL_POLL, since a signal may be taken
-        // by another thread. (It woke every millisecond: 1000 wake-ups a second on the CPU
-        // it shares, which cost a generator there ~10% of its rate.)
+        // Sleep until something is due: a worker's event (the worker wakes this thread:
+        // held packets may wait for it), what the controller has due (a held-back publish,
+        // the resolver, ageing), the stats file or log line; at most SIGNAL_POLL, since a
+        // signal may be taken by another thread. (It woke every millisecond: 1000 wake-ups
+        // a second on the CPU it shares, which cost a generator there ~10% of its rate.)
         let now = Instant::now();
-        let mut wait = SIGNAL_POLL.min(due(last_age, AGE_EVERY, now));
-        if changed {
-            wait = wait.min(due(last_publish, PUBLISH_EVERY, now));
-        }
-        if let Some(at) = resolver.next_due() {
-            wait = wait.min(at.saturating_duration_since(now));
-        }
+        let mut wait = SIGNAL_POLL.min(ctl.next_due(now).saturating_duration_since(now));
         if opts.stats_file.is_some() {
             wait = wait.min(due(last_stats, STATS_EVERY, now));
         }
@@ -386,122 +372,40 @@ pub fn run(opts: Options) -> Result<(), StartError> {
         }
         std::thread::park_timeout(wait);
         let now = Instant::now();
-        let mut reloaded = false;
-        for (w, r) in events_rx.iter_mut().enumerate() {
+        for (worker, r) in events_rx.iter_mut().enumerate() {
             // At most a ring's worth per wake-up, so that a flood of events cannot hold
             // back the resolver's tick and publishing.
             for _ in 0..EVENT_RING {
-                let Ok(e) = r.pop() else { break };
-                match e {
-                    WorkerEvent::Learned(Learned {
-                        port,
-                        ip,
-                        mac,
-                        create,
-                    }) => {
-                        if !plan.learnable(port, ip) {
-                            continue;
-                        }
-                        if cache.learn(port, ip, mac, now, create) {
-                            tracing::debug!(port, %ip, mac = %format_mac(&mac), "neighbour learned");
-                            changed = true;
-                        }
-                        if cache.get(port, ip).is_some() {
-                            resolver.answered(port, ip);
-                        }
-                    }
-                    WorkerEvent::Unresolved { port, ip } => {
-                        // (A worker on an older snapshot may ask for an address that a
-                        // reload took off-link.)
-                        if !plan.learnable(port, ip) {
-                            continue;
-                        }
-                        let stale = match cache.get(port, ip) {
-                            Some(e) if !e.stale => continue, // resolved since
-                            Some(_) => true,
-                            None => false,
-                        };
-                        resolver.unresolved(port, ip, stale, w, now);
-                    }
-                }
+                let Ok(event) = r.pop() else { break };
+                // Worker events cannot fail.
+                let _ = ctl.handle(controller::Command::Worker { worker, event }, now);
             }
         }
-        let tick = resolver.tick(now);
-        for s in &tick.solicit {
-            if let Some(q) = commands_tx.get_mut(s.worker) {
-                if q.push(WorkerCommand::Solicit {
-                    port: s.port,
-                    ip: s.ip,
-                })
-                .is_err()
-                {
-                    // Not counted as sent: due again at once.
-                    commands_lost += 1;
-                    resolver.unsent(s.port, s.ip, now);
-                }
-            }
-        }
-        for (port, ip) in &tick.expired_stale {
-            tracing::debug!(port, %ip, "stale neighbour did not answer its probes: removed");
-            changed |= cache.remove(*port, *ip);
-        }
-        for (port, ip) in &tick.failed {
-            tracing::debug!(port, %ip, "neighbour resolution failed");
-        }
-        changed |= tick.changed;
-        if now.duration_since(last_age) >= AGE_EVERY {
-            last_age = now;
-            changed |= cache.age(now);
-        }
+        ctl.tick(now, &mut commands_tx);
         if hup.swap(false, Ordering::Relaxed) {
-            match reload(&opts.config, &cfg, &macs) {
-                Ok((new_cfg, new_plan)) => {
-                    for (i, (a, b)) in new_cfg.ports.iter().zip(&cfg.ports).enumerate() {
-                        if a.addresses != b.addresses {
-                            if let Some(Some(k)) = kernel.get(i) {
-                                update_kernel_addresses(&k.name, &b.addresses, &a.addresses);
-                            }
-                        }
-                    }
-                    // Keep the neighbours still on a subnet of their port.
-                    cache.retain(|port, ip| new_plan.learnable(port, ip));
-                    resolver.retain(|port, ip| new_plan.learnable(port, ip));
-                    cfg = new_cfg;
-                    plan = new_plan;
-                    changed = true;
-                    reloaded = true;
-                    tracing::info!(
-                        routes4 = plan.routes4,
-                        routes6 = plan.routes6,
-                        generation = publisher.generation() + 1,
-                        "config reloaded"
-                    );
-                }
+            match ctl.handle(controller::Command::ApplyFile(opts.config.clone()), now) {
+                Ok(Some(a)) => tracing::info!(
+                    version = a.version,
+                    routes4 = a.routes4,
+                    routes6 = a.routes6,
+                    generation = publisher.generation() + 1,
+                    "config reloaded"
+                ),
+                Ok(None) => {}
                 Err(e) => tracing::error!(
+                    version = ctl.version(),
                     generation = publisher.generation(),
                     "config reload refused, running tables kept: {e}"
                 ),
             }
         }
-        if changed && (reloaded || now.duration_since(last_publish) >= PUBLISH_EVERY) {
-            publisher.publish(plan.tables(&cache, &resolver.failed_sets()));
-            last_publish = now;
-            changed = false;
-        }
+        ctl.publish_if_due(&mut publisher, now);
         publisher.reclaim();
         truncation.check(&counters, now);
         if let Some(path) = &opts.stats_file {
             if now.duration_since(last_stats) >= STATS_EVERY {
                 last_stats = now;
-                write_stats(
-                    path,
-                    &publisher,
-                    &counters,
-                    &ports,
-                    &cache,
-                    &resolver,
-                    commands_lost,
-                );
+                write_stats(path, &publisher, &counters, &ports, &ctl);
             }
         }
         if !opts.stats_interval.is_zero() && now.duration_since(last_log) >= opts.stats_interval {
@@ -525,17 +429,9 @@ pub fn run(opts: Options) -> Result<(), StartError> {
     }
     publisher.reclaim();
     if let Some(path) = &opts.stats_file {
-        write_stats(
-            path,
-            &publisher,
-            &counters,
-            &ports,
-            &cache,
-            &resolver,
-            commands_lost,
-        );
+        write_stats(path, &publisher, &counters, &ports, &ctl);
     }
-    print_final(&cfg, &counters, &ports, &kernel, &resolver.stats);
+    print_final(&cfg, &counters, &ports, &kernel, &ctl.resolver().stats);
     drop(kernel);
     drop(ports);
     drop(publisher);
@@ -543,15 +439,6 @@ pub fn run(opts: Options) -> Result<(), StartError> {
     drop(afp_pool);
     drop(eal);
     Ok(())
-}
-
-fn reload(path: &Path, running: &Config, macs: &[[u8; 6]]) -> Result<(Config, Plan), String> {
-    let cfg = load(path).map_err(|e| e.to_string())?;
-    if let Some(e) = cfg.reload_blocker(running) {
-        return Err(e.to_string());
-    }
-    let plan = Plan::build(&cfg, macs).map_err(|e| e.to_string())?;
-    Ok((cfg, plan))
 }
 
 /// Bring the TAP up with the port's addresses; the kernel must not autoconfigure or
@@ -583,7 +470,7 @@ fn ip_cmd(args: &[&str]) {
 
 /// Make a kernel interface's addresses go from `old` to `new` (start-up: `old` empty;
 /// a reload that changed the port's addresses: the difference).
-fn update_kernel_addresses(
+pub(crate) fn update_kernel_addresses(
     name: &str,
     old: &[crate::config::Prefix],
     new: &[crate::config::Prefix],
@@ -635,10 +522,9 @@ fn write_stats(
     publisher: &Publisher<Tables>,
     counters: &[Arc<WorkerCounters>],
     ports: &[Port],
-    cache: &NeighborCache,
-    resolver: &Resolver,
-    commands_lost: u64,
+    ctl: &Controller,
 ) {
+    let (cache, resolver) = (ctl.cache(), ctl.resolver());
     let workers: Vec<serde_json::Value> = counters
         .iter()
         .map(|c| {
@@ -660,6 +546,7 @@ fn write_stats(
         .collect();
     let v = serde_json::json!({
         "generation": publisher.generation(),
+        "config_version": ctl.version(),
         "workers_seen": publisher.seen(),
         "retired": publisher.retired(),
         "neighbors": cache.len(),
@@ -672,7 +559,7 @@ fn write_stats(
             "failures": resolver.stats.failures,
             "evicted_incomplete": resolver.stats.evicted_pending,
             "evicted_failed": resolver.stats.evicted_failed,
-            "commands_lost": commands_lost,
+            "commands_lost": ctl.commands_lost,
         },
         "tsc_hz": ferry_dataplane::dpdk::tsc_hz(),
         "total": counters_json(&total(counters)),
