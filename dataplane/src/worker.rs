@@ -75,6 +75,33 @@ pub fn report(
     sent
 }
 
+/// Split the IPv4 datagram in `m` into fragments of `mtu` (buffers from `pool`) queued on
+/// `t`, counting it as `fragmented` or the reason it failed. Returns (queued, dropped by
+/// the queue's flushes).
+fn fragment_into(
+    pool: &Mempool,
+    t: &mut TxBuffer,
+    m: &Mbuf,
+    mtu: u16,
+    c: &WorkerCounters,
+) -> (u64, u64) {
+    let (mut dropped, mut queued) = (0, 0);
+    let r = router::fragment_ipv4(
+        m.data(),
+        mtu,
+        || pool.alloc(),
+        |f| {
+            dropped += t.push(f) as u64;
+            queued += 1;
+        },
+    );
+    match r {
+        Ok(_) => c.fragmented.add(1),
+        Err(reason) => c.drop(reason),
+    }
+    (queued, dropped)
+}
+
 /// Report the neighbours to resolve once this many are listed, while re-running held
 /// packets (the list holds 32).
 const REPORT_AT: usize = 24;
@@ -270,47 +297,19 @@ impl Out<'_> {
                 let Some(Some(t)) = self.kernel_tx.get_mut(port as usize) else {
                     return self.c.drop(DropReason::LocalNoKernel);
                 };
-                let pool = self.pool;
-                let (mut dropped, mut queued) = (0, 0);
+                let (queued, dropped) = fragment_into(self.pool, t, &m, mtu, self.c);
                 self.pending = true;
-                let r = router::fragment_ipv4(
-                    m.data(),
-                    mtu,
-                    || pool.alloc(),
-                    |f| {
-                        dropped += t.push(f) as u64;
-                        queued += 1;
-                    },
-                );
-                self.kernel_dropped += dropped;
                 self.kernel_queued += queued;
-                match r {
-                    Ok(_) => self.c.fragmented.add(1),
-                    Err(reason) => self.c.drop(reason),
-                }
+                self.kernel_dropped += dropped;
             }
             Action::Fragment { port, mtu } => {
                 let Some(t) = self.tx.get_mut(port as usize) else {
                     return self.c.drop(DropReason::NoRoute);
                 };
-                let pool = self.pool;
-                let (mut dropped, mut queued) = (0, 0);
+                let (queued, dropped) = fragment_into(self.pool, t, &m, mtu, self.c);
                 self.pending = true;
-                let r = router::fragment_ipv4(
-                    m.data(),
-                    mtu,
-                    || pool.alloc(),
-                    |f| {
-                        dropped += t.push(f) as u64;
-                        queued += 1;
-                    },
-                );
-                self.dropped += dropped;
                 self.queued += queued;
-                match r {
-                    Ok(_) => self.c.fragmented.add(1),
-                    Err(reason) => self.c.drop(reason),
-                }
+                self.dropped += dropped;
             }
             Action::Hold => {
                 let c = self.c;
