@@ -7,7 +7,6 @@
 //! The configuration has a version of its own (1 at start, one more per accepted apply),
 //! apart from snapshot generations, which neighbours move too.
 
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -18,7 +17,7 @@ use ferry_dataplane::wire::ethernet::format_mac;
 
 use crate::compile::{CompileError, Plan};
 use crate::config::{Config, ConfigError, Mac};
-use crate::neighbor::{NeighborCache, Resolver};
+use crate::neighbor::{NeighborCache, ResolveConfig, Resolver};
 
 /// Something that changes the model.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -93,7 +92,7 @@ impl Controller {
             Duration::from_secs(cfg.tuning.neighbor_reachable_s),
             Duration::from_secs(cfg.tuning.neighbor_stale_s),
         );
-        let resolver = Resolver::new(crate::runtime::resolve_config(&cfg.tuning));
+        let resolver = Resolver::new(ResolveConfig::from_tuning(&cfg.tuning));
         Controller {
             cfg,
             plan,
@@ -274,16 +273,12 @@ impl Controller {
         }
         at.max(now)
     }
-
-    /// Is `ip` on `port` a neighbour the cache may hold (on one of the port's subnets)?
-    pub fn learnable(&self, port: u16, ip: IpAddr) -> bool {
-        self.plan.learnable(port, ip)
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::IpAddr;
 
     const CFG: &str = r#"
 dpdk: { lcores: [0, 1] }

@@ -151,6 +151,19 @@ pub struct ResolveConfig {
     pub max_failed: usize,
 }
 
+impl ResolveConfig {
+    /// From the configuration's `tuning` (the bounds keep their defaults).
+    pub fn from_tuning(t: &crate::config::Tuning) -> ResolveConfig {
+        ResolveConfig {
+            retrans: Duration::from_millis(t.neighbor_retrans_ms),
+            probes: t.neighbor_probes,
+            failed_for: Duration::from_secs(t.neighbor_failed_s),
+            rate: t.solicit_rate,
+            ..ResolveConfig::default()
+        }
+    }
+}
+
 impl Default for ResolveConfig {
     fn default() -> Self {
         ResolveConfig {

@@ -19,7 +19,7 @@ use crate::afpacket;
 use crate::compile::{timed, Plan};
 use crate::config::{Config, PortConfig};
 use crate::controller::{self, Controller};
-use crate::neighbor::{ResolveConfig, ResolverStats};
+use crate::neighbor::ResolverStats;
 
 /// Options from the command line.
 #[derive(Clone, Debug)]
@@ -141,16 +141,6 @@ pub fn hold_config(t: &crate::config::Tuning) -> HoldConfig {
         per_neighbor: t.unres_qlen,
         per_neighbor_bytes: t.unres_qlen_bytes,
         ms: t.neighbor_retrans_ms * t.neighbor_probes as u64 + 500,
-    }
-}
-
-pub fn resolve_config(t: &crate::config::Tuning) -> ResolveConfig {
-    ResolveConfig {
-        retrans: Duration::from_millis(t.neighbor_retrans_ms),
-        probes: t.neighbor_probes,
-        failed_for: Duration::from_secs(t.neighbor_failed_s),
-        rate: t.solicit_rate,
-        ..ResolveConfig::default()
     }
 }
 
