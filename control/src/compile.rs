@@ -77,7 +77,7 @@ impl Plan {
 
         // Static routes first: connected and local entries come later and win on an equal
         // prefix (the FIB build keeps the last duplicate).
-        for r in &cfg.routes {
+        for (prefix, via) in &cfg.routes {
             let mut gw_hop = |gw: IpAddr, hops: &mut Vec<Hop>| -> NextHop {
                 *gateways.entry(gw).or_insert_with(|| {
                     let port = crate::config::connected_port(&cfg.ports, gw)
@@ -92,10 +92,10 @@ impl Plan {
                     (hops.len() - 1) as NextHop
                 })
             };
-            let hop = if r.via.len() == 1 {
-                gw_hop(r.via[0], &mut hops)
+            let hop = if via.len() == 1 {
+                gw_hop(via[0], &mut hops)
             } else {
-                let members: Vec<NextHop> = r.via.iter().map(|g| gw_hop(*g, &mut hops)).collect();
+                let members: Vec<NextHop> = via.iter().map(|g| gw_hop(*g, &mut hops)).collect();
                 let start = ecmp.len() as u32;
                 ecmp.extend_from_slice(&members);
                 hops.push(Hop::Ecmp {
@@ -104,7 +104,7 @@ impl Plan {
                 });
                 (hops.len() - 1) as NextHop
             };
-            add(r.prefix.addr, r.prefix.len, hop);
+            add(prefix.addr, prefix.len, hop);
         }
         for (i, p) in cfg.ports.iter().enumerate() {
             hops.push(Hop::Connected { port: i as u16 });

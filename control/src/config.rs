@@ -1,31 +1,65 @@
-//! The configuration model: the YAML file (and, later, gRPC pushes) parse into raw serde
-//! types, and [`Config::validate`] turns them into a checked [`Config`] or an error naming
-//! the field and the value. Nothing is applied before the whole config is valid.
+//! The configuration model, one for the YAML file and the gRPC API: both parse into the raw
+//! serde types ([`RawConfig`]), and [`Config::validate`] turns them into a checked
+//! [`Config`] or errors naming the field and the value. Deltas ([`Change`]) are checked
+//! against the running [`Config`] with the same rules ([`Config::with_changes`]), and
+//! [`Config::to_raw`] gives the running state back in the file's schema. Nothing is applied
+//! before the whole result is valid.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-/// A validation error: the field path (`routes[1].via[0]`) and what is wrong with its value.
+/// A validation error: the field path (`routes[1].via[0]`), the value given (where one
+/// value is at fault) and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {message}")]
 pub struct ConfigError {
     pub field: String,
+    pub value: String,
     pub message: String,
+}
+
+impl ConfigError {
+    /// The resource the field belongs to: `routes[3]` of `routes[3].via[0]`.
+    pub fn resource(&self) -> &str {
+        match self.field.find(']') {
+            Some(i) => &self.field[..=i],
+            None => self.field.split('.').next().unwrap_or(&self.field),
+        }
+    }
 }
 
 fn err(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
     ConfigError {
         field: field.into(),
+        value: String::new(),
         message: message.into(),
     }
 }
 
+/// An error about one value: `value` is what was given.
+fn err_v(field: impl Into<String>, value: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        field: field.into(),
+        value: value.to_string(),
+        message: message.into(),
+    }
+}
+
+/// Limits on the model (documented in `proto/ferry/v1/ferry.proto`): going over one is an
+/// error naming the field, never an out-of-memory.
+pub const MAX_ROUTES: usize = 4 << 20;
+pub const MAX_NEIGHBORS: usize = 65_536;
+pub const MAX_ADDRESSES: usize = 256;
+pub const MAX_CHANGES: usize = 1 << 20;
+/// At most this many errors are reported for one request (the first ones).
+pub const MAX_ERRORS: usize = 100;
+
 /// An IP prefix: address and length, host bits zero.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Prefix {
     pub addr: IpAddr,
     pub len: u8,
@@ -127,62 +161,62 @@ pub fn parse_mac(s: &str) -> Option<Mac> {
 
 // ---- raw, as written in YAML ----
 
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
     pub dpdk: RawDpdk,
     pub ports: Vec<RawPort>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub routes: Vec<RawRoute>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub neighbors: Vec<RawNeighbor>,
     #[serde(default)]
     pub tuning: RawTuning,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawDpdk {
     /// Lcore ids; "L@C" runs lcore L on CPU C (several lcores may share a CPU in tests).
     pub lcores: Vec<RawLcore>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub args: Vec<String>,
     /// Mbufs in the packet pool (default 16384 per worker, at least 8191).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mbufs: Option<u32>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(untagged)]
 pub enum RawLcore {
     Id(u32),
     Mapped(String),
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawPort {
     pub name: String,
     pub devargs: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub addresses: Vec<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtu: Option<u32>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vlan: Option<u32>,
     /// Give the port a kernel interface (TAP) for traffic to the node itself. Default true.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exception: Option<bool>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRoute {
     pub prefix: String,
     pub via: Vec<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawNeighbor {
     pub address: String,
@@ -190,7 +224,7 @@ pub struct RawNeighbor {
     pub port: String,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawTuning {
     /// Seconds a learned neighbour stays reachable before it is probed (default 30).
@@ -226,7 +260,8 @@ pub struct RawTuning {
 pub struct Config {
     pub dpdk: DpdkConfig,
     pub ports: Vec<PortConfig>,
-    pub routes: Vec<Route>,
+    /// Prefix to next hops (one, or an ECMP group).
+    pub routes: BTreeMap<Prefix, Vec<IpAddr>>,
     pub neighbors: Vec<StaticNeighbor>,
     pub tuning: Tuning,
 }
@@ -250,12 +285,6 @@ pub struct PortConfig {
     pub mtu: u16,
     pub vlan: Option<u16>,
     pub exception: bool,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Route {
-    pub prefix: Prefix,
-    pub via: Vec<IpAddr>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -296,6 +325,215 @@ impl Config {
 
     /// Check everything; the first problem found is returned, naming field and value.
     pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
+        Config::validate_all(raw).map_err(|mut e| e.swap_remove(0))
+    }
+
+    /// Check everything. Errors in the dpdk, ports and tuning sections stop the check at
+    /// the first; routes and neighbours are each checked, and every bad one is reported
+    /// (up to [`MAX_ERRORS`]).
+    pub fn validate_all(raw: RawConfig) -> Result<Config, Vec<ConfigError>> {
+        let (dpdk, ports, tuning) = Config::validate_base(&raw).map_err(|e| vec![e])?;
+        let mut cfg = Config {
+            dpdk,
+            ports,
+            routes: BTreeMap::new(),
+            neighbors: Vec::new(),
+            tuning,
+        };
+        let mut errors = Vec::new();
+        let note = |errors: &mut Vec<ConfigError>, e: ConfigError| {
+            if errors.len() < MAX_ERRORS {
+                errors.push(e)
+            }
+        };
+        if raw.routes.len() > MAX_ROUTES {
+            note(
+                &mut errors,
+                err(
+                    "routes",
+                    format!("{} routes: at most {MAX_ROUTES}", raw.routes.len()),
+                ),
+            );
+        }
+        if raw.neighbors.len() > MAX_NEIGHBORS {
+            note(
+                &mut errors,
+                err(
+                    "neighbors",
+                    format!("{} neighbors: at most {MAX_NEIGHBORS}", raw.neighbors.len()),
+                ),
+            );
+        }
+        if errors.is_empty() {
+            let owners = cfg.owners();
+            let mut first_of: HashMap<Prefix, usize> = HashMap::new();
+            for (i, r) in raw.routes.iter().enumerate() {
+                let at = format!("routes[{i}]");
+                match cfg.check_route(r, &at, &owners) {
+                    Ok((prefix, via)) => {
+                        if let Some(o) = first_of.insert(prefix, i) {
+                            note(
+                                &mut errors,
+                                err_v(
+                                    format!("{at}.prefix"),
+                                    &r.prefix,
+                                    format!("{prefix} is already routed by routes[{o}]"),
+                                ),
+                            );
+                        } else {
+                            cfg.routes.insert(prefix, via);
+                        }
+                    }
+                    Err(e) => note(&mut errors, e),
+                }
+            }
+            for (i, n) in raw.neighbors.iter().enumerate() {
+                let at = format!("neighbors[{i}]");
+                match cfg.check_neighbor(n, &at) {
+                    Ok(sn) => cfg.neighbors.push(sn),
+                    Err(e) => note(&mut errors, e),
+                }
+            }
+        }
+        if errors.is_empty() {
+            Ok(cfg)
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// Each address of this node, with its port.
+    fn owners(&self) -> HashMap<IpAddr, usize> {
+        let mut owners = HashMap::new();
+        for (i, p) in self.ports.iter().enumerate() {
+            for a in &p.addresses {
+                owners.insert(a.addr, i);
+            }
+        }
+        owners
+    }
+
+    /// Check one route against the ports (`at`: its path, e.g. `routes[3]`).
+    fn check_route(
+        &self,
+        r: &RawRoute,
+        at: &str,
+        owners: &HashMap<IpAddr, usize>,
+    ) -> Result<(Prefix, Vec<IpAddr>), ConfigError> {
+        let prefix = self.check_prefix(&r.prefix, &format!("{at}.prefix"))?;
+        if r.via.is_empty() {
+            return Err(err(format!("{at}.via"), "at least one next hop is needed"));
+        }
+        if r.via.len() > 64 {
+            return Err(err(
+                format!("{at}.via"),
+                format!("{} next hops: at most 64 in an ECMP group", r.via.len()),
+            ));
+        }
+        let mut via = Vec::with_capacity(r.via.len());
+        for (j, v) in r.via.iter().enumerate() {
+            let f = format!("{at}.via[{j}]");
+            let ip: IpAddr = v
+                .trim()
+                .parse()
+                .map_err(|_| err_v(&f, v, format!("{v:?} is not an IP address")))?;
+            if ip.is_ipv4() != prefix.addr.is_ipv4() {
+                return Err(err_v(
+                    &f,
+                    v,
+                    format!("{ip} is not of the same family as {prefix}"),
+                ));
+            }
+            if connected_port(&self.ports, ip).is_none() {
+                return Err(err_v(
+                    &f,
+                    v,
+                    format!("{ip} is not on a connected subnet of any port"),
+                ));
+            }
+            if owners.contains_key(&ip) {
+                return Err(err_v(
+                    &f,
+                    v,
+                    format!("{ip} is one of this node's own addresses"),
+                ));
+            }
+            if via.contains(&ip) {
+                return Err(err_v(&f, v, format!("{ip} is listed twice")));
+            }
+            via.push(ip);
+        }
+        Ok((prefix, via))
+    }
+
+    /// A route's prefix: parsed, host bits zero.
+    fn check_prefix(&self, text: &str, f: &str) -> Result<Prefix, ConfigError> {
+        let prefix: Prefix = text.parse().map_err(|m: String| err_v(f, text, m))?;
+        if prefix.network() != prefix {
+            return Err(err_v(
+                f,
+                text,
+                format!(
+                    "{text:?} has host bits set (did you mean {}?)",
+                    prefix.network()
+                ),
+            ));
+        }
+        Ok(prefix)
+    }
+
+    fn port_index(&self, name: &str, f: &str) -> Result<usize, ConfigError> {
+        self.ports
+            .iter()
+            .position(|p| p.name == name)
+            .ok_or_else(|| err_v(f, name, format!("{name:?} is not the name of a port")))
+    }
+
+    /// Check one static neighbour (`at`: its path, e.g. `neighbors[0]`).
+    fn check_neighbor(&self, n: &RawNeighbor, at: &str) -> Result<StaticNeighbor, ConfigError> {
+        let f = format!("{at}.address");
+        let address: IpAddr = n.address.trim().parse().map_err(|_| {
+            err_v(
+                &f,
+                &n.address,
+                format!("{:?} is not an IP address", n.address),
+            )
+        })?;
+        let fm = format!("{at}.mac");
+        let mac = parse_mac(&n.mac).ok_or_else(|| {
+            err_v(
+                &fm,
+                &n.mac,
+                format!("{:?} is not a MAC address like 02:00:00:00:00:09", n.mac),
+            )
+        })?;
+        if mac[0] & 1 == 1 {
+            return Err(err_v(
+                &fm,
+                &n.mac,
+                format!("{:?} is a multicast MAC", n.mac),
+            ));
+        }
+        let port = self.port_index(&n.port, &format!("{at}.port"))?;
+        if !self.ports[port]
+            .addresses
+            .iter()
+            .any(|p| p.contains(address))
+            && !(matches!(address, IpAddr::V6(a) if a.segments()[0] & 0xffc0 == 0xfe80))
+        {
+            return Err(err_v(
+                &f,
+                &n.address,
+                format!("{address} is not on a subnet of port {:?}", n.port),
+            ));
+        }
+        Ok(StaticNeighbor { address, mac, port })
+    }
+
+    /// The dpdk, ports and tuning sections, checked.
+    fn validate_base(
+        raw: &RawConfig,
+    ) -> Result<(DpdkConfig, Vec<PortConfig>, Tuning), ConfigError> {
         // dpdk
         if raw.dpdk.lcores.len() < 2 {
             return Err(err(
@@ -443,110 +681,6 @@ impl Config {
             }
         }
 
-        // routes
-        let mut routes = Vec::new();
-        let mut prefixes = HashMap::new();
-        for (i, r) in raw.routes.iter().enumerate() {
-            let prefix: Prefix = r
-                .prefix
-                .parse()
-                .map_err(|m: String| err(format!("routes[{i}].prefix"), m))?;
-            if prefix.network() != prefix {
-                return Err(err(
-                    format!("routes[{i}].prefix"),
-                    format!(
-                        "{:?} has host bits set (did you mean {}?)",
-                        r.prefix,
-                        prefix.network()
-                    ),
-                ));
-            }
-            if let Some(o) = prefixes.insert(prefix, i) {
-                return Err(err(
-                    format!("routes[{i}].prefix"),
-                    format!("{prefix} is already routed by routes[{o}]"),
-                ));
-            }
-            if r.via.is_empty() {
-                return Err(err(
-                    format!("routes[{i}].via"),
-                    "at least one next hop is needed",
-                ));
-            }
-            if r.via.len() > 64 {
-                return Err(err(
-                    format!("routes[{i}].via"),
-                    format!("{} next hops: at most 64 in an ECMP group", r.via.len()),
-                ));
-            }
-            let mut via = Vec::new();
-            for (j, v) in r.via.iter().enumerate() {
-                let f = format!("routes[{i}].via[{j}]");
-                let ip: IpAddr = v
-                    .trim()
-                    .parse()
-                    .map_err(|_| err(&f, format!("{v:?} is not an IP address")))?;
-                if ip.is_ipv4() != prefix.addr.is_ipv4() {
-                    return Err(err(
-                        &f,
-                        format!("{ip} is not of the same family as {prefix}"),
-                    ));
-                }
-                if connected_port(&ports, ip).is_none() {
-                    return Err(err(
-                        &f,
-                        format!("{ip} is not on a connected subnet of any port"),
-                    ));
-                }
-                if owners.contains_key(&ip) {
-                    return Err(err(&f, format!("{ip} is one of this node's own addresses")));
-                }
-                if via.contains(&ip) {
-                    return Err(err(&f, format!("{ip} is listed twice")));
-                }
-                via.push(ip);
-            }
-            routes.push(Route { prefix, via });
-        }
-
-        // static neighbours
-        let mut neighbors = Vec::new();
-        for (i, n) in raw.neighbors.iter().enumerate() {
-            let address: IpAddr = n.address.trim().parse().map_err(|_| {
-                err(
-                    format!("neighbors[{i}].address"),
-                    format!("{:?} is not an IP address", n.address),
-                )
-            })?;
-            let mac = parse_mac(&n.mac).ok_or_else(|| {
-                err(
-                    format!("neighbors[{i}].mac"),
-                    format!("{:?} is not a MAC address like 02:00:00:00:00:09", n.mac),
-                )
-            })?;
-            if mac[0] & 1 == 1 {
-                return Err(err(
-                    format!("neighbors[{i}].mac"),
-                    format!("{:?} is a multicast MAC", n.mac),
-                ));
-            }
-            let port = *names.get(&n.port).ok_or_else(|| {
-                err(
-                    format!("neighbors[{i}].port"),
-                    format!("{:?} is not the name of a port", n.port),
-                )
-            })?;
-            if !ports[port].addresses.iter().any(|p| p.contains(address))
-                && !(matches!(address, IpAddr::V6(a) if a.segments()[0] & 0xffc0 == 0xfe80))
-            {
-                return Err(err(
-                    format!("neighbors[{i}].address"),
-                    format!("{address} is not on a subnet of port {:?}", n.port),
-                ));
-            }
-            neighbors.push(StaticNeighbor { address, mac, port });
-        }
-
         let t = &raw.tuning;
         let tuning = Tuning {
             neighbor_reachable_s: t.neighbor_reachable_s.unwrap_or(30),
@@ -624,18 +758,244 @@ impl Config {
             }
         }
 
-        Ok(Config {
-            dpdk: DpdkConfig {
-                lcores,
-                cpus,
-                args: raw.dpdk.args,
-                mbufs,
+        let dpdk = DpdkConfig {
+            lcores,
+            cpus,
+            args: raw.dpdk.args.clone(),
+            mbufs,
+        };
+        Ok((dpdk, ports, tuning))
+    }
+
+    /// The running state in the file's schema: re-applying it changes nothing. Tuning and
+    /// defaults are written out in full.
+    pub fn to_raw(&self) -> RawConfig {
+        let d = &self.dpdk;
+        let t = &self.tuning;
+        RawConfig {
+            dpdk: RawDpdk {
+                lcores: d
+                    .lcores
+                    .iter()
+                    .zip(&d.cpus)
+                    .map(|(l, c)| match c {
+                        Some(c) => RawLcore::Mapped(format!("{l}@{c}")),
+                        None => RawLcore::Id(*l),
+                    })
+                    .collect(),
+                args: d.args.clone(),
+                mbufs: Some(d.mbufs),
             },
-            ports,
-            routes,
-            neighbors,
-            tuning,
-        })
+            ports: self
+                .ports
+                .iter()
+                .map(|p| RawPort {
+                    name: p.name.clone(),
+                    devargs: p.devargs.clone(),
+                    addresses: p.addresses.iter().map(|a| a.to_string()).collect(),
+                    mtu: Some(p.mtu as u32),
+                    vlan: p.vlan.map(|v| v as u32),
+                    exception: Some(p.exception),
+                })
+                .collect(),
+            routes: self
+                .routes
+                .iter()
+                .map(|(p, via)| RawRoute {
+                    prefix: p.to_string(),
+                    via: via.iter().map(|v| v.to_string()).collect(),
+                })
+                .collect(),
+            neighbors: self
+                .neighbors
+                .iter()
+                .map(|n| RawNeighbor {
+                    address: n.address.to_string(),
+                    mac: ferry_dataplane::wire::ethernet::format_mac(&n.mac).to_string(),
+                    port: self.ports[n.port].name.clone(),
+                })
+                .collect(),
+            tuning: RawTuning {
+                neighbor_reachable_s: Some(t.neighbor_reachable_s),
+                neighbor_stale_s: Some(t.neighbor_stale_s),
+                icmp_rate: Some(t.icmp_rate),
+                rx_desc: Some(t.rx_desc),
+                tx_desc: Some(t.tx_desc),
+                neighbor_retrans_ms: Some(t.neighbor_retrans_ms),
+                neighbor_probes: Some(t.neighbor_probes),
+                neighbor_failed_s: Some(t.neighbor_failed_s),
+                solicit_rate: Some(t.solicit_rate),
+                hold_packets: Some(t.hold_packets),
+                unres_qlen: Some(t.unres_qlen),
+                unres_qlen_bytes: Some(t.unres_qlen_bytes),
+            },
+        }
+    }
+
+    /// The running state as YAML in the file's schema.
+    pub fn to_yaml(&self) -> String {
+        serde_yaml::to_string(&self.to_raw()).unwrap_or_else(|e| format!("# cannot print: {e}\n"))
+    }
+
+    /// Routes per family (IPv4, IPv6).
+    pub fn route_counts(&self) -> (usize, usize) {
+        let v4 = self.routes.keys().filter(|p| p.addr.is_ipv4()).count();
+        (v4, self.routes.len() - v4)
+    }
+
+    /// This config with `changes` applied in order, all checked by the rules of
+    /// [`Config::validate`]. Errors name the change (`changes[3].upsert_route.via[0]`);
+    /// every bad change is reported (up to [`MAX_ERRORS`]). A change of addresses re-checks
+    /// the whole result (routes and neighbours depend on the subnets).
+    pub fn with_changes(&self, changes: &[Change]) -> Result<Config, Vec<ConfigError>> {
+        if changes.len() > MAX_CHANGES {
+            return Err(vec![err(
+                "changes",
+                format!(
+                    "{} changes: at most {MAX_CHANGES} in one delta",
+                    changes.len()
+                ),
+            )]);
+        }
+        let mut cfg = self.clone();
+        let mut owners = cfg.owners();
+        let mut errors: Vec<ConfigError> = Vec::new();
+        let mut addresses_changed = false;
+        for (i, c) in changes.iter().enumerate() {
+            let at = format!("changes[{i}].{}", c.kind());
+            let r = match c {
+                Change::UpsertRoute(r) => cfg.check_route(r, &at, &owners).map(|(p, via)| {
+                    cfg.routes.insert(p, via);
+                }),
+                Change::DeleteRoute(text) => {
+                    let f = format!("{at}");
+                    cfg.check_prefix(text, &f)
+                        .and_then(|p| match cfg.routes.remove(&p) {
+                            Some(_) => Ok(()),
+                            None => Err(err_v(f, text, format!("no route for {p}"))),
+                        })
+                }
+                Change::UpsertNeighbor(n) => cfg.check_neighbor(n, &at).and_then(|sn| {
+                    let full = cfg.neighbors.len() >= MAX_NEIGHBORS;
+                    match cfg
+                        .neighbors
+                        .iter_mut()
+                        .find(|x| x.port == sn.port && x.address == sn.address)
+                    {
+                        Some(x) => *x = sn,
+                        None if full => {
+                            return Err(err(
+                                "neighbors",
+                                format!("at most {MAX_NEIGHBORS} static neighbours"),
+                            ))
+                        }
+                        None => cfg.neighbors.push(sn),
+                    }
+                    Ok(())
+                }),
+                Change::DeleteNeighbor(n) => {
+                    let f = format!("{at}.address");
+                    let port = cfg.port_index(&n.port, &format!("{at}.port"));
+                    let ip = n.address.trim().parse::<IpAddr>().map_err(|_| {
+                        err_v(
+                            &f,
+                            &n.address,
+                            format!("{:?} is not an IP address", n.address),
+                        )
+                    });
+                    port.and_then(|port| ip.map(|ip| (port, ip)))
+                        .and_then(|(port, ip)| {
+                            let before = cfg.neighbors.len();
+                            cfg.neighbors
+                                .retain(|x| !(x.port == port && x.address == ip));
+                            if cfg.neighbors.len() == before {
+                                Err(err_v(
+                                    f,
+                                    &n.address,
+                                    format!("no static neighbour {ip} on port {:?}", n.port),
+                                ))
+                            } else {
+                                Ok(())
+                            }
+                        })
+                }
+                Change::AddAddress { port, address } | Change::DeleteAddress { port, address } => {
+                    let add = matches!(c, Change::AddAddress { .. });
+                    let f = format!("{at}.address");
+                    let r = cfg.port_index(port, &format!("{at}.port")).and_then(|pi| {
+                        let pf: Prefix =
+                            address.parse().map_err(|m: String| err_v(&f, address, m))?;
+                        let list = &mut cfg.ports[pi].addresses;
+                        if add {
+                            if pf.addr.is_unspecified()
+                                || pf.addr.is_multicast()
+                                || pf.addr.is_loopback()
+                            {
+                                return Err(err_v(
+                                    &f,
+                                    address,
+                                    format!("{address:?} is not a unicast host address"),
+                                ));
+                            }
+                            if let Some(o) = owners.get(&pf.addr) {
+                                return Err(err_v(
+                                    &f,
+                                    address,
+                                    format!(
+                                        "{} is already on port {:?}",
+                                        pf.addr,
+                                        self.ports.get(*o).map_or("?", |p| &p.name)
+                                    ),
+                                ));
+                            }
+                            if list.len() >= MAX_ADDRESSES {
+                                return Err(err_v(
+                                    &f,
+                                    address,
+                                    format!("at most {MAX_ADDRESSES} addresses on a port"),
+                                ));
+                            }
+                            list.push(pf);
+                        } else {
+                            let before = list.len();
+                            list.retain(|a| *a != pf);
+                            if list.len() == before {
+                                return Err(err_v(
+                                    &f,
+                                    address,
+                                    format!("{pf} is not on port {port:?}"),
+                                ));
+                            }
+                        }
+                        Ok(())
+                    });
+                    if r.is_ok() {
+                        addresses_changed = true;
+                        owners = cfg.owners();
+                    }
+                    r
+                }
+            };
+            if let Err(e) = r {
+                if errors.len() < MAX_ERRORS {
+                    errors.push(e);
+                }
+            }
+        }
+        let (v4, v6) = cfg.route_counts();
+        if v4.max(v6) > MAX_ROUTES {
+            errors.push(err(
+                "routes",
+                format!("{v4} IPv4 and {v6} IPv6 routes: at most {MAX_ROUTES} per family"),
+            ));
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        if addresses_changed {
+            return Config::validate_all(cfg.to_raw());
+        }
+        Ok(cfg)
     }
 
     pub fn workers(&self) -> usize {
@@ -669,6 +1029,41 @@ impl Config {
             ));
         }
         None
+    }
+}
+
+/// One change of a delta (gRPC `Delta`), in the file's value syntax.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Change {
+    /// Add a route, or replace the next hops of the route with its prefix.
+    UpsertRoute(RawRoute),
+    /// Remove the route with this prefix.
+    DeleteRoute(String),
+    /// Add or replace the static neighbour with its port and address.
+    UpsertNeighbor(RawNeighbor),
+    /// Remove the static neighbour with this port and address (mac is ignored).
+    DeleteNeighbor(RawNeighbor),
+    AddAddress {
+        port: String,
+        address: String,
+    },
+    DeleteAddress {
+        port: String,
+        address: String,
+    },
+}
+
+impl Change {
+    /// The change's name in the API (`upsert_route`), for error paths.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Change::UpsertRoute(_) => "upsert_route",
+            Change::DeleteRoute(_) => "delete_route",
+            Change::UpsertNeighbor(_) => "upsert_neighbor",
+            Change::DeleteNeighbor(_) => "delete_neighbor",
+            Change::AddAddress { .. } => "add_address",
+            Change::DeleteAddress { .. } => "delete_address",
+        }
     }
 }
 
@@ -712,7 +1107,7 @@ neighbors:
         assert_eq!(c.workers(), 1);
         assert_eq!(c.ports[0].device, "net_af_packet0");
         assert_eq!(c.ports[1].addresses[1].to_string(), "fd10:2::1/64");
-        assert_eq!(c.routes[0].via.len(), 2);
+        assert_eq!(c.routes[&"10.20.0.0/16".parse().unwrap()].len(), 2);
         assert_eq!(c.neighbors[0].port, 1);
         assert_eq!(c.neighbors[0].mac, [2, 0, 0, 0, 0, 9]);
         assert!(c.ports[0].exception);
@@ -855,6 +1250,97 @@ neighbors:
             }
         }
         assert!(n >= 2, "configs/ has the examples");
+    }
+
+    #[test]
+    fn the_running_state_prints_in_the_files_schema_and_reapplies_unchanged() {
+        let c = Config::from_yaml(&EXAMPLE.replace("lcores: [0, 1]", "lcores: [0, 1, \"2@1\"]"))
+            .unwrap();
+        let yaml = c.to_yaml();
+        assert_eq!(Config::from_yaml(&yaml).unwrap(), c, "{yaml}");
+        assert!(yaml.contains("prefix: 10.20.0.0/16"), "{yaml}");
+        assert!(yaml.contains("2@1"), "{yaml}");
+    }
+
+    #[test]
+    fn every_bad_route_and_neighbour_is_reported() {
+        let text = EXAMPLE
+            .replace("10.20.0.0/16", "10.20.0.1/16")
+            .replace("via: [\"fd10:2::2\"]", "via: [\"fd99::2\"]")
+            .replace("port: outside", "port: nowhere");
+        let errors = Config::validate_all(serde_yaml::from_str(&text).unwrap()).unwrap_err();
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            ["routes[0].prefix", "routes[1].via[0]", "neighbors[0].port"]
+        );
+        assert_eq!(errors[0].value, "10.20.0.1/16");
+        assert_eq!(errors[0].resource(), "routes[0]");
+        assert_eq!(errors[2].value, "nowhere");
+    }
+
+    fn route(prefix: &str, via: &[&str]) -> Change {
+        Change::UpsertRoute(RawRoute {
+            prefix: prefix.into(),
+            via: via.iter().map(|v| v.to_string()).collect(),
+        })
+    }
+
+    #[test]
+    fn deltas_apply_in_order_and_all_or_nothing() {
+        let c = Config::from_yaml(EXAMPLE).unwrap();
+        let p = |s: &str| s.parse::<Prefix>().unwrap();
+        let d = c
+            .with_changes(&[
+                route("10.30.0.0/16", &["10.10.2.2"]),
+                route("10.20.0.0/16", &["10.10.2.3"]),
+                Change::DeleteRoute("fd20::/48".into()),
+                Change::DeleteNeighbor(RawNeighbor {
+                    address: "10.10.2.9".into(),
+                    mac: String::new(),
+                    port: "outside".into(),
+                }),
+            ])
+            .unwrap();
+        assert_eq!(d.routes.len(), 2);
+        assert_eq!(
+            d.routes[&p("10.20.0.0/16")],
+            ["10.10.2.3".parse::<IpAddr>().unwrap()]
+        );
+        assert!(d.neighbors.is_empty());
+        // One good and two bad changes: nothing, and both bad ones named.
+        let e = c
+            .with_changes(&[
+                route("10.40.0.0/16", &["10.10.2.2"]),
+                route("10.50.0.1/16", &["10.10.2.2"]),
+                Change::DeleteRoute("10.99.0.0/16".into()),
+            ])
+            .unwrap_err();
+        let fields: Vec<&str> = e.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            ["changes[1].upsert_route.prefix", "changes[2].delete_route"]
+        );
+        // Removing the subnet a gateway is on breaks the routes through it.
+        let e = c
+            .with_changes(&[Change::DeleteAddress {
+                port: "outside".into(),
+                address: "10.10.2.1/24".into(),
+            }])
+            .unwrap_err();
+        assert!(e.iter().any(|e| e.field == "routes[0].via[0]"), "{e:?}");
+        // A new subnet makes its gateways usable.
+        let d = c
+            .with_changes(&[
+                Change::AddAddress {
+                    port: "inside".into(),
+                    address: "10.10.3.1/24".into(),
+                },
+                route("10.60.0.0/16", &["10.10.3.2"]),
+            ])
+            .unwrap();
+        assert_eq!(d.ports[0].addresses.len(), 3);
+        assert!(d.routes.contains_key(&p("10.60.0.0/16")));
     }
 
     #[test]

@@ -1,0 +1,15 @@
+//! Ferry's gRPC API, package `ferry.v1`: the types, the `Ferry` service's client and server
+//! (generated from `proto/ferry/v1/ferry.proto`, whose comments are the API reference), and
+//! the file descriptor set for server reflection.
+
+#[allow(clippy::all, missing_docs)]
+pub mod v1 {
+    tonic::include_proto!("ferry.v1");
+}
+
+/// The encoded `FileDescriptorSet` of `ferry.v1`, for gRPC server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("ferry_descriptor");
+
+/// The largest request or response message, on purpose: a whole configuration with about
+/// 4 million routes. A larger message is refused by gRPC (RESOURCE_EXHAUSTED), never read.
+pub const MAX_MESSAGE_BYTES: usize = 256 << 20;
