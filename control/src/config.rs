@@ -868,7 +868,7 @@ impl Config {
                     cfg.routes.insert(p, via);
                 }),
                 Change::DeleteRoute(text) => {
-                    let f = format!("{at}");
+                    let f = at.clone();
                     cfg.check_prefix(text, &f)
                         .and_then(|p| match cfg.routes.remove(&p) {
                             Some(_) => Ok(()),
