@@ -11,26 +11,49 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use ferry_dataplane::router::{Learned, WorkerCommand, WorkerEvent};
-use ferry_dataplane::snapshot::Publisher;
+use ferry_dataplane::snapshot::{Publisher, Subscriber};
 use ferry_dataplane::tables::Tables;
 use ferry_dataplane::wire::ethernet::format_mac;
 
 use crate::compile::{CompileError, Plan};
-use crate::config::{Config, ConfigError, Mac};
+use crate::config::{Change, Config, ConfigError, Mac, RawConfig};
 use crate::neighbor::{NeighborCache, ResolveConfig, Resolver};
 
 /// Something that changes the model.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Command {
     /// Apply the configuration file as the whole desired state (SIGHUP).
     ApplyFile(PathBuf),
+    /// An apply from the API.
+    Apply(ApplyRequest),
     /// Something worker `worker` reported.
     Worker { worker: usize, event: WorkerEvent },
+}
+
+/// An apply from the API: a whole desired state or a delta, with its conditions.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ApplyRequest {
+    pub desired: Desired,
+    /// If set, the `accepted` generation this change was made against (else STALE_BASE).
+    pub base_generation: Option<u64>,
+    /// Check and compile only.
+    pub dry_run: bool,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Desired {
+    Whole(Box<RawConfig>),
+    Delta(Vec<Change>),
 }
 
 /// Why an apply was refused. The running configuration and tables stay as they were.
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
+    /// Every bad resource of an API apply, with field, value and reason.
+    #[error("{} invalid: {}", .0.len(), .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
+    Rejected(Vec<ConfigError>),
+    #[error("stale base: generation {base} given, {current} is the current one")]
+    StaleBase { base: u64, current: u64 },
     #[error("cannot read {path}: {source}")]
     Read {
         path: String,
@@ -45,13 +68,32 @@ pub enum ApplyError {
     Compile(#[from] CompileError),
 }
 
-/// An accepted apply.
+/// An accepted apply (or one a dry run would accept).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Applied {
-    /// The configuration's new version.
+    /// The configuration's new version (a dry run: the current one).
     pub version: u64,
+    /// The generation it was published as (a dry run: 0).
+    pub generation: u64,
     pub routes4: usize,
     pub routes6: usize,
+    pub dry_run: bool,
+    /// Checking the request, and building its tables.
+    pub validate: Duration,
+    pub compile: Duration,
+}
+
+/// The generations a client can wait on (see `proto/ferry/v1/ferry.proto`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Generations {
+    /// The generation of the last accepted apply (1: the start-up config).
+    pub accepted: u64,
+    /// The newest snapshot handed to the workers.
+    pub published: u64,
+    /// The lowest generation every worker runs.
+    pub active: u64,
+    /// Every snapshot older than this has been freed.
+    pub reclaimed: u64,
 }
 
 /// What the control side owns; see the module documentation.
@@ -64,6 +106,8 @@ pub struct Controller {
     /// The kernel interface of each port, if it has one (its addresses follow the config).
     kernel_ifs: Vec<Option<String>>,
     version: u64,
+    publisher: Publisher<Tables>,
+    accepted: u64,
     /// The tables changed since the last publish; `urgent`: publish at once (a config
     /// change), else at most every [`PUBLISH_EVERY`] (neighbour churn).
     changed: bool,
@@ -80,20 +124,24 @@ pub const PUBLISH_EVERY: Duration = Duration::from_millis(10);
 pub const AGE_EVERY: Duration = Duration::from_millis(500);
 
 impl Controller {
-    /// The model at start-up: `cfg` compiled into `plan` for ports with MACs `macs`.
+    /// The model at start-up: `cfg` compiled into `plan` for ports with MACs `macs`,
+    /// published as generation 1 to `workers` subscribers (one per worker).
     pub fn new(
         cfg: Config,
         plan: Plan,
         macs: Vec<Mac>,
         kernel_ifs: Vec<Option<String>>,
+        workers: usize,
         now: Instant,
-    ) -> Controller {
+    ) -> (Controller, Vec<Subscriber<Tables>>) {
         let cache = NeighborCache::new(
             Duration::from_secs(cfg.tuning.neighbor_reachable_s),
             Duration::from_secs(cfg.tuning.neighbor_stale_s),
         );
-        let resolver = Resolver::new(ResolveConfig::from_tuning(&cfg.tuning));
-        Controller {
+        let mut resolver = Resolver::new(ResolveConfig::from_tuning(&cfg.tuning));
+        let (publisher, subs) =
+            Publisher::new(plan.tables(&cache, &resolver.failed_sets()), workers);
+        let c = Controller {
             cfg,
             plan,
             cache,
@@ -101,12 +149,38 @@ impl Controller {
             macs,
             kernel_ifs,
             version: 1,
+            publisher,
+            accepted: 1,
             changed: false,
             urgent: false,
             last_publish: now,
             last_age: now,
             commands_lost: 0,
+        };
+        (c, subs)
+    }
+
+    pub fn publisher(&self) -> &Publisher<Tables> {
+        &self.publisher
+    }
+
+    /// Hand on snapshots that did not fit a worker's ring, free what no worker can see.
+    pub fn reclaim(&mut self) -> usize {
+        self.publisher.reclaim()
+    }
+
+    pub fn generations(&self) -> Generations {
+        Generations {
+            accepted: self.accepted,
+            published: self.publisher.generation(),
+            active: self.publisher.oldest_seen(),
+            reclaimed: self.publisher.reclaimed(),
         }
+    }
+
+    /// The compiled plan (routes, ports as the workers see them).
+    pub fn plan(&self) -> &Plan {
+        &self.plan
     }
 
     pub fn config(&self) -> &Config {
@@ -131,7 +205,8 @@ impl Controller {
     /// (nothing changed then); a worker event always succeeds (`Ok(None)`).
     pub fn handle(&mut self, cmd: Command, now: Instant) -> Result<Option<Applied>, ApplyError> {
         match cmd {
-            Command::ApplyFile(path) => self.apply_file(&path).map(Some),
+            Command::ApplyFile(path) => self.apply_file(&path, now).map(Some),
+            Command::Apply(req) => self.apply_request(req, now).map(Some),
             Command::Worker { worker, event } => {
                 self.worker_event(worker, event, now);
                 Ok(None)
@@ -174,7 +249,7 @@ impl Controller {
         }
     }
 
-    fn apply_file(&mut self, path: &Path) -> Result<Applied, ApplyError> {
+    fn apply_file(&mut self, path: &Path, now: Instant) -> Result<Applied, ApplyError> {
         let shown = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|source| ApplyError::Read {
             path: shown.clone(),
@@ -184,15 +259,61 @@ impl Controller {
             path: shown,
             source,
         })?;
-        self.apply(cfg)
+        self.apply(cfg, false, now)
     }
 
-    /// Apply `cfg` as the whole desired state: all or nothing.
-    pub fn apply(&mut self, cfg: Config) -> Result<Applied, ApplyError> {
+    /// An API apply: the base checked, the request validated (every bad resource
+    /// reported), then as [`Controller::apply`].
+    pub fn apply_request(
+        &mut self,
+        req: ApplyRequest,
+        now: Instant,
+    ) -> Result<Applied, ApplyError> {
+        if let Some(base) = req.base_generation {
+            if base != self.accepted {
+                return Err(ApplyError::StaleBase {
+                    base,
+                    current: self.accepted,
+                });
+            }
+        }
+        let t = Instant::now();
+        let cfg = match req.desired {
+            Desired::Whole(raw) => Config::validate_all(*raw),
+            Desired::Delta(changes) => self.cfg.with_changes(&changes),
+        }
+        .map_err(ApplyError::Rejected)?;
+        let validate = t.elapsed();
+        let mut a = self.apply(cfg, req.dry_run, now)?;
+        a.validate = validate;
+        Ok(a)
+    }
+
+    /// Apply `cfg` as the whole desired state, all or nothing, and publish it at once
+    /// (`dry_run`: compile it, change nothing).
+    pub fn apply(
+        &mut self,
+        cfg: Config,
+        dry_run: bool,
+        now: Instant,
+    ) -> Result<Applied, ApplyError> {
         if let Some(e) = cfg.reload_blocker(&self.cfg) {
             return Err(ApplyError::NeedsRestart(e));
         }
+        let t = Instant::now();
         let plan = Plan::build(&cfg, &self.macs)?;
+        let compile = t.elapsed();
+        if dry_run {
+            return Ok(Applied {
+                version: self.version,
+                generation: 0,
+                routes4: plan.routes4,
+                routes6: plan.routes6,
+                dry_run: true,
+                validate: Duration::ZERO,
+                compile,
+            });
+        }
         for (i, (new, old)) in cfg.ports.iter().zip(&self.cfg.ports).enumerate() {
             if new.addresses != old.addresses {
                 if let Some(Some(name)) = self.kernel_ifs.get(i) {
@@ -208,10 +329,16 @@ impl Controller {
         self.version += 1;
         self.changed = true;
         self.urgent = true;
+        self.publish_if_due(now);
+        self.accepted = self.publisher.generation();
         Ok(Applied {
             version: self.version,
+            generation: self.accepted,
             routes4: self.plan.routes4,
             routes6: self.plan.routes6,
+            dry_run: false,
+            validate: Duration::ZERO,
+            compile,
         })
     }
 
@@ -249,12 +376,13 @@ impl Controller {
 
     /// Publish the tables if they changed: a configuration change at once, neighbour
     /// changes at most every [`PUBLISH_EVERY`]. True if it published.
-    pub fn publish_if_due(&mut self, publisher: &mut Publisher<Tables>, now: Instant) -> bool {
+    pub fn publish_if_due(&mut self, now: Instant) -> bool {
         if !self.changed || (!self.urgent && now.duration_since(self.last_publish) < PUBLISH_EVERY)
         {
             return false;
         }
-        publisher.publish(self.tables());
+        let t = self.tables();
+        self.publisher.publish(t);
         self.last_publish = now;
         self.changed = false;
         self.urgent = false;
@@ -293,7 +421,7 @@ routes:
         let cfg = Config::from_yaml(CFG).unwrap();
         let macs = vec![[2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]];
         let plan = Plan::build(&cfg, &macs).unwrap();
-        Controller::new(cfg, plan, macs, vec![None, None], now)
+        Controller::new(cfg, plan, macs, vec![None, None], 1, now).0
     }
 
     fn file(text: &str) -> tempfile_like::File {
@@ -327,7 +455,6 @@ routes:
     fn an_apply_versions_the_config_and_publishes_at_once() {
         let t0 = Instant::now();
         let mut c = controller(t0);
-        let (mut publisher, _subs) = Publisher::new(c.tables(), 1);
         assert_eq!(c.version(), 1);
         let f = file(&CFG.replace("10.20.0.0/16", "10.30.0.0/16"));
         let a = c
@@ -335,16 +462,10 @@ routes:
             .unwrap()
             .unwrap();
         // The route, and each port's connected and local prefix.
-        assert_eq!((a.version, a.routes4), (2, 5));
-        assert!(
-            c.publish_if_due(&mut publisher, t0),
-            "a config change goes out at once"
-        );
-        assert_eq!(publisher.generation(), 2);
-        assert!(
-            !c.publish_if_due(&mut publisher, t0),
-            "nothing more to publish"
-        );
+        assert_eq!((a.version, a.routes4, a.generation), (2, 5, 2));
+        let g = c.generations();
+        assert_eq!((g.accepted, g.published), (2, 2), "published at once");
+        assert!(!c.publish_if_due(t0), "nothing more to publish");
     }
 
     #[test]
@@ -374,8 +495,8 @@ routes:
         assert!(matches!(e, ApplyError::Read { .. }), "{e}");
         assert_eq!(c.version(), 1);
         assert_eq!(c.config(), &before);
-        let (mut publisher, _subs) = Publisher::new(c.tables(), 1);
-        assert!(!c.publish_if_due(&mut publisher, t0 + Duration::from_secs(1)));
+        assert!(!c.publish_if_due(t0 + Duration::from_secs(1)));
+        assert_eq!(c.generations().published, 1);
     }
 
     #[test]
@@ -428,18 +549,120 @@ routes:
         .unwrap();
         assert_eq!(c.resolver().pending(), 0);
         assert_eq!(c.cache().get(1, gw).unwrap().mac, [2, 0, 0, 0, 0, 9]);
-        let (mut publisher, _subs) = Publisher::new(c.tables(), 1);
         let soon = t0 + PUBLISH_EVERY;
         assert_eq!(
             c.next_due(t0),
             soon,
             "a held-back publish is what is due next"
         );
-        assert!(c.publish_if_due(&mut publisher, soon));
+        assert!(c.publish_if_due(soon));
+        let g = c.generations();
+        assert_eq!(
+            (g.accepted, g.published),
+            (1, 2),
+            "neighbours do not move `accepted`"
+        );
         assert_eq!(
             c.version(),
             1,
             "neighbours move generations, not the config version"
         );
+    }
+
+    fn delta(changes: Vec<Change>, base: Option<u64>, dry_run: bool) -> Command {
+        Command::Apply(ApplyRequest {
+            desired: Desired::Delta(changes),
+            base_generation: base,
+            dry_run,
+        })
+    }
+
+    fn route(prefix: &str, via: &str) -> Change {
+        Change::UpsertRoute(crate::config::RawRoute {
+            prefix: prefix.into(),
+            via: vec![via.into()],
+        })
+    }
+
+    #[test]
+    fn api_applies_check_the_base_and_dry_runs_change_nothing() {
+        let t0 = Instant::now();
+        let mut c = controller(t0);
+        let before = c.config().clone();
+        // A dry run answers as an apply would and changes nothing.
+        let a = c
+            .handle(
+                delta(vec![route("10.40.0.0/16", "10.0.2.2")], Some(1), true),
+                t0,
+            )
+            .unwrap()
+            .unwrap();
+        assert!(a.dry_run);
+        assert_eq!((a.generation, a.routes4), (0, 6));
+        assert_eq!(c.config(), &before);
+        assert_eq!(c.generations().published, 1);
+        // Against the current base: accepted, published as generation 2.
+        let a = c
+            .handle(
+                delta(vec![route("10.40.0.0/16", "10.0.2.2")], Some(1), false),
+                t0,
+            )
+            .unwrap()
+            .unwrap();
+        assert_eq!((a.generation, a.version), (2, 2));
+        // The same base again is stale now: nothing changes.
+        let e = c
+            .handle(
+                delta(vec![route("10.50.0.0/16", "10.0.2.2")], Some(1), false),
+                t0,
+            )
+            .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ApplyError::StaleBase {
+                    base: 1,
+                    current: 2
+                }
+            ),
+            "{e}"
+        );
+        // Every bad change is named; none is applied.
+        let e = c
+            .handle(
+                delta(
+                    vec![
+                        route("10.60.0.0/16", "10.0.2.2"),
+                        route("10.70.0.0/16", "10.9.9.9"),
+                        Change::DeleteRoute("10.99.0.0/16".into()),
+                    ],
+                    None,
+                    false,
+                ),
+                t0,
+            )
+            .unwrap_err();
+        let ApplyError::Rejected(errors) = &e else {
+            panic!("{e}")
+        };
+        assert_eq!(errors.len(), 2, "{e}");
+        assert_eq!(errors[0].field, "changes[1].upsert_route.via[0]");
+        assert_eq!(errors[1].field, "changes[2].delete_route");
+        assert_eq!(c.config().routes.len(), 2);
+        assert_eq!(c.generations().accepted, 2);
+        // A whole state that changes the MTU needs a restart.
+        let mut raw = c.config().to_raw();
+        raw.ports[0].mtu = Some(1400);
+        let e = c
+            .handle(
+                Command::Apply(ApplyRequest {
+                    desired: Desired::Whole(Box::new(raw)),
+                    base_generation: None,
+                    dry_run: false,
+                }),
+                t0,
+            )
+            .unwrap_err();
+        assert!(matches!(e, ApplyError::NeedsRestart(_)), "{e}");
     }
 }

@@ -3,8 +3,10 @@
 #![forbid(unsafe_code)]
 
 pub mod afpacket;
+pub mod agent;
 pub mod compile;
 pub mod config;
 pub mod controller;
 pub mod neighbor;
 pub mod runtime;
+pub mod views;

@@ -281,6 +281,14 @@ impl Resolver {
     pub fn failed(&self) -> usize {
         self.failed.len()
     }
+    /// Every neighbour being resolved or probed (false) and every failed one (true).
+    pub fn entries(&self) -> impl Iterator<Item = (u16, IpAddr, bool)> + '_ {
+        self.pending
+            .keys()
+            .map(|&(port, ip)| (port, ip, false))
+            .chain(self.failed.keys().map(|&(port, ip)| (port, ip, true)))
+    }
+
     pub fn is_failed(&self, port: u16, ip: IpAddr) -> bool {
         self.failed.contains_key(&(port, ip))
     }

@@ -10,16 +10,16 @@ use std::time::{Duration, Instant};
 
 use ferry_dataplane::counters::WorkerCounters;
 use ferry_dataplane::dpdk::{self, Eal, Mempool, Port, PortConfig as DevConfig, TxBuffer};
-use ferry_dataplane::snapshot::Publisher;
-use ferry_dataplane::tables::Tables;
 use ferry_dataplane::wire::ethernet::format_mac;
 use ferry_dataplane::worker::{HoldConfig, RxQueue, Worker};
 
 use crate::afpacket;
+use crate::agent::{self, AgentOptions, Request};
 use crate::compile::{timed, Plan};
 use crate::config::{Config, PortConfig};
 use crate::controller::{self, Controller};
 use crate::neighbor::ResolverStats;
+use crate::views::{self, total, Sources};
 
 /// Options from the command line.
 #[derive(Clone, Debug)]
@@ -29,6 +29,8 @@ pub struct Options {
     pub stats_file: Option<PathBuf>,
     /// Log a counters line this often (0: never).
     pub stats_interval: Duration,
+    /// The gRPC API and metrics endpoints.
+    pub agent: AgentOptions,
 }
 
 /// A fatal start-up error: one line, saying how to fix it where we can tell.
@@ -53,6 +55,8 @@ pub enum StartError {
     },
     #[error("compiling tables: {0}")]
     Compile(#[from] crate::compile::CompileError),
+    #[error("{0}")]
+    Agent(#[from] agent::AgentError),
     #[error("port {name:?}: device {device:?} was not created from devargs {devargs:?}: {hint}")]
     NoDevice {
         name: String,
@@ -254,13 +258,26 @@ pub fn run(opts: Options) -> Result<(), StartError> {
         fib_mib = (plan.fib4.memory_bytes() + plan.fib6.memory_bytes()) >> 20,
         "tables compiled"
     );
-    let kernel_ifs = kernel
+    let kernel_ifs: Vec<Option<String>> = kernel
         .iter()
         .map(|k| k.as_ref().map(|k| k.name.clone()))
         .collect();
-    let mut ctl = Controller::new(cfg, plan, macs, kernel_ifs, Instant::now());
+    let started = Instant::now();
+    let (mut ctl, subs) = Controller::new(cfg, plan, macs, kernel_ifs.clone(), workers, started);
     let cfg = ctl.config().clone(); // the start-up config: ports, tuning (restart-only)
-    let (mut publisher, subs) = Publisher::new(ctl.tables(), workers);
+                                    // The API and metrics listeners are bound before any worker runs: a bad address fails
+                                    // the start with a clear error.
+    let agent = agent::start(&opts.agent, std::thread::current(), ctl.generations())?;
+    if let Some(p) = &opts.agent.socket {
+        tracing::info!(socket = %p.display(), "gRPC API on the unix socket");
+    }
+    if let Some(a) = &opts.agent.listen {
+        tracing::info!(listen = %a, mtls = opts.agent.tls.is_some(), "gRPC API on TCP");
+    }
+    if let Some(a) = &opts.agent.metrics {
+        tracing::info!(listen = %a, "Prometheus metrics at /metrics");
+    }
+    let apply_seconds = views::apply_histogram();
 
     let stop = Arc::new(AtomicBool::new(false));
     let mut counters = Vec::new();
@@ -323,7 +340,11 @@ pub fn run(opts: Options) -> Result<(), StartError> {
         events_rx.push(erx);
         commands_tx.push(ctx);
     }
-    tracing::info!(workers, generation = publisher.generation(), "forwarding");
+    tracing::info!(
+        workers,
+        generation = ctl.generations().published,
+        "forwarding"
+    );
 
     let hup = Arc::new(AtomicBool::new(false));
     let term = Arc::new(AtomicBool::new(false));
@@ -354,6 +375,12 @@ pub fn run(opts: Options) -> Result<(), StartError> {
         // a second on the CPU it shares, which cost a generator there ~10% of its rate.)
         let now = Instant::now();
         let mut wait = SIGNAL_POLL.min(ctl.next_due(now).saturating_duration_since(now));
+        let g = ctl.generations();
+        if g.active < g.published || g.reclaimed < g.active {
+            // A client may wait for the workers to take the newest generation, or for the
+            // old ones to be freed: look every millisecond until they have.
+            wait = wait.min(Duration::from_millis(1));
+        }
         if opts.stats_file.is_some() {
             wait = wait.min(due(last_stats, STATS_EVERY, now));
         }
@@ -373,29 +400,92 @@ pub fn run(opts: Options) -> Result<(), StartError> {
         }
         ctl.tick(now, &mut commands_tx);
         if hup.swap(false, Ordering::Relaxed) {
-            match ctl.handle(controller::Command::ApplyFile(opts.config.clone()), now) {
+            let t = Instant::now();
+            let r = ctl.handle(controller::Command::ApplyFile(opts.config.clone()), now);
+            apply_seconds.observe(t.elapsed().as_secs_f64());
+            match r {
                 Ok(Some(a)) => tracing::info!(
                     version = a.version,
                     routes4 = a.routes4,
                     routes6 = a.routes6,
-                    generation = publisher.generation() + 1,
+                    generation = a.generation,
                     "config reloaded"
                 ),
                 Ok(None) => {}
                 Err(e) => tracing::error!(
                     version = ctl.version(),
-                    generation = publisher.generation(),
+                    generation = ctl.generations().accepted,
                     "config reload refused, running tables kept: {e}"
                 ),
             }
         }
-        ctl.publish_if_due(&mut publisher, now);
-        publisher.reclaim();
+        // The agent's requests, in arrival order (applies are serialized here).
+        while let Ok(req) = agent.requests.try_recv() {
+            let sources = |ctl| Sources {
+                ctl,
+                ports: &ports,
+                kernel_ifs: &kernel_ifs,
+                counters: &counters,
+                lcores: &lcores,
+                started,
+                apply_seconds: &apply_seconds,
+            };
+            match req {
+                Request::Apply { req, nonce, reply } => {
+                    let t = Instant::now();
+                    let dry_run = req.dry_run;
+                    let r = ctl.handle(controller::Command::Apply(req), Instant::now());
+                    apply_seconds.observe(t.elapsed().as_secs_f64());
+                    let r = match r {
+                        Ok(Some(a)) => {
+                            tracing::info!(
+                                version = a.version, generation = a.generation, dry_run,
+                                routes4 = a.routes4, routes6 = a.routes6, nonce = %nonce,
+                                us = t.elapsed().as_micros() as u64, "API apply accepted"
+                            );
+                            Ok(a)
+                        }
+                        Ok(None) => continue,
+                        Err(e) => {
+                            tracing::warn!(nonce = %nonce, dry_run, "API apply refused: {e}");
+                            Err(e)
+                        }
+                    };
+                    let _ = reply.send(r);
+                }
+                Request::Config(reply) => {
+                    let _ = reply.send(ctl.config().clone());
+                }
+                Request::Status(reply) => {
+                    let _ = reply.send(views::status(&sources(&ctl)));
+                }
+                Request::Counters(reply) => {
+                    let _ = reply.send(views::counters(&sources(&ctl)));
+                }
+                Request::Routes(family, reply) => {
+                    let _ = reply.send(views::routes(&ctl, family));
+                }
+                Request::Neighbors(reply) => {
+                    let _ = reply.send(views::neighbors(&ctl));
+                }
+                Request::Metrics(reply) => {
+                    let _ = reply.send(views::metrics(&sources(&ctl)));
+                }
+            }
+        }
+        ctl.publish_if_due(now);
+        ctl.reclaim();
+        let g = ctl.generations();
+        agent.generations.send_if_modified(|old| {
+            let changed = *old != g;
+            *old = g;
+            changed
+        });
         truncation.check(&counters, now);
         if let Some(path) = &opts.stats_file {
             if now.duration_since(last_stats) >= STATS_EVERY {
                 last_stats = now;
-                write_stats(path, &publisher, &counters, &ports, &ctl);
+                write_stats(path, &counters, &ports, &ctl);
             }
         }
         if !opts.stats_interval.is_zero() && now.duration_since(last_log) >= opts.stats_interval {
@@ -406,7 +496,7 @@ pub fn run(opts: Options) -> Result<(), StartError> {
                 tx = t.tx.get(),
                 to_kernel = t.to_kernel.get(),
                 dropped = t.drops.iter().map(|d| d.get()).sum::<u64>(),
-                generation = publisher.generation(),
+                generation = ctl.generations().published,
                 "counters"
             );
         }
@@ -417,14 +507,15 @@ pub fn run(opts: Options) -> Result<(), StartError> {
     for l in &lcores[..workers.min(lcores.len())] {
         eal.wait(*l);
     }
-    publisher.reclaim();
+    drop(agent);
+    ctl.reclaim();
     if let Some(path) = &opts.stats_file {
-        write_stats(path, &publisher, &counters, &ports, &ctl);
+        write_stats(path, &counters, &ports, &ctl);
     }
     print_final(&cfg, &counters, &ports, &kernel, &ctl.resolver().stats);
     drop(kernel);
     drop(ports);
-    drop(publisher);
+    drop(ctl);
     drop(pool);
     drop(afp_pool);
     drop(eal);
@@ -477,14 +568,6 @@ pub(crate) fn update_kernel_addresses(
     }
 }
 
-fn total(counters: &[Arc<WorkerCounters>]) -> WorkerCounters {
-    let t = WorkerCounters::default();
-    for c in counters {
-        t.accumulate(c);
-    }
-    t
-}
-
 fn counters_json(c: &WorkerCounters) -> serde_json::Value {
     let mut m = serde_json::Map::new();
     for (k, v) in c.named() {
@@ -507,14 +590,9 @@ fn counters_json(c: &WorkerCounters) -> serde_json::Value {
     m.into()
 }
 
-fn write_stats(
-    path: &Path,
-    publisher: &Publisher<Tables>,
-    counters: &[Arc<WorkerCounters>],
-    ports: &[Port],
-    ctl: &Controller,
-) {
+fn write_stats(path: &Path, counters: &[Arc<WorkerCounters>], ports: &[Port], ctl: &Controller) {
     let (cache, resolver) = (ctl.cache(), ctl.resolver());
+    let publisher = ctl.publisher();
     let workers: Vec<serde_json::Value> = counters
         .iter()
         .map(|c| {

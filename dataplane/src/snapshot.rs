@@ -85,6 +85,11 @@ impl<T: Send + Sync> Publisher<T> {
         self.generation
     }
 
+    /// Every snapshot older than this generation has been freed.
+    pub fn reclaimed(&self) -> u64 {
+        self.retired.front().map_or(self.generation, |(g, _)| *g)
+    }
+
     /// The newest snapshot (what the next one is usually built from).
     pub fn current(&self) -> &Arc<T> {
         &self.current

@@ -23,6 +23,28 @@ struct Cli {
     /// Log a line of counters every N seconds (0: never).
     #[arg(long, default_value_t = 0)]
     stats_interval: u64,
+    /// Serve the gRPC API (and ferryctl) on this unix socket (mode 0600).
+    #[arg(long, default_value = "/run/ferry/ferry.sock")]
+    grpc_socket: PathBuf,
+    /// Serve no unix socket.
+    #[arg(long)]
+    no_grpc_socket: bool,
+    /// Also serve the gRPC API on TCP: with --tls-cert, --tls-key and --tls-client-ca
+    /// (mTLS), or in plaintext on a loopback address only.
+    #[arg(long, value_name = "ADDR:PORT")]
+    grpc_listen: Option<std::net::SocketAddr>,
+    /// The server's certificate (PEM) for --grpc-listen.
+    #[arg(long, requires_all = ["tls_key", "tls_client_ca", "grpc_listen"])]
+    tls_cert: Option<PathBuf>,
+    /// The server's private key (PEM).
+    #[arg(long, requires_all = ["tls_cert", "tls_client_ca"])]
+    tls_key: Option<PathBuf>,
+    /// Clients must present a certificate signed by this CA (PEM).
+    #[arg(long, requires_all = ["tls_cert", "tls_key"])]
+    tls_client_ca: Option<PathBuf>,
+    /// Serve Prometheus metrics at http://ADDR:PORT/metrics.
+    #[arg(long, value_name = "ADDR:PORT")]
+    metrics_listen: Option<std::net::SocketAddr>,
 }
 
 fn main() {
@@ -52,10 +74,24 @@ fn main() {
             }
         }
     }
+    let tls = match (cli.tls_cert, cli.tls_key, cli.tls_client_ca) {
+        (Some(cert), Some(key), Some(client_ca)) => Some(ferry_control::agent::TlsFiles {
+            cert,
+            key,
+            client_ca,
+        }),
+        _ => None,
+    };
     let opts = ferry_control::runtime::Options {
         config: cli.config,
         stats_file: cli.stats_file,
         stats_interval: Duration::from_secs(cli.stats_interval),
+        agent: ferry_control::agent::AgentOptions {
+            socket: (!cli.no_grpc_socket).then_some(cli.grpc_socket),
+            listen: cli.grpc_listen,
+            tls,
+            metrics: cli.metrics_listen,
+        },
     };
     if let Err(e) = ferry_control::runtime::run(opts) {
         eprintln!("ferryd: {e}");
