@@ -84,7 +84,8 @@ all_workers_acked() {
 start_ferry() {
   rm -f "$STATS"
   # Not through N(): $! must be ferryd itself (ip netns exec execs it), not a subshell.
-  ip netns exec "$P-node" "$FERRYD" --config "$CFG" --stats-file "$STATS" > "$OUT" 2> "$LOG" &
+  # shellcheck disable=SC2046
+  ip netns exec "$P-node" "$FERRYD" --config "$CFG" --stats-file "$STATS" $(api_flags) > "$OUT" 2> "$LOG" &
   FERRY_PID=$!
   for _ in $(seq 1 100); do
     if grep -q "forwarding" "$LOG" && [ -s "$STATS" ]; then
@@ -608,10 +609,15 @@ t_reload_restart_only() {
   cp "$WORK/good2.yaml" "$CFG"
 }
 
+# shellcheck source=ci/netns-api.sh
+. "$ROOT/ci/netns-api.sh"
+
 # ---- run ----
 "$ROOT/hack/netns.sh" up "$P" || { echo "cannot build the namespaces"; exit 1; }
+make_pki || { echo "cannot make test certificates (openssl)"; exit 1; }
 write_config ""
 t_bad_start
+t_api_bad_listen
 t_check
 if start_ferry; then
   t_hold
@@ -631,6 +637,16 @@ if start_ferry; then
   t_fragments
   t_truncated
   t_reload_restart_only
+  t_api_status
+  t_api_get_config
+  t_api_route_add
+  t_api_bad
+  t_api_base_and_dry_run
+  t_api_concurrent
+  t_api_disconnect
+  t_api_sighup_interleave
+  t_api_mtls
+  t_prometheus
   t_stats_fields
   rc=0
   stop_ferry || rc=$?

@@ -41,6 +41,22 @@ pub struct AgentOptions {
     pub metrics: Option<SocketAddr>,
 }
 
+impl AgentOptions {
+    /// What can be checked before anything starts: TCP without TLS only on loopback, the
+    /// TLS files readable.
+    pub fn check(&self) -> Result<(), AgentError> {
+        if let Some(addr) = self.listen {
+            if self.tls.is_none() && !addr.ip().is_loopback() {
+                return Err(AgentError::PlaintextNotLoopback(addr));
+            }
+        }
+        if let Some(t) = &self.tls {
+            tls_config(t)?;
+        }
+        Ok(())
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct TlsFiles {
     pub cert: PathBuf,

@@ -156,6 +156,7 @@ struct KernelIf {
 /// Run until SIGINT/SIGTERM. Returns the process exit code.
 pub fn run(opts: Options) -> Result<(), StartError> {
     let cfg = load(&opts.config)?;
+    opts.agent.check()?;
     let workers = cfg.workers();
     let eal = Eal::init(&eal_args(&cfg))?;
     tracing::info!(workers, lcores = ?cfg.dpdk.lcores, "EAL up");

@@ -142,6 +142,25 @@ struct ApplyOpts {
     wait: bool,
 }
 
+/// Print to stdout; if the reader went away (`ferryctl routes | head`), end as a program
+/// killed by SIGPIPE would (exit 141), quietly.
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        if write!(std::io::stdout(), $($t)*).is_err() {
+            std::process::exit(141);
+        }
+    }};
+}
+macro_rules! outln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        if writeln!(std::io::stdout(), $($t)*).is_err() {
+            std::process::exit(141);
+        }
+    }};
+}
+
 /// A failure with its exit status.
 struct Fail(i32, String);
 
@@ -230,7 +249,10 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {
-        s += &format!(": {c}");
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s += &format!(": {t}");
+        }
         cur = c.source();
     }
     s
@@ -273,8 +295,8 @@ async fn run(cli: Cli) -> Result<(), Fail> {
                 .into_inner();
             let raw = ferry_control::agent::raw_from_pb(cfg);
             match out {
-                Format::Json => println!("{}", serde_json::to_string_pretty(&raw)?),
-                _ => print!("{}", serde_yaml::to_string(&raw)?),
+                Format::Json => outln!("{}", serde_json::to_string_pretty(&raw)?),
+                _ => out!("{}", serde_yaml::to_string(&raw)?),
             }
         }
         Cmd::Apply { file, opts } => {
@@ -298,7 +320,7 @@ async fn run(cli: Cli) -> Result<(), Fail> {
             match out {
                 Format::Table => {
                     for r in &rows {
-                        println!("{}", route_line(r));
+                        outln!("{}", route_line(r));
                     }
                 }
                 _ => emit(out, &json!({ "routes": rows }))?,
@@ -354,7 +376,7 @@ async fn run(cli: Cli) -> Result<(), Fail> {
                         } else {
                             format!(" lladdr {}", n.mac)
                         };
-                        println!(
+                        outln!(
                             "{} dev {}{mac} {}",
                             n.address,
                             n.port,
@@ -381,7 +403,7 @@ async fn run(cli: Cli) -> Result<(), Fail> {
                 while let Some(m) = s.message().await.map_err(rpc_error)? {
                     print_counters(&m, out, *all)?;
                     if out == Format::Table {
-                        println!();
+                        outln!();
                     }
                 }
             } else {
@@ -409,7 +431,7 @@ async fn run(cli: Cli) -> Result<(), Fail> {
                 .into_inner();
             let v = generations_json(&g);
             match out {
-                Format::Table => println!(
+                Format::Table => outln!(
                     "generation {generation} {}: accepted {} published {} active {} reclaimed {}",
                     if *reclaimed { "reclaimed" } else { "active" },
                     g.accepted,
@@ -464,12 +486,12 @@ async fn apply(
         R::Ack => {
             if out == Format::Table {
                 if r.dry_run {
-                    println!(
+                    outln!(
                         "dry run: would apply ({} IPv4 and {} IPv6 routes; checked in {} us, compiled in {} us)",
                         r.routes4, r.routes6, r.validate_us, r.compile_us
                     );
                 } else {
-                    println!(
+                    outln!(
                         "applied: generation {} (config version {}; {} IPv4 and {} IPv6 routes; checked in {} us, compiled in {} us)",
                         r.generation, r.config_version, r.routes4, r.routes6, r.validate_us, r.compile_us
                     );
@@ -484,7 +506,7 @@ async fn apply(
                 .await
                 .map_err(rpc_error)?;
                 if out == Format::Table {
-                    println!("generation {} is active on every worker", r.generation);
+                    outln!("generation {} is active on every worker", r.generation);
                 }
             }
             Ok(())
@@ -523,8 +545,8 @@ async fn apply(
 
 fn emit(out: Format, v: &Value) -> Result<(), Fail> {
     match out {
-        Format::Yaml => print!("{}", serde_yaml::to_string(v)?),
-        _ => println!("{}", serde_json::to_string_pretty(v)?),
+        Format::Yaml => out!("{}", serde_yaml::to_string(v)?),
+        _ => outln!("{}", serde_json::to_string_pretty(v)?),
     }
     Ok(())
 }
@@ -558,17 +580,20 @@ fn status_json(s: &pb::Status) -> Value {
 
 fn print_status(v: &Value) {
     let g = &v["generation"];
-    println!(
+    outln!(
         "ferryd {}  up {:.1} s  config version {}",
         v["version"].as_str().unwrap_or("?"),
         v["uptime_ms"].as_u64().unwrap_or(0) as f64 / 1000.0,
         v["config_version"]
     );
-    println!(
+    outln!(
         "generation: accepted {}  published {}  active {}  reclaimed {}",
-        g["accepted"], g["published"], g["active"], g["reclaimed"]
+        g["accepted"],
+        g["published"],
+        g["active"],
+        g["reclaimed"]
     );
-    println!(
+    outln!(
         "routes: {} IPv4, {} IPv6   neighbours: {} (incomplete {}, failed {})",
         v["routes"]["ipv4"],
         v["routes"]["ipv6"],
@@ -576,13 +601,18 @@ fn print_status(v: &Value) {
         v["neighbors"]["incomplete"],
         v["neighbors"]["failed"]
     );
-    println!();
-    println!(
+    outln!();
+    outln!(
         "{:<7}{:>6}{:>12}{:>14}{:>14}{:>14}",
-        "WORKER", "LCORE", "GENERATION", "CYCLES/PKT", "RX", "TX"
+        "WORKER",
+        "LCORE",
+        "GENERATION",
+        "CYCLES/PKT",
+        "RX",
+        "TX"
     );
     for w in v["workers"].as_array().into_iter().flatten() {
-        println!(
+        outln!(
             "{:<7}{:>6}{:>12}{:>14.1}{:>14}{:>14}",
             w["id"].to_string(),
             w["lcore"].to_string(),
@@ -592,10 +622,18 @@ fn print_status(v: &Value) {
             w["tx_packets"].to_string()
         );
     }
-    println!();
-    println!(
+    outln!();
+    outln!(
         "{:<10}{:<16}{:<19}{:<6}{:>6}{:>13}{:>13}{:>9}{:>9}  ADDRESSES",
-        "PORT", "DRIVER", "MAC", "LINK", "MTU", "RX", "TX", "MISSED", "ERRORS"
+        "PORT",
+        "DRIVER",
+        "MAC",
+        "LINK",
+        "MTU",
+        "RX",
+        "TX",
+        "MISSED",
+        "ERRORS"
     );
     for p in v["ports"].as_array().into_iter().flatten() {
         let errors = p["ierrors"].as_u64().unwrap_or(0) + p["oerrors"].as_u64().unwrap_or(0);
@@ -605,7 +643,7 @@ fn print_status(v: &Value) {
             .flatten()
             .filter_map(|a| a.as_str())
             .collect();
-        println!(
+        outln!(
             "{:<10}{:<16}{:<19}{:<6}{:>6}{:>13}{:>13}{:>9}{:>9}  {}",
             p["name"].as_str().unwrap_or("?"),
             p["driver"].as_str().unwrap_or("?"),
@@ -686,13 +724,13 @@ fn print_counters(m: &pb::Counters, out: Format, all: bool) -> Result<(), Fail> 
     for w in &m.workers {
         header += &format!("{:>16}", format!("WORKER {}", w.id));
     }
-    println!("{header}");
+    outln!("{header}");
     for (k, v) in sorted(&m.total) {
         let mut line = format!("{k:<28}{v:>16}");
         for w in &m.workers {
             line += &format!("{:>16}", w.values.get(&k).copied().unwrap_or(0));
         }
-        println!("{line}");
+        outln!("{line}");
     }
     Ok(())
 }
