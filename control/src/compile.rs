@@ -4,16 +4,25 @@
 //! [`Plan::build`] makes the FIBs and next-hop skeleton from the config (on start and on
 //! reload), and [`Plan::tables`] fills in neighbour MACs for each published generation,
 //! sharing the FIBs with the plan by `Arc`.
+//!
+//! Route deltas do not rebuild either: [`Plan::stage_routes`] changes the route sets and
+//! the next-hop table, and [`Plan::commit_fibs`] applies the staged prefixes in place
+//! (`Lpm4::update`) to a second copy of each FIB, one that no worker holds any more (the
+//! snapshot that had it was reclaimed), then swaps the two: the copy becomes the live FIB
+//! of the next generation and the old live one the spare, to catch up with these prefixes
+//! at the commit after. Double buffering costs a second FIB's memory; in return a change
+//! costs the work of its own prefix on each copy, every change between two publishes
+//! shares one generation (batching), and workers never see a table being written.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use ferry_dataplane::lpm::{Lpm4, Lpm6, LpmError, NextHop, MAX_NEXT_HOP};
+use ferry_dataplane::lpm::{Lpm4, Lpm6, LpmError, NextHop, RouteSet4, RouteSet6, MAX_NEXT_HOP};
 use ferry_dataplane::tables::{link_local_of, FastMap, Hop, Neighbor, PortTable, Tables};
 
-use crate::config::{Config, Mac};
+use crate::config::{Config, Mac, Prefix};
 use crate::neighbor::{FailedSets, NeighborCache};
 
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +47,34 @@ pub struct Plan {
     pub statics: Vec<(u16, IpAddr, Mac)>,
     pub routes4: usize,
     pub routes6: usize,
+    /// The FIBs' routes by hop id: static routes, and over them connected and local
+    /// prefixes (which win on an equal prefix).
+    set4: RouteSet4,
+    set6: RouteSet6,
+    kernel: HashMap<Prefix, NextHop>,
+    /// Hop ids of gateways and of ECMP groups (by members), for routes added later.
+    gateways: HashMap<IpAddr, NextHop>,
+    groups: HashMap<Vec<NextHop>, NextHop>,
+    /// The FIBs' second copies (the previous generation's, once no worker holds them) and
+    /// the prefixes they have not seen yet.
+    spare4: Option<Arc<Lpm4>>,
+    spare6: Option<Arc<Lpm6>>,
+    behind4: Vec<(u32, u8)>,
+    behind6: Vec<(u128, u8)>,
+    /// Prefixes changed since the last commit.
+    staged4: Vec<(u32, u8)>,
+    staged6: Vec<(u128, u8)>,
+}
+
+/// What [`Plan::commit_fibs`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Commit {
+    /// Nothing was staged.
+    Nothing,
+    /// The staged prefixes are in the live FIBs.
+    Done,
+    /// A spare copy is still held by a worker's snapshot: try again after reclaiming.
+    NotYet,
 }
 
 impl Plan {
@@ -68,6 +105,8 @@ impl Plan {
         let mut hops: Vec<Hop> = Vec::new();
         let mut ecmp: Vec<NextHop> = Vec::new();
         let mut gateways: HashMap<IpAddr, NextHop> = HashMap::new();
+        let mut groups: HashMap<Vec<NextHop>, NextHop> = HashMap::new();
+        let mut kernel: HashMap<Prefix, NextHop> = HashMap::new();
         let mut r4: Vec<(u32, u8, NextHop)> = Vec::new();
         let mut r6: Vec<(u128, u8, NextHop)> = Vec::new();
         let mut add = |prefix: IpAddr, len: u8, hop: NextHop| match prefix {
@@ -96,13 +135,15 @@ impl Plan {
                 gw_hop(via[0], &mut hops)
             } else {
                 let members: Vec<NextHop> = via.iter().map(|g| gw_hop(*g, &mut hops)).collect();
-                let start = ecmp.len() as u32;
-                ecmp.extend_from_slice(&members);
-                hops.push(Hop::Ecmp {
-                    start,
-                    len: members.len() as u32,
-                });
-                (hops.len() - 1) as NextHop
+                *groups.entry(members).or_insert_with_key(|members| {
+                    let start = ecmp.len() as u32;
+                    ecmp.extend_from_slice(members);
+                    hops.push(Hop::Ecmp {
+                        start,
+                        len: members.len() as u32,
+                    });
+                    (hops.len() - 1) as NextHop
+                })
             };
             add(prefix.addr, prefix.len, hop);
         }
@@ -112,6 +153,7 @@ impl Plan {
             for a in &p.addresses {
                 let net = a.network();
                 add(net.addr, net.len, connected);
+                kernel.insert(net, connected);
             }
         }
         for (i, p) in ports.iter().enumerate() {
@@ -119,18 +161,39 @@ impl Plan {
             let local = (hops.len() - 1) as NextHop;
             for (a, _) in &p.v4 {
                 add(IpAddr::from(*a), 32, local);
+                kernel.insert(
+                    Prefix {
+                        addr: IpAddr::from(*a),
+                        len: 32,
+                    },
+                    local,
+                );
             }
             for (a, _) in &p.v6 {
                 add(IpAddr::from(*a), 128, local);
+                kernel.insert(
+                    Prefix {
+                        addr: IpAddr::from(*a),
+                        len: 128,
+                    },
+                    local,
+                );
             }
         }
         if hops.len() > MAX_NEXT_HOP as usize {
             return Err(CompileError::TooManyHops(hops.len()));
         }
-        let routes4 = r4.len();
-        let routes6 = r6.len();
         let fib4 = Arc::new(Lpm4::build(&r4)?);
         let fib6 = Arc::new(Lpm6::build(&r6)?);
+        // (In input order: a later duplicate wins, as in the build.)
+        let mut set4 = RouteSet4::default();
+        for (a, l, h) in r4 {
+            set4.insert(a, l, h);
+        }
+        let mut set6 = RouteSet6::default();
+        for (a, l, h) in r6 {
+            set6.insert(a, l, h);
+        }
         // Random lookups over 64+ MiB tables: back them with huge pages (fewer TLB misses),
         // as DPDK's own tables are.
         for m in fib4
@@ -152,9 +215,144 @@ impl Plan {
             hops,
             ecmp,
             statics,
-            routes4,
-            routes6,
+            routes4: set4.len(),
+            routes6: set6.len(),
+            set4,
+            set6,
+            kernel,
+            gateways,
+            groups,
+            spare4: None,
+            spare6: None,
+            behind4: Vec::new(),
+            behind6: Vec::new(),
+            staged4: Vec::new(),
+            staged6: Vec::new(),
         })
+    }
+
+    /// The hop id for next hops `via` (a gateway, or an ECMP group of them), added to the
+    /// next-hop table if new. (Hops of deleted routes stay until the next full build.)
+    fn hop_for(&mut self, cfg: &Config, via: &[IpAddr]) -> Result<NextHop, CompileError> {
+        let gw = |plan: &mut Plan, g: IpAddr| -> Result<NextHop, CompileError> {
+            if let Some(h) = plan.gateways.get(&g) {
+                return Ok(*h);
+            }
+            let port = crate::config::connected_port(&cfg.ports, g)
+                .expect("validated: gateway is on a connected subnet")
+                as u16;
+            plan.push_hop(Hop::Gateway {
+                port,
+                gw: g,
+                mac: None,
+                stale: false,
+            })
+            .inspect(|h| {
+                plan.gateways.insert(g, *h);
+            })
+        };
+        if via.len() == 1 {
+            return gw(self, via[0]);
+        }
+        let members = via
+            .iter()
+            .map(|g| gw(self, *g))
+            .collect::<Result<Vec<_>, _>>()?;
+        if let Some(h) = self.groups.get(&members) {
+            return Ok(*h);
+        }
+        let start = self.ecmp.len() as u32;
+        let h = self.push_hop(Hop::Ecmp {
+            start,
+            len: members.len() as u32,
+        })?;
+        self.ecmp.extend_from_slice(&members);
+        self.groups.insert(members, h);
+        Ok(h)
+    }
+
+    fn push_hop(&mut self, hop: Hop) -> Result<NextHop, CompileError> {
+        if self.hops.len() >= MAX_NEXT_HOP as usize {
+            return Err(CompileError::TooManyHops(self.hops.len() + 1));
+        }
+        self.hops.push(hop);
+        Ok((self.hops.len() - 1) as NextHop)
+    }
+
+    /// Stage changed route prefixes: `cfg` is the configuration after the change (its
+    /// `routes` say what each prefix now is, if anything). The FIBs change at the next
+    /// [`Plan::commit_fibs`].
+    pub fn stage_routes(&mut self, cfg: &Config, changed: &[Prefix]) -> Result<(), CompileError> {
+        for p in changed {
+            // A connected or local prefix shadows a static route with the same prefix.
+            let hop = match (self.kernel.get(p), cfg.routes.get(p)) {
+                (Some(k), _) => Some(*k),
+                (None, Some(via)) => Some(self.hop_for(cfg, via)?),
+                (None, None) => None,
+            };
+            match p.addr {
+                IpAddr::V4(a) => {
+                    let a = u32::from(a);
+                    match hop {
+                        Some(h) => self.set4.insert(a, p.len, h),
+                        None => self.set4.remove(a, p.len),
+                    };
+                    self.staged4.push((a, p.len));
+                }
+                IpAddr::V6(a) => {
+                    let a = u128::from(a);
+                    match hop {
+                        Some(h) => self.set6.insert(a, p.len, h),
+                        None => self.set6.remove(a, p.len),
+                    };
+                    self.staged6.push((a, p.len));
+                }
+            }
+        }
+        self.routes4 = self.set4.len();
+        self.routes6 = self.set6.len();
+        Ok(())
+    }
+
+    /// Whether route changes wait for [`Plan::commit_fibs`].
+    pub fn staged(&self) -> bool {
+        !self.staged4.is_empty() || !self.staged6.is_empty()
+    }
+
+    /// Put the staged prefixes into the FIBs the next [`Plan::tables`] hands out, on the
+    /// spare copies (see the module documentation). If the groups run out, the FIB is
+    /// rebuilt from its route set instead.
+    pub fn commit_fibs(&mut self) -> Result<Commit, CompileError> {
+        if !self.staged() {
+            return Ok(Commit::Nothing);
+        }
+        // Both spares must be free before either changes: one generation has both.
+        if (!self.staged4.is_empty() && busy(&mut self.spare4))
+            || (!self.staged6.is_empty() && busy(&mut self.spare6))
+        {
+            return Ok(Commit::NotYet);
+        }
+        if !self.staged4.is_empty() {
+            let staged = std::mem::take(&mut self.staged4);
+            commit_one(
+                &mut self.fib4,
+                &mut self.spare4,
+                &mut self.behind4,
+                staged,
+                &self.set4,
+            )?;
+        }
+        if !self.staged6.is_empty() {
+            let staged = std::mem::take(&mut self.staged6);
+            commit_one(
+                &mut self.fib6,
+                &mut self.spare6,
+                &mut self.behind6,
+                staged,
+                &self.set6,
+            )?;
+        }
+        Ok(Commit::Done)
     }
 
     /// Tables for one generation: the plan with neighbour MACs filled in. Static entries
@@ -247,6 +445,96 @@ impl Plan {
             }
         }
     }
+}
+
+/// A spare FIB that a worker's snapshot still holds.
+fn busy<F>(spare: &mut Option<Arc<F>>) -> bool {
+    spare.as_mut().is_some_and(|s| Arc::get_mut(s).is_none())
+}
+
+/// One family's FIB, as [`commit_one`] updates it.
+trait Fib: Sized {
+    type Key: Copy;
+    type Set;
+    fn duplicate(&self) -> Self;
+    fn update(&mut self, set: &Self::Set, key: Self::Key) -> Result<(), LpmError>;
+    fn rebuild(set: &Self::Set) -> Result<Self, LpmError>;
+    fn memory(&self) -> [&[u32]; 2];
+}
+
+impl Fib for Lpm4 {
+    type Key = (u32, u8);
+    type Set = RouteSet4;
+    fn duplicate(&self) -> Self {
+        Lpm4::duplicate(self)
+    }
+    fn update(&mut self, set: &RouteSet4, (a, l): (u32, u8)) -> Result<(), LpmError> {
+        Lpm4::update(self, set, a, l)
+    }
+    fn rebuild(set: &RouteSet4) -> Result<Self, LpmError> {
+        Lpm4::build(&set.iter().collect::<Vec<_>>())
+    }
+    fn memory(&self) -> [&[u32]; 2] {
+        self.backing_memory()
+    }
+}
+
+impl Fib for Lpm6 {
+    type Key = (u128, u8);
+    type Set = RouteSet6;
+    fn duplicate(&self) -> Self {
+        Lpm6::duplicate(self)
+    }
+    fn update(&mut self, set: &RouteSet6, (a, l): (u128, u8)) -> Result<(), LpmError> {
+        Lpm6::update(self, set, a, l)
+    }
+    fn rebuild(set: &RouteSet6) -> Result<Self, LpmError> {
+        Lpm6::build(&set.iter().collect::<Vec<_>>())
+    }
+    fn memory(&self) -> [&[u32]; 2] {
+        self.backing_memory()
+    }
+}
+
+/// Bring the spare copy up to date (the prefixes it is `behind` on, then `staged`) and swap
+/// it with the live one. The caller checked that no snapshot holds the spare. If the table
+/// runs out of groups, it is rebuilt from `set` and has no spare until the next change.
+fn commit_one<F: Fib>(
+    live: &mut Arc<F>,
+    spare: &mut Option<Arc<F>>,
+    behind: &mut Vec<F::Key>,
+    staged: Vec<F::Key>,
+    set: &F::Set,
+) -> Result<(), CompileError> {
+    let mut next = match spare.take() {
+        Some(s) => s,
+        None => {
+            // The first change since a build: the second copy starts as the first.
+            behind.clear();
+            let d = live.duplicate();
+            for m in d.memory() {
+                ferry_dataplane::dpdk::advise_hugepages(m);
+            }
+            Arc::new(d)
+        }
+    };
+    let fib = Arc::get_mut(&mut next).expect("checked: no snapshot holds the spare");
+    let updated = behind
+        .iter()
+        .chain(&staged)
+        .try_for_each(|k| fib.update(set, *k));
+    match updated {
+        Ok(()) => {
+            *spare = Some(std::mem::replace(live, next));
+            *behind = staged;
+        }
+        Err(e) => {
+            tracing::warn!("FIB update: {e}; rebuilding it");
+            *live = Arc::new(F::rebuild(set)?);
+            behind.clear();
+        }
+    }
+    Ok(())
 }
 
 /// Time a full compile (for logs).

@@ -843,6 +843,92 @@ impl Config {
         (v4, self.routes.len() - v4)
     }
 
+    /// Whether every change is a route change (the delta takes the incremental path:
+    /// [`Config::route_changes`]).
+    pub fn routes_only(changes: &[Change]) -> bool {
+        changes
+            .iter()
+            .all(|c| matches!(c, Change::UpsertRoute(_) | Change::DeleteRoute(_)))
+    }
+
+    /// The net effect of route-only `changes` on this config, checked by the rules of
+    /// [`Config::validate`] without copying the route table: each changed prefix with its
+    /// next hops after the delta (None: deleted). Errors as [`Config::with_changes`].
+    #[allow(clippy::type_complexity)]
+    pub fn route_changes(
+        &self,
+        changes: &[Change],
+    ) -> Result<Vec<(Prefix, Option<Vec<IpAddr>>)>, Vec<ConfigError>> {
+        if changes.len() > MAX_CHANGES {
+            return Err(vec![err(
+                "changes",
+                format!(
+                    "{} changes: at most {MAX_CHANGES} in one delta",
+                    changes.len()
+                ),
+            )]);
+        }
+        let owners = self.owners();
+        let mut overlay: HashMap<Prefix, Option<Vec<IpAddr>>> = HashMap::new();
+        let mut order: Vec<Prefix> = Vec::new();
+        let mut errors: Vec<ConfigError> = Vec::new();
+        for (i, c) in changes.iter().enumerate() {
+            let at = format!("changes[{i}].{}", c.kind());
+            let r = match c {
+                Change::UpsertRoute(r) => self.check_route(r, &at, &owners).map(|(p, via)| {
+                    if overlay.insert(p, Some(via)).is_none() {
+                        order.push(p);
+                    }
+                }),
+                Change::DeleteRoute(text) => self.check_prefix(text, &at).and_then(|p| {
+                    let exists = match overlay.get(&p) {
+                        Some(v) => v.is_some(),
+                        None => self.routes.contains_key(&p),
+                    };
+                    if !exists {
+                        return Err(err_v(&at, text, format!("no route for {p}")));
+                    }
+                    if overlay.insert(p, None).is_none() {
+                        order.push(p);
+                    }
+                    Ok(())
+                }),
+                _ => Err(err(&at, "not a route change")),
+            };
+            if let Err(e) = r {
+                if errors.len() < MAX_ERRORS {
+                    errors.push(e);
+                }
+            }
+        }
+        // (Counting per family walks the table: only when the total could be over.)
+        let added = overlay.values().filter(|v| v.is_some()).count();
+        if self.routes.len() + added > MAX_ROUTES {
+            let (mut v4, mut v6) = self.route_counts();
+            for (p, v) in &overlay {
+                let delta = v.is_some() as isize - self.routes.contains_key(p) as isize;
+                let n = if p.addr.is_ipv4() { &mut v4 } else { &mut v6 };
+                *n = n.saturating_add_signed(delta);
+            }
+            if v4.max(v6) > MAX_ROUTES {
+                errors.push(err(
+                    "routes",
+                    format!("{v4} IPv4 and {v6} IPv6 routes: at most {MAX_ROUTES} per family"),
+                ));
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(order
+            .into_iter()
+            .map(|p| {
+                let v = overlay.remove(&p).flatten();
+                (p, v)
+            })
+            .collect())
+    }
+
     /// This config with `changes` applied in order, all checked by the rules of
     /// [`Config::validate`]. Errors name the change (`changes[3].upsert_route.via[0]`);
     /// every bad change is reported (up to [`MAX_ERRORS`]). A change of addresses re-checks

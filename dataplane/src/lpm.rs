@@ -1,8 +1,8 @@
 //! Longest-prefix-match forwarding tables (FIB) for IPv4 ([`Lpm4`]) and IPv6 ([`Lpm6`]).
 //!
-//! Both tables are built once from a complete route list and are immutable afterwards, so a
-//! worker can share one through an `Arc` and a route update is "build a new table, swap the
-//! pointer". They map an address to a [`NextHop`]: an index into a next-hop table owned by the
+//! Both tables are built from a complete route list, and may then be changed one prefix at a
+//! time while no worker reads them ("incremental updates" below): a worker shares a table
+//! through an `Arc`, and the control side updates a copy that no worker holds, then swaps. They map an address to a [`NextHop`]: an index into a next-hop table owned by the
 //! caller.
 //!
 //! # Layout
@@ -217,6 +217,8 @@ fn check_next_hop(index: usize, next_hop: NextHop) -> Result<(), LpmError> {
 pub struct Lpm4 {
     tbl24: Box<[u32; TBL24_ENTRIES]>,
     tbl8: Vec<u32>,
+    /// Groups freed by updates, reused first.
+    free: Vec<u32>,
     prefixes: usize,
 }
 
@@ -294,6 +296,7 @@ impl Lpm4 {
         Ok(Lpm4 {
             tbl24,
             tbl8,
+            free: Vec::new(),
             prefixes: rs.len(),
         })
     }
@@ -412,6 +415,8 @@ impl fmt::Debug for Lpm4 {
 pub struct Lpm6 {
     root: Box<[u32; V6_ROOT_ENTRIES]>,
     tbl8: Vec<u32>,
+    /// Groups freed by updates, reused first.
+    free: Vec<u32>,
     prefixes: usize,
 }
 
@@ -486,6 +491,7 @@ impl Lpm6 {
         Ok(Lpm6 {
             root,
             tbl8,
+            free: Vec::new(),
             prefixes: rs.len(),
         })
     }
@@ -595,6 +601,479 @@ impl fmt::Debug for Lpm6 {
             .field("memory_bytes", &self.memory_bytes())
             .finish()
     }
+}
+
+// ---- incremental updates ----
+//
+// A table can also be changed in place, one prefix at a time, from the route set as it is
+// after the change ([`RouteSet4`] / [`RouteSet6`]): [`Lpm4::update`] repaints the range of
+// entries that the changed prefix `P` covers. The painting argument above holds within that
+// range: first the range gets the value of the longest route of length <= len(P) covering
+// it (P itself if it is in the set; every group below the range is freed), then every route
+// strictly inside P is painted over it in ascending length, creating groups as the build
+// does. Addresses outside P do not depend on P, and addresses inside it depend only on the
+// routes covering P and those inside it: so the table afterwards answers as a fresh build
+// from the set would. Then the groups on P's path that became uniform (all 256 entries the
+// same route) are folded back into their parent entry, so churn does not leak groups.
+// Freed groups are reused before the table grows.
+//
+// The cost is that of the routes inside P: a /24 or longer is a few entries, a short prefix
+// with many more-specific routes under it repaints them all.
+//
+// The caller must own the table exclusively while it changes (`&mut`): a worker never reads
+// a table that is being updated. The control side keeps two copies for that (see
+// `ferry_control::compile`).
+
+/// The routes an IPv4 table is updated from: (masked address, length) to next hop.
+#[derive(Clone, Debug, Default)]
+pub struct RouteSet4 {
+    map: std::collections::BTreeMap<(u32, u8), NextHop>,
+    /// Routes per length (33 entries once one is inserted).
+    per_len: Vec<u32>,
+}
+
+impl RouteSet4 {
+    /// Insert or replace; returns the previous next hop. Bits past `len` are ignored.
+    pub fn insert(&mut self, addr: u32, len: u8, hop: NextHop) -> Option<NextHop> {
+        let len = len.min(32);
+        if self.per_len.is_empty() {
+            self.per_len = vec![0; 33];
+        }
+        let old = self.map.insert((addr & mask32(len), len), hop);
+        if old.is_none() {
+            self.per_len[len as usize] += 1;
+        }
+        old
+    }
+
+    pub fn remove(&mut self, addr: u32, len: u8) -> Option<NextHop> {
+        let len = len.min(32);
+        let old = self.map.remove(&(addr & mask32(len), len));
+        if old.is_some() {
+            self.per_len[len as usize] -= 1;
+        }
+        old
+    }
+
+    pub fn get(&self, addr: u32, len: u8) -> Option<NextHop> {
+        self.map
+            .get(&(addr & mask32(len.min(32)), len.min(32)))
+            .copied()
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (u32, u8, NextHop)> + '_ {
+        self.map.iter().map(|(&(a, l), &h)| (a, l, h))
+    }
+
+    /// The next hop of the longest route of length <= `len` that covers `addr/len`.
+    pub fn covering(&self, addr: u32, len: u8) -> Option<NextHop> {
+        (0..=len.min(32)).rev().find_map(|l| {
+            if self.per_len.get(l as usize).copied().unwrap_or(0) == 0 {
+                return None;
+            }
+            self.map.get(&(addr & mask32(l), l)).copied()
+        })
+    }
+
+    /// Every route strictly inside `addr/len` (longer, within it), ascending by length.
+    fn inside(&self, addr: u32, len: u8, out: &mut Vec<(u32, u8, NextHop)>) {
+        out.clear();
+        if len >= 32 {
+            return;
+        }
+        let first = addr & mask32(len);
+        let last = first | !mask32(len);
+        out.extend(
+            self.map
+                .range((first, len + 1)..=(last, 32))
+                .map(|(&(a, l), &h)| (a, l, h)),
+        );
+        out.sort_by_key(|r| r.1);
+    }
+
+    /// Whether a route longer than 24 lies in the /24 block `block`.
+    fn has_long_in_block(&self, block: u32) -> bool {
+        let first = block << 8;
+        self.map
+            .range((first, 25)..=(first | 0xff, 32))
+            .next()
+            .is_some()
+    }
+}
+
+/// The routes an IPv6 table is updated from: (masked address, length) to next hop.
+#[derive(Clone, Debug, Default)]
+pub struct RouteSet6 {
+    map: std::collections::BTreeMap<(u128, u8), NextHop>,
+    per_len: Vec<u32>,
+}
+
+impl RouteSet6 {
+    pub fn insert(&mut self, addr: u128, len: u8, hop: NextHop) -> Option<NextHop> {
+        let len = len.min(128);
+        if self.per_len.is_empty() {
+            self.per_len = vec![0; 129];
+        }
+        let old = self.map.insert((addr & mask128(len), len), hop);
+        if old.is_none() {
+            self.per_len[len as usize] += 1;
+        }
+        old
+    }
+
+    pub fn remove(&mut self, addr: u128, len: u8) -> Option<NextHop> {
+        let len = len.min(128);
+        let old = self.map.remove(&(addr & mask128(len), len));
+        if old.is_some() {
+            self.per_len[len as usize] -= 1;
+        }
+        old
+    }
+
+    pub fn get(&self, addr: u128, len: u8) -> Option<NextHop> {
+        self.map
+            .get(&(addr & mask128(len.min(128)), len.min(128)))
+            .copied()
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (u128, u8, NextHop)> + '_ {
+        self.map.iter().map(|(&(a, l), &h)| (a, l, h))
+    }
+
+    pub fn covering(&self, addr: u128, len: u8) -> Option<NextHop> {
+        (0..=len.min(128)).rev().find_map(|l| {
+            if self.per_len.get(l as usize).copied().unwrap_or(0) == 0 {
+                return None;
+            }
+            self.map.get(&(addr & mask128(l), l)).copied()
+        })
+    }
+
+    fn inside(&self, addr: u128, len: u8, out: &mut Vec<(u128, u8, NextHop)>) {
+        out.clear();
+        if len >= 128 {
+            return;
+        }
+        let first = addr & mask128(len);
+        let last = first | !mask128(len);
+        out.extend(
+            self.map
+                .range((first, len + 1)..=(last, 128))
+                .map(|(&(a, l), &h)| (a, l, h)),
+        );
+        out.sort_by_key(|r| r.1);
+    }
+}
+
+fn mask32(len: u8) -> u32 {
+    u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0)
+}
+
+fn mask128(len: u8) -> u128 {
+    u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0)
+}
+
+fn encode(hop: Option<NextHop>) -> u32 {
+    hop.map_or(0, |h| VALID | (h & PAYLOAD))
+}
+
+/// Groups of one table: allocation with reuse of freed groups.
+struct Groups<'a> {
+    tbl8: &'a mut Vec<u32>,
+    free: &'a mut Vec<u32>,
+    max: usize,
+}
+
+impl Groups<'_> {
+    fn alloc(&mut self, fill: u32) -> Result<u32, LpmError> {
+        if let Some(g) = self.free.pop() {
+            let s = g as usize * GROUP_SIZE;
+            self.tbl8[s..s + GROUP_SIZE].fill(fill);
+            return Ok(EXT | g);
+        }
+        new_group(self.tbl8, fill, self.max)
+    }
+
+    /// Free the group `e` points to and every group below it.
+    fn free(&mut self, e: u32) {
+        let mut stack = vec![e];
+        while let Some(e) = stack.pop() {
+            let g = e & PAYLOAD;
+            let s = g as usize * GROUP_SIZE;
+            for i in s..s + GROUP_SIZE {
+                if self.tbl8[i] & EXT != 0 {
+                    stack.push(self.tbl8[i]);
+                }
+            }
+            self.free.push(g);
+        }
+    }
+
+    /// Set `slots` (entries of one level) to `v`, freeing the groups below any of them.
+    fn fill(&mut self, at: Slots, v: u32, root: &mut [u32]) {
+        for i in at.range() {
+            let e = at.get(i, root, self.tbl8);
+            if e & EXT != 0 {
+                self.free(e);
+            }
+            at.set(i, v, root, self.tbl8);
+        }
+    }
+
+    /// If the group `e` points to holds 256 equal plain entries, free it and return that
+    /// entry (for the parent to hold instead).
+    fn fold(&mut self, e: u32) -> Option<u32> {
+        let s = (e & PAYLOAD) as usize * GROUP_SIZE;
+        let g = &self.tbl8[s..s + GROUP_SIZE];
+        let first = g[0];
+        if first & EXT != 0 || g.iter().any(|&x| x != first) {
+            return None;
+        }
+        self.free.push(e & PAYLOAD);
+        Some(first)
+    }
+}
+
+/// A run of entries at one level: in the root table, or in a group.
+#[derive(Clone, Copy)]
+enum Slots {
+    Root { start: usize, count: usize },
+    Group { start: usize, count: usize },
+}
+
+impl Slots {
+    fn range(&self) -> std::ops::Range<usize> {
+        match *self {
+            Slots::Root { start, count } | Slots::Group { start, count } => start..start + count,
+        }
+    }
+    fn get(&self, i: usize, root: &[u32], tbl8: &[u32]) -> u32 {
+        match self {
+            Slots::Root { .. } => root[i],
+            Slots::Group { .. } => tbl8[i],
+        }
+    }
+    fn set(&self, i: usize, v: u32, root: &mut [u32], tbl8: &mut [u32]) {
+        match self {
+            Slots::Root { .. } => root[i] = v,
+            Slots::Group { .. } => tbl8[i] = v,
+        }
+    }
+}
+
+impl Lpm4 {
+    /// A copy (the control side's second table; see "incremental updates").
+    pub fn duplicate(&self) -> Lpm4 {
+        let tbl24 = match self.tbl24.to_vec().into_boxed_slice().try_into() {
+            Ok(t) => t,
+            Err(_) => unreachable!("same length"),
+        };
+        Lpm4 {
+            tbl24,
+            tbl8: self.tbl8.clone(),
+            free: self.free.clone(),
+            prefixes: self.prefixes,
+        }
+    }
+
+    /// Make the entries of `addr/len` answer as `set` (the routes after a change of that
+    /// prefix) says; see "incremental updates". Fails only when the groups run out, and
+    /// then the table may be half-updated: the caller rebuilds it.
+    pub fn update(&mut self, set: &RouteSet4, addr: u32, len: u8) -> Result<(), LpmError> {
+        if len > 32 {
+            return Err(LpmError::PrefixTooLong {
+                index: 0,
+                len,
+                max: 32,
+            });
+        }
+        let addr = addr & mask32(len);
+        let base = encode(set.covering(addr, len));
+        let mut inner = Vec::new();
+        set.inside(addr, len, &mut inner);
+        let mut g = Groups {
+            tbl8: &mut self.tbl8,
+            free: &mut self.free,
+            max: MAX_TBL8_GROUPS,
+        };
+        let root = &mut self.tbl24[..];
+        let block = (addr >> 8) as usize;
+        if len <= 24 {
+            let count = 1usize << (24 - len);
+            g.fill(
+                Slots::Root {
+                    start: block,
+                    count,
+                },
+                base,
+                root,
+            );
+        } else {
+            if root[block] & EXT == 0 {
+                if !set.has_long_in_block(block as u32) {
+                    // Nothing longer than /24 here before or after: the block's entry is
+                    // already right (only a route inside it changed).
+                    self.prefixes = set.len();
+                    return Ok(());
+                }
+                root[block] = g.alloc(root[block])?;
+            }
+            let start = group_index(root[block], (addr & 0xff) as usize);
+            let count = 1usize << (32 - len);
+            g.fill(Slots::Group { start, count }, base, root);
+        }
+        for &(a, l, h) in &inner {
+            let v = VALID | h;
+            let block = (a >> 8) as usize;
+            if l <= 24 {
+                let count = 1usize << (24 - l);
+                g.fill(
+                    Slots::Root {
+                        start: block,
+                        count,
+                    },
+                    v,
+                    root,
+                );
+            } else {
+                if root[block] & EXT == 0 {
+                    root[block] = g.alloc(root[block])?;
+                }
+                let start = group_index(root[block], (a & 0xff) as usize);
+                g.fill(
+                    Slots::Group {
+                        start,
+                        count: 1usize << (32 - l),
+                    },
+                    v,
+                    root,
+                );
+            }
+        }
+        if len > 24 && root[block] & EXT != 0 {
+            if let Some(v) = g.fold(root[block]) {
+                root[block] = v;
+            }
+        }
+        self.prefixes = set.len();
+        Ok(())
+    }
+}
+
+impl Lpm6 {
+    pub fn duplicate(&self) -> Lpm6 {
+        let root = match self.root.to_vec().into_boxed_slice().try_into() {
+            Ok(t) => t,
+            Err(_) => unreachable!("same length"),
+        };
+        Lpm6 {
+            root,
+            tbl8: self.tbl8.clone(),
+            free: self.free.clone(),
+            prefixes: self.prefixes,
+        }
+    }
+
+    /// As [`Lpm4::update`].
+    pub fn update(&mut self, set: &RouteSet6, addr: u128, len: u8) -> Result<(), LpmError> {
+        if len > 128 {
+            return Err(LpmError::PrefixTooLong {
+                index: 0,
+                len,
+                max: 128,
+            });
+        }
+        let addr = addr & mask128(len);
+        let base = encode(set.covering(addr, len));
+        let mut inner = Vec::new();
+        set.inside(addr, len, &mut inner);
+        let mut g = Groups {
+            tbl8: &mut self.tbl8,
+            free: &mut self.free,
+            max: MAX_TBL8_GROUPS,
+        };
+        let root = &mut self.root[..];
+        // The groups walked to P (entry index in tbl8 of each EXT entry, root first as None).
+        let path = paint6(&mut g, root, addr, len, base)?;
+        for &(a, l, h) in &inner {
+            paint6(&mut g, root, a, l, VALID | h)?;
+        }
+        // Fold uniform groups on P's path, deepest first.
+        for (parent, e) in path.into_iter().rev() {
+            let current = match parent {
+                None => root[(addr >> (128 - V6_ROOT_BITS)) as usize],
+                Some(i) => g.tbl8[i],
+            };
+            if current != e {
+                break;
+            }
+            match g.fold(e) {
+                Some(v) => match parent {
+                    None => root[(addr >> (128 - V6_ROOT_BITS)) as usize] = v,
+                    Some(i) => g.tbl8[i] = v,
+                },
+                None => break,
+            }
+        }
+        self.prefixes = set.len();
+        Ok(())
+    }
+}
+
+/// Paint `v` over the entries of `addr/len` in an IPv6 table, creating groups on the way
+/// down and freeing those below the painted entries. Returns the EXT entries walked through
+/// (with where each is stored: None for the root).
+fn paint6(
+    g: &mut Groups,
+    root: &mut [u32],
+    addr: u128,
+    len: u8,
+    v: u32,
+) -> Result<Vec<(Option<usize>, u32)>, LpmError> {
+    let len = u32::from(len);
+    let top = (addr >> (128 - V6_ROOT_BITS)) as usize;
+    let mut path = Vec::new();
+    if len <= V6_ROOT_BITS {
+        let count = 1usize << (V6_ROOT_BITS - len);
+        g.fill(Slots::Root { start: top, count }, v, root);
+        return Ok(path);
+    }
+    if root[top] & EXT == 0 {
+        root[top] = g.alloc(root[top])?;
+    }
+    let mut e = root[top];
+    path.push((None, e));
+    let mut depth = V6_ROOT_BITS;
+    while len > depth + GROUP_BITS {
+        let i = group_index(e, (addr >> (120 - depth)) as u8 as usize);
+        if g.tbl8[i] & EXT == 0 {
+            let fill = g.tbl8[i];
+            g.tbl8[i] = g.alloc(fill)?;
+        }
+        e = g.tbl8[i];
+        path.push((Some(i), e));
+        depth += GROUP_BITS;
+    }
+    let start = group_index(e, (addr >> (120 - depth)) as u8 as usize);
+    let count = 1usize << (depth + GROUP_BITS - len);
+    g.fill(Slots::Group { start, count }, v, root);
+    Ok(path)
 }
 
 #[cfg(test)]
@@ -804,6 +1283,129 @@ mod tests {
             ]),
         ];
         (addr, len, next_hop())
+    }
+
+    /// Groups a table uses (allocated, not freed).
+    fn groups_in_use4(t: &Lpm4) -> usize {
+        t.tbl8_groups() - t.free.len()
+    }
+    fn groups_in_use6(t: &Lpm6) -> usize {
+        t.tbl8_groups() - t.free.len()
+    }
+
+    /// A change: Some(hop) upserts, None deletes (a route of the set, picked by index).
+    fn change4() -> impl Strategy<Value = ((u32, u8, NextHop), Option<usize>)> {
+        (
+            route4(),
+            prop_oneof![2 => Just(None), 1 => (0..64usize).prop_map(Some)],
+        )
+    }
+    fn change6() -> impl Strategy<Value = ((u128, u8, NextHop), Option<usize>)> {
+        (
+            route6(),
+            prop_oneof![2 => Just(None), 1 => (0..64usize).prop_map(Some)],
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Random deltas applied in place give the table a fresh build of the resulting
+        /// route set gives, at every route's edges; removing everything frees every group.
+        #[test]
+        fn updates_in_place_match_a_fresh_build4(
+            initial in proptest::collection::vec(route4(), 0..24),
+            changes in proptest::collection::vec(change4(), 1..24),
+            noise in proptest::collection::vec(any::<u32>(), 8),
+        ) {
+            let mut set = RouteSet4::default();
+            for &(a, l, h) in &initial {
+                set.insert(a, l, h);
+            }
+            let mut lpm = Lpm4::build(&set.iter().collect::<Vec<_>>()).unwrap();
+            let mut all = initial.clone();
+            for ((a, l, h), delete) in &changes {
+                let (a, l) = match delete {
+                    Some(i) if !set.is_empty() => {
+                        let (a, l, _) = set.iter().nth(i % set.len()).unwrap();
+                        set.remove(a, l);
+                        (a, l)
+                    }
+                    _ => {
+                        set.insert(*a, *l, *h);
+                        all.push((*a, *l, *h));
+                        (*a, *l)
+                    }
+                };
+                lpm.update(&set, a, l).unwrap();
+            }
+            let now: Vec<_> = set.iter().collect();
+            let fresh = Lpm4::build(&now).unwrap();
+            prop_assert_eq!(lpm.len(), fresh.len());
+            for p in probes4(&all, &noise) {
+                prop_assert_eq!(lpm.lookup(p), fresh.lookup(p), "addr {}", Ipv4Addr::from(p));
+            }
+            for (a, l, _) in now {
+                set.remove(a, l);
+                lpm.update(&set, a, l).unwrap();
+            }
+            prop_assert_eq!(groups_in_use4(&lpm), 0);
+            prop_assert!(lpm.tbl24.iter().all(|&e| e == 0));
+        }
+
+        #[test]
+        fn updates_in_place_match_a_fresh_build6(
+            initial in proptest::collection::vec(route6(), 0..24),
+            changes in proptest::collection::vec(change6(), 1..24),
+            noise in proptest::collection::vec(any::<u128>(), 8),
+        ) {
+            let mut set = RouteSet6::default();
+            for &(a, l, h) in &initial {
+                set.insert(a, l, h);
+            }
+            let mut lpm = Lpm6::build(&set.iter().collect::<Vec<_>>()).unwrap();
+            let mut all = initial.clone();
+            for ((a, l, h), delete) in &changes {
+                let (a, l) = match delete {
+                    Some(i) if !set.is_empty() => {
+                        let (a, l, _) = set.iter().nth(i % set.len()).unwrap();
+                        set.remove(a, l);
+                        (a, l)
+                    }
+                    _ => {
+                        set.insert(*a, *l, *h);
+                        all.push((*a, *l, *h));
+                        (*a, *l)
+                    }
+                };
+                lpm.update(&set, a, l).unwrap();
+            }
+            let now: Vec<_> = set.iter().collect();
+            let fresh = Lpm6::build(&now).unwrap();
+            prop_assert_eq!(lpm.len(), fresh.len());
+            for p in probes6(&all, &noise) {
+                prop_assert_eq!(lpm.lookup(p), fresh.lookup(p), "addr {}", Ipv6Addr::from(p));
+            }
+            for (a, l, _) in now {
+                set.remove(a, l);
+                lpm.update(&set, a, l).unwrap();
+            }
+            prop_assert_eq!(groups_in_use6(&lpm), 0);
+            prop_assert!(lpm.root.iter().all(|&e| e == 0));
+        }
+    }
+
+    #[test]
+    fn a_duplicate_is_independent() {
+        let mut set = RouteSet4::default();
+        set.insert(v4("10.0.0.0"), 8, 1);
+        let a = Lpm4::build(&set.iter().collect::<Vec<_>>()).unwrap();
+        let mut b = a.duplicate();
+        set.insert(v4("10.1.2.128"), 25, 2);
+        b.update(&set, v4("10.1.2.128"), 25).unwrap();
+        assert_eq!(a.lookup(v4("10.1.2.200")), Some(1));
+        assert_eq!(b.lookup(v4("10.1.2.200")), Some(2));
+        assert_eq!(b.lookup(v4("10.1.2.100")), Some(1));
     }
 
     /// 2001:db8:aa00::/40.
