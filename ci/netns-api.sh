@@ -205,6 +205,15 @@ t_api_concurrent() {
   for p in 10.51 10.52 10.53 10.54; do CTL route del $p.0.0/16 >/dev/null 2>&1; done
 }
 
+# Generic gRPC tooling works: Google's grpcio, without Ferry's stubs, gets SERVING from the
+# standard health service and lists and describes ferry.v1.Ferry through reflection.
+t_api_generic() {
+  local o rc=0
+  o=$(N $PY "$ROOT/hack/grpc_generic.py" "$SOCK" 2>&1) || rc=$?
+  if [ "$rc" = 0 ]; then ok "generic gRPC client (grpcio): grpc.health.v1 SERVING, reflection lists and describes ferry.v1.Ferry"
+  else fail "generic gRPC client" "rc=$rc $o"; fi
+}
+
 # A client that goes away in the middle of a large request changes nothing.
 t_api_disconnect() {
   local v0 v1

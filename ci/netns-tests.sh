@@ -638,6 +638,7 @@ if start_ferry; then
   t_truncated
   t_reload_restart_only
   t_api_status
+  t_api_generic
   t_api_get_config
   t_api_route_add
   t_api_bad

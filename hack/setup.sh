@@ -5,7 +5,7 @@ export DEBIAN_FRONTEND=noninteractive
 
 PKGS=(dpdk dpdk-dev libdpdk-dev dpdk-doc clang libclang-dev pkg-config make gcc
       iproute2 iputils-ping traceroute curl ethtool tcpreplay tshark nftables python3 kmod valgrind
-      python3-scapy lua5.3 protobuf-compiler prometheus openssl)
+      python3-scapy lua5.3 protobuf-compiler prometheus openssl python3-grpcio)
 missing=()
 for p in "${PKGS[@]}"; do
   status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)

@@ -37,12 +37,12 @@ pub enum CompileError {
 
 /// Everything built from the config alone.
 pub struct Plan {
-    pub ports: Vec<PortTable>,
+    pub ports: Arc<Vec<PortTable>>,
     pub fib4: Arc<Lpm4>,
     pub fib6: Arc<Lpm6>,
     /// Hops with no MACs filled in.
     pub hops: Vec<Hop>,
-    pub ecmp: Vec<NextHop>,
+    pub ecmp: Arc<Vec<NextHop>>,
     /// Static neighbours: (port, address) → MAC.
     pub statics: Vec<(u16, IpAddr, Mac)>,
     pub routes4: usize,
@@ -209,11 +209,11 @@ impl Plan {
             .map(|n| (n.port as u16, n.address, n.mac))
             .collect();
         Ok(Plan {
-            ports,
+            ports: Arc::new(ports),
             fib4,
             fib6,
             hops,
-            ecmp,
+            ecmp: Arc::new(ecmp),
             statics,
             routes4: set4.len(),
             routes6: set6.len(),
@@ -266,7 +266,7 @@ impl Plan {
             start,
             len: members.len() as u32,
         })?;
-        self.ecmp.extend_from_slice(&members);
+        Arc::make_mut(&mut self.ecmp).extend_from_slice(&members);
         self.groups.insert(members, h);
         Ok(h)
     }

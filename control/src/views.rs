@@ -163,7 +163,7 @@ pub fn routes(ctl: &Controller, family: u32) -> pb::RouteList {
             }
         }
     }
-    for p in &ctl.plan().ports {
+    for p in ctl.plan().ports.iter() {
         let locals =
             p.v4.iter()
                 .filter(|_| want(true))

@@ -169,14 +169,14 @@ fn tables(with_default: bool) -> Tables {
     neigh6.insert((0, a6("fd10:1::2")), fresh(H1_MAC));
     neigh6.insert((1, a6("fd10:2::5")), fresh(H5_MAC));
     let mut t = Tables {
-        ports: vec![
+        ports: Arc::new(vec![
             port("inside", M0, "10.10.1.1", "fd10:1::1"),
             port("outside", M1, "10.10.2.1", "fd10:2::1"),
-        ],
+        ]),
         fib4,
         fib6,
         hops,
-        ecmp: vec![HOP_GW_A, HOP_GW_B],
+        ecmp: Arc::new(vec![HOP_GW_A, HOP_GW_B]),
         neigh4,
         neigh6,
         failed4: Default::default(),
@@ -741,7 +741,7 @@ fn big_udp4(df: bool) -> Vec<u8> {
 fn df_and_too_big_gets_frag_needed() {
     // DF and 1450 > MTU 1400: 3/4 with the next-hop MTU in bytes 6-7.
     let mut fx = Fx::new();
-    fx.t.ports[1].mtu = 1400;
+    Arc::make_mut(&mut fx.t.ports)[1].mtu = 1400;
     let input = big_udp4(true);
     let (a, out) = fx.run(0, &input);
     assert_eq!(a, Action::Tx(0));
@@ -758,7 +758,7 @@ fn df_and_too_big_gets_frag_needed() {
 fn too_big_without_df_is_fragmented() {
     // No DF: rewritten for the egress port, then split by fragment_ipv4 into <= MTU pieces.
     let mut fx = Fx::new();
-    fx.t.ports[1].mtu = 1400;
+    Arc::make_mut(&mut fx.t.ports)[1].mtu = 1400;
     let input = big_udp4(false);
     let (a, out) = fx.run(0, &input);
     assert_eq!(a, Action::Fragment { port: 1, mtu: 1400 });
@@ -853,7 +853,7 @@ fn fragments_copy_only_copied_options_after_the_first() {
 fn exactly_mtu_is_forwarded() {
     // A datagram of exactly the egress MTU fits.
     let mut fx = Fx::new();
-    fx.t.ports[1].mtu = 1450;
+    Arc::make_mut(&mut fx.t.ports)[1].mtu = 1450;
     let (a, out) = fx.run(0, &big_udp4(true));
     assert_eq!(a, Action::Tx(1));
     assert_eq!(out.len(), 14 + 1450);
@@ -976,7 +976,7 @@ fn reassembled_datagram_for_the_node_goes_to_the_kernel_in_fragments() {
 fn ipv6_too_big_gets_packet_too_big() {
     // IPv6 bigger than the egress MTU: type 2 with the MTU in the 32-bit parameter.
     let mut fx = Fx::new();
-    fx.t.ports[1].mtu = 1400;
+    Arc::make_mut(&mut fx.t.ports)[1].mtu = 1400;
     let input = udp6_from_h1("fd20::5", 64, 1450 - 48);
     assert_eq!(input.len(), 14 + 1450);
     let (a, out) = fx.run(0, &input);
@@ -1161,7 +1161,7 @@ fn local_tcp_goes_to_kernel() {
     let (a, out) = fx.run(0, &frame);
     assert_eq!(a, Action::Kernel(0));
     assert_eq!(out, frame, "handed over unchanged");
-    fx.t.ports[0].kernel = false;
+    Arc::make_mut(&mut fx.t.ports)[0].kernel = false;
     let (a, _) = fx.run(0, &frame);
     assert_eq!(a, Action::Free);
     assert_eq!(fx.dropped(DropReason::LocalNoKernel), 1);
@@ -1180,7 +1180,7 @@ fn local_tcp_v6_goes_to_kernel() {
     );
     let frame = eth(M0, H1_MAC, ET_IPV6, &ip);
     assert_eq!(fx.run(0, &frame).0, Action::Kernel(0));
-    fx.t.ports[0].kernel = false;
+    Arc::make_mut(&mut fx.t.ports)[0].kernel = false;
     assert_eq!(fx.run(0, &frame).0, Action::Free);
     assert_eq!(fx.dropped(DropReason::LocalNoKernel), 1);
 }
@@ -1214,7 +1214,7 @@ fn multicast_destinations_are_not_routed() {
     for f in [&f4, &fb, &f6] {
         assert_eq!(fx.run(0, f).0, Action::Kernel(0));
     }
-    fx.t.ports[0].kernel = false;
+    Arc::make_mut(&mut fx.t.ports)[0].kernel = false;
     for f in [&f4, &fb, &f6] {
         assert_eq!(fx.run(0, f).0, Action::Free);
     }
@@ -1310,7 +1310,7 @@ fn arp_reply_is_learned_and_passed_to_kernel() {
         create: true,
     };
     assert_eq!(fx.learned(), vec![want]);
-    fx.t.ports[0].kernel = false;
+    Arc::make_mut(&mut fx.t.ports)[0].kernel = false;
     let (a, _) = fx.run(0, &f);
     assert_eq!(a, Action::Free);
     assert_eq!(fx.c.consumed.get(), 1);
@@ -1348,7 +1348,7 @@ fn gratuitous_arp_updates_but_creates_no_entry() {
     assert_eq!(out, reply);
     assert_eq!(fx.learned(), vec![update, update]);
 
-    fx.t.ports[0].kernel = false;
+    Arc::make_mut(&mut fx.t.ports)[0].kernel = false;
     let (a, _) = fx.run(0, &request);
     assert_eq!(a, Action::Free);
     assert_eq!(fx.c.consumed.get(), 1);
@@ -1495,7 +1495,7 @@ fn na_is_learned() {
         create: true,
     };
     assert_eq!(fx.learned(), vec![want]);
-    fx.t.ports[0].kernel = false;
+    Arc::make_mut(&mut fx.t.ports)[0].kernel = false;
     assert_eq!(fx.run(0, &f).0, Action::Free);
     assert_eq!(fx.c.consumed.get(), 1);
     assert_eq!(fx.learned(), vec![want, want]);
@@ -1604,8 +1604,8 @@ fn build_solicit_fails_cleanly() {
     let mut fx = Fx::new();
     let mut b = TestBuf::new(&[]);
     assert!(!build_solicit(&fx.t, 2, ip("10.10.2.9"), &mut b));
-    fx.t.ports[1].v4.clear();
-    fx.t.ports[1].v6.clear();
+    Arc::make_mut(&mut fx.t.ports)[1].v4.clear();
+    Arc::make_mut(&mut fx.t.ports)[1].v6.clear();
     assert!(!build_solicit(&fx.t, 1, ip("10.10.2.9"), &mut b));
     assert!(!build_solicit(&fx.t, 1, ip("fd10:2::9"), &mut b));
 }
@@ -1681,7 +1681,7 @@ fn stale_neighbor_forwards_and_solicits() {
 fn vlan_egress_adds_tag() {
     // Port 1 on VLAN 100: a frame forwarded to it gets an 802.1Q tag before the ethertype.
     let mut fx = Fx::new();
-    fx.t.ports[1].vlan = Some(100);
+    Arc::make_mut(&mut fx.t.ports)[1].vlan = Some(100);
     let input = udp4_from_h1("10.10.2.5", 64, 20);
     let (a, out) = fx.run(0, &input);
     assert_eq!(a, Action::Tx(1));
@@ -1705,7 +1705,7 @@ fn vlan_egress_adds_tag() {
 fn vlan_port_hands_untagged_frames_to_the_kernel() {
     // TCP to 10.10.2.1 arriving tagged (VLAN 100) on port 1 reaches the TAP untagged.
     let mut fx = Fx::new();
-    fx.t.ports[1].vlan = Some(100);
+    Arc::make_mut(&mut fx.t.ports)[1].vlan = Some(100);
     let ip = ipv4_pkt(
         v4("10.10.2.5"),
         v4("10.10.2.1"),
@@ -1743,7 +1743,7 @@ fn no_icmp_error_for_link_layer_broadcast_without_route() {
 fn vlan_ingress_strips_tag() {
     // A VLAN 100 frame from port 1 to port 0 (untagged) leaves without the tag.
     let mut fx = Fx::new();
-    fx.t.ports[1].vlan = Some(100);
+    Arc::make_mut(&mut fx.t.ports)[1].vlan = Some(100);
     let ip = ipv4_pkt(
         v4("10.10.2.5"),
         v4("10.10.1.2"),
@@ -1768,7 +1768,7 @@ fn vlan_ingress_strips_tag() {
 fn vlan_mismatch_is_dropped() {
     // Tagged on untagged port 0, untagged or wrong VID on VLAN-100 port 1: VlanMismatch.
     let mut fx = Fx::new();
-    fx.t.ports[1].vlan = Some(100);
+    Arc::make_mut(&mut fx.t.ports)[1].vlan = Some(100);
     let ip = ipv4_pkt(v4("10.10.1.2"), v4("10.10.2.5"), 17, 64, &udp(9, 9, &[]));
     assert_eq!(
         fx.run(0, &eth_tagged(M0, H1_MAC, 100, ET_IPV4, &ip)).0,
@@ -1787,7 +1787,7 @@ fn vlan_mismatch_is_dropped() {
 fn vlan_replies_keep_the_tag() {
     // ARP request and TTL-expired packet on VLAN port 1: the reply leaves tagged.
     let mut fx = Fx::new();
-    fx.t.ports[1].vlan = Some(100);
+    Arc::make_mut(&mut fx.t.ports)[1].vlan = Some(100);
     let mut body = [0u8; arp::PACKET_LEN];
     arp::emit(
         &mut body,
@@ -1819,7 +1819,7 @@ fn vlan_replies_keep_the_tag() {
 fn from_kernel_adds_vlan_tag() {
     // The kernel's untagged frame leaves port 1 with tag 100; port 0 frames leave unchanged.
     let mut fx = Fx::new();
-    fx.t.ports[1].vlan = Some(100);
+    Arc::make_mut(&mut fx.t.ports)[1].vlan = Some(100);
     let ip = ipv4_pkt(v4("10.10.2.1"), v4("10.10.2.5"), 6, 64, &tcp_syn(22, 40000));
     let f = eth(H5_MAC, M1, ET_IPV4, &ip);
     let (a, out) = fx.run_from_kernel(1, &f);
@@ -1839,7 +1839,7 @@ fn from_kernel_adds_vlan_tag() {
 fn build_solicit_on_vlan_port_is_tagged() {
     // An ARP request built for VLAN port 1 carries the tag.
     let mut fx = Fx::new();
-    fx.t.ports[1].vlan = Some(100);
+    Arc::make_mut(&mut fx.t.ports)[1].vlan = Some(100);
     let mut b = TestBuf::new(&[]);
     assert!(build_solicit(&fx.t, 1, ip("10.10.2.9"), &mut b));
     let out = b.data();
@@ -2095,7 +2095,7 @@ proptest! {
     ) {
         // A header with a valid checksum (and arbitrary fields) before arbitrary bytes.
         let mut fx = Fx::new();
-        fx.t.ports[1].mtu = mtu;
+        Arc::make_mut(&mut fx.t.ports)[1].mtu = mtu;
         let mut ip = ipv4_pkt(v4("10.10.1.2"), dst, proto, ttl, &tail);
         ip[0] = 0x40 | ihl;
         ip[6..8].copy_from_slice(&flags.to_be_bytes());
@@ -2107,7 +2107,7 @@ proptest! {
         ip[10..12].copy_from_slice(&c.to_be_bytes());
         let frame = eth(M0, H1_MAC, ET_IPV4, &ip);
         check_any(&mut fx, &frame)?;
-        fx.t.ports[1].vlan = Some(7);
+        Arc::make_mut(&mut fx.t.ports)[1].vlan = Some(7);
         check_any(&mut fx, &frame)?;
         check_any(&mut fx, &eth_tagged(M1, H5_MAC, 7, ET_IPV4, &ip))?;
     }
@@ -2125,7 +2125,7 @@ proptest! {
     ) {
         // IPv6 header before arbitrary bytes, often an ICMPv6/ND message with a good checksum.
         let mut fx = Fx::new();
-        fx.t.ports[1].mtu = mtu;
+        Arc::make_mut(&mut fx.t.ports)[1].mtu = mtu;
         let src = v6("fd10:1::2");
         let mut payload = tail;
         if next == 58 && payload.len() >= 4 {
@@ -2377,13 +2377,13 @@ fn fast_path_declines_what_it_does_not_handle() {
     assert!(fx
         .run_fast(0, &eth([0xff; 6], H1_MAC, ET_IPV4, &ok))
         .is_none());
-    fx.t.ports[1].mtu = 40;
+    Arc::make_mut(&mut fx.t.ports)[1].mtu = 40;
     assert!(fx.run_fast(0, &eth(M0, H1_MAC, ET_IPV4, &ok)).is_none());
-    fx.t.ports[1].mtu = 1500;
-    fx.t.ports[1].vlan = Some(7);
+    Arc::make_mut(&mut fx.t.ports)[1].mtu = 1500;
+    Arc::make_mut(&mut fx.t.ports)[1].vlan = Some(7);
     assert!(fx.run_fast(0, &eth(M0, H1_MAC, ET_IPV4, &ok)).is_none());
-    fx.t.ports[1].vlan = None;
-    fx.t.ports[0].vlan = Some(7);
+    Arc::make_mut(&mut fx.t.ports)[1].vlan = None;
+    Arc::make_mut(&mut fx.t.ports)[0].vlan = Some(7);
     assert!(fx
         .run_fast(0, &eth_tagged(M0, H1_MAC, 7, ET_IPV4, &ok))
         .is_none());
@@ -2583,7 +2583,7 @@ fn check_case4(c: &Case4) -> Result<bool, TestCaseError> {
     } else {
         Fx::new()
     };
-    fx.t.ports[1].mtu = c.mtu;
+    Arc::make_mut(&mut fx.t.ports)[1].mtu = c.mtu;
     let mut ip = ipv4_pkt(c.src, c.dst, c.proto, c.ttl, &c.tail);
     ip[6..8].copy_from_slice(&c.flags.to_be_bytes());
     let total = (ip.len() as i32 + c.len_delta).clamp(0, 0xffff) as u16;
@@ -2750,7 +2750,7 @@ fn check_case6(c: &Case6) -> Result<bool, TestCaseError> {
     } else {
         Fx::new()
     };
-    fx.t.ports[1].mtu = c.mtu;
+    Arc::make_mut(&mut fx.t.ports)[1].mtu = c.mtu;
     let mut ip = ipv6_pkt(c.src, c.dst, c.next, c.hop_limit, &c.tail);
     let plen = (c.tail.len() as i32 + c.len_delta).clamp(0, 0xffff) as u16;
     ip[4..6].copy_from_slice(&plen.to_be_bytes());

@@ -229,13 +229,15 @@ impl BuildHasher for SeededState {
 pub type FastMap<K, V> = HashMap<K, V, SeededState>;
 pub type FastSet<K> = HashSet<K, SeededState>;
 
-/// All tables of one snapshot.
+/// All tables of one snapshot. What only a full compile changes (ports, ECMP groups, the
+/// FIBs) is behind `Arc`, shared with the plan and the generations before and after; a
+/// publish builds only what neighbours change (hops with their MACs, neighbour maps).
 pub struct Tables {
-    pub ports: Vec<PortTable>,
+    pub ports: Arc<Vec<PortTable>>,
     pub fib4: Arc<Lpm4>,
     pub fib6: Arc<Lpm6>,
     pub hops: Vec<Hop>,
-    pub ecmp: Vec<NextHop>,
+    pub ecmp: Arc<Vec<NextHop>>,
     pub neigh4: FastMap<(u16, u32), Neighbor>,
     pub neigh6: FastMap<(u16, u128), Neighbor>,
     /// Neighbours whose resolution failed (no answer to `tuning.neighbor_probes`
@@ -271,11 +273,11 @@ impl Tables {
     /// Tables with ports and nothing routed (before the first compile, and for tests).
     pub fn empty(ports: Vec<PortTable>) -> Result<Tables, crate::lpm::LpmError> {
         Ok(Tables {
-            ports,
+            ports: Arc::new(ports),
             fib4: Arc::new(Lpm4::build(&[])?),
             fib6: Arc::new(Lpm6::build(&[])?),
             hops: Vec::new(),
-            ecmp: Vec::new(),
+            ecmp: Arc::default(),
             neigh4: FastMap::default(),
             neigh6: FastMap::default(),
             failed4: Arc::default(),
