@@ -56,7 +56,12 @@ grep -q forwarding "$W/ferryd.log" || { echo "ferryd did not start:"; cat "$W/fe
 CTL=(taskset -c 0 target/release/ferry-ctlbench --socket "$W/ferry.sock" --pid "$FERRY_PID"
      --via 192.168.99.2 --keep 10.253.0.0/16)
 echo "== load: $ROUTES routes in one apply"
+if [ -n "${PROFILE:-}" ]; then   # PROFILE=file: perf record ferryd's control side during the load
+  perf record -g -o "$PROFILE" -p "$FERRY_PID" > /dev/null 2>&1 & PERF_PID=$!
+  sleep 0.5
+fi
 "${CTL[@]}" load --routes "$ROUTES" | tee "$W/load.json"
+if [ -n "${PROFILE:-}" ]; then kill -INT "$PERF_PID"; wait "$PERF_PID" || true; fi
 
 echo "== churn: $RATE changes/s for $SECS s, with ferry-pktgen at $PPS pps beside it"
 target/release/ferry-pktgen --lcore 0 --json --duration $((SECS + 8)) --size 64 --flows 1024 \

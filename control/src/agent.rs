@@ -123,6 +123,17 @@ pub struct Agent {
     socket: Option<PathBuf>,
 }
 
+impl Agent {
+    /// Tell `Wait` and the status streams the generations now (if they changed).
+    pub fn share_generations(&self, g: Generations) {
+        self.generations.send_if_modified(|old| {
+            let changed = *old != g;
+            *old = g;
+            changed
+        });
+    }
+}
+
 impl Drop for Agent {
     fn drop(&mut self) {
         if let Some(s) = self.stop.take() {

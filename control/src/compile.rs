@@ -80,6 +80,17 @@ pub enum Commit {
 impl Plan {
     /// Build FIBs and the next-hop table. `macs[i]` is the MAC of port i.
     pub fn build(cfg: &Config, macs: &[Mac]) -> Result<Plan, CompileError> {
+        Plan::build_after(cfg, macs, None)
+    }
+
+    /// As [`Plan::build`], keeping `previous`'s FIB of a family whose routes (with their
+    /// hop ids) did not change: an apply of a whole state that changes IPv4 routes does not
+    /// rebuild (nor fault in again) a 64 MiB IPv6 table.
+    pub fn build_after(
+        cfg: &Config,
+        macs: &[Mac],
+        previous: Option<&Plan>,
+    ) -> Result<Plan, CompileError> {
         let mut ports = Vec::with_capacity(cfg.ports.len());
         for (i, p) in cfg.ports.iter().enumerate() {
             let mac = *macs.get(i).ok_or(CompileError::NoMac(i))?;
@@ -105,6 +116,8 @@ impl Plan {
         let mut hops: Vec<Hop> = Vec::new();
         let mut ecmp: Vec<NextHop> = Vec::new();
         let mut gateways: HashMap<IpAddr, NextHop> = HashMap::new();
+        // A BGP-like table has many routes and few next hops: the last one is remembered.
+        let mut last_gw: Option<(IpAddr, NextHop)> = None;
         let mut groups: HashMap<Vec<NextHop>, NextHop> = HashMap::new();
         let mut kernel: HashMap<Prefix, NextHop> = HashMap::new();
         let mut r4: Vec<(u32, u8, NextHop)> = Vec::new();
@@ -118,7 +131,12 @@ impl Plan {
         // prefix (the FIB build keeps the last duplicate).
         for (prefix, via) in &cfg.routes {
             let mut gw_hop = |gw: IpAddr, hops: &mut Vec<Hop>| -> NextHop {
-                *gateways.entry(gw).or_insert_with(|| {
+                if let Some((g, h)) = last_gw {
+                    if g == gw {
+                        return h;
+                    }
+                }
+                let h = *gateways.entry(gw).or_insert_with(|| {
                     let port = crate::config::connected_port(&cfg.ports, gw)
                         .expect("validated: gateway is on a connected subnet")
                         as u16;
@@ -129,7 +147,9 @@ impl Plan {
                         stale: false,
                     });
                     (hops.len() - 1) as NextHop
-                })
+                });
+                last_gw = Some((gw, h));
+                h
             };
             let hop = if via.len() == 1 {
                 gw_hop(via[0], &mut hops)
@@ -183,26 +203,31 @@ impl Plan {
         if hops.len() > MAX_NEXT_HOP as usize {
             return Err(CompileError::TooManyHops(hops.len()));
         }
-        let fib4 = Arc::new(Lpm4::build(&r4)?);
-        let fib6 = Arc::new(Lpm6::build(&r6)?);
-        // (In input order: a later duplicate wins, as in the build.)
-        let mut set4 = RouteSet4::default();
-        for (a, l, h) in r4 {
-            set4.insert(a, l, h);
-        }
-        let mut set6 = RouteSet6::default();
-        for (a, l, h) in r6 {
-            set6.insert(a, l, h);
-        }
+        // (A later duplicate wins, as in the build.)
+        let set4 = RouteSet4::from_routes(&r4);
+        let set6 = RouteSet6::from_routes(&r6);
         // Random lookups over 64+ MiB tables: back them with huge pages (fewer TLB misses),
         // as DPDK's own tables are.
-        for m in fib4
-            .backing_memory()
-            .into_iter()
-            .chain(fib6.backing_memory())
-        {
-            ferry_dataplane::dpdk::advise_hugepages(m);
-        }
+        let fib4 = match previous {
+            Some(p) if !p.staged() && p.set4 == set4 => p.fib4.clone(),
+            _ => {
+                let f = Lpm4::build(&r4)?;
+                for m in f.backing_memory() {
+                    ferry_dataplane::dpdk::advise_hugepages(m);
+                }
+                Arc::new(f)
+            }
+        };
+        let fib6 = match previous {
+            Some(p) if !p.staged() && p.set6 == set6 => p.fib6.clone(),
+            _ => {
+                let f = Lpm6::build(&r6)?;
+                for m in f.backing_memory() {
+                    ferry_dataplane::dpdk::advise_hugepages(m);
+                }
+                Arc::new(f)
+            }
+        };
         let statics = cfg
             .neighbors
             .iter()

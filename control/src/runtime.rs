@@ -435,15 +435,25 @@ pub fn run(opts: Options) -> Result<(), StartError> {
                 Request::Apply { req, nonce, reply } => {
                     let t = Instant::now();
                     let dry_run = req.dry_run;
+                    let whole = matches!(req.desired, controller::Desired::Whole(_));
                     let r = ctl.handle(controller::Command::Apply(req), Instant::now());
                     apply_seconds.observe(t.elapsed().as_secs_f64());
                     let r = match r {
                         Ok(Some(a)) => {
-                            tracing::info!(
-                                version = a.version, generation = a.generation, dry_run,
-                                routes4 = a.routes4, routes6 = a.routes6, nonce = %nonce,
-                                us = t.elapsed().as_micros() as u64, "API apply accepted"
-                            );
+                            // (Deltas may come a thousand a second: logged at debug.)
+                            if whole {
+                                tracing::info!(
+                                    version = a.version, generation = a.generation, dry_run,
+                                    routes4 = a.routes4, routes6 = a.routes6, nonce = %nonce,
+                                    us = t.elapsed().as_micros() as u64, "API apply accepted"
+                                );
+                            } else {
+                                tracing::debug!(
+                                    version = a.version, generation = a.generation, dry_run,
+                                    nonce = %nonce, us = t.elapsed().as_micros() as u64,
+                                    "API delta accepted"
+                                );
+                            }
                             Ok(a)
                         }
                         Ok(None) => continue,
@@ -452,6 +462,9 @@ pub fn run(opts: Options) -> Result<(), StartError> {
                             Err(e)
                         }
                     };
+                    // The generations first: a client that waits for the answer's generation
+                    // at once must find it accepted.
+                    agent.share_generations(ctl.generations());
                     let _ = reply.send(r);
                 }
                 Request::Config(reply) => {
@@ -476,12 +489,7 @@ pub fn run(opts: Options) -> Result<(), StartError> {
         }
         ctl.publish_if_due(now);
         ctl.reclaim();
-        let g = ctl.generations();
-        agent.generations.send_if_modified(|old| {
-            let changed = *old != g;
-            *old = g;
-            changed
-        });
+        agent.share_generations(ctl.generations());
         truncation.check(&counters, now);
         if let Some(path) = &opts.stats_file {
             if now.duration_since(last_stats) >= STATS_EVERY {

@@ -625,7 +625,7 @@ impl fmt::Debug for Lpm6 {
 // `ferry_control::compile`).
 
 /// The routes an IPv4 table is updated from: (masked address, length) to next hop.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RouteSet4 {
     map: std::collections::BTreeMap<(u32, u8), NextHop>,
     /// Routes per length (33 entries once one is inserted).
@@ -633,6 +633,23 @@ pub struct RouteSet4 {
 }
 
 impl RouteSet4 {
+    /// The set of `routes` (bits past a length ignored; of equal prefixes, the last wins,
+    /// as in [`Lpm4::build`]), built in bulk.
+    pub fn from_routes(routes: &[(u32, u8, NextHop)]) -> RouteSet4 {
+        let map: std::collections::BTreeMap<(u32, u8), NextHop> = routes
+            .iter()
+            .map(|&(a, l, h)| {
+                let l = l.min(32);
+                ((a & mask32(l), l), h)
+            })
+            .collect();
+        let mut per_len = vec![0u32; 33];
+        for &(_, l) in map.keys() {
+            per_len[l as usize] += 1;
+        }
+        RouteSet4 { map, per_len }
+    }
+
     /// Insert or replace; returns the previous next hop. Bits past `len` are ignored.
     pub fn insert(&mut self, addr: u32, len: u8, hop: NextHop) -> Option<NextHop> {
         let len = len.min(32);
@@ -710,13 +727,29 @@ impl RouteSet4 {
 }
 
 /// The routes an IPv6 table is updated from: (masked address, length) to next hop.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RouteSet6 {
     map: std::collections::BTreeMap<(u128, u8), NextHop>,
     per_len: Vec<u32>,
 }
 
 impl RouteSet6 {
+    /// As [`RouteSet4::from_routes`].
+    pub fn from_routes(routes: &[(u128, u8, NextHop)]) -> RouteSet6 {
+        let map: std::collections::BTreeMap<(u128, u8), NextHop> = routes
+            .iter()
+            .map(|&(a, l, h)| {
+                let l = l.min(128);
+                ((a & mask128(l), l), h)
+            })
+            .collect();
+        let mut per_len = vec![0u32; 129];
+        for &(_, l) in map.keys() {
+            per_len[l as usize] += 1;
+        }
+        RouteSet6 { map, per_len }
+    }
+
     pub fn insert(&mut self, addr: u128, len: u8, hop: NextHop) -> Option<NextHop> {
         let len = len.min(128);
         if self.per_len.is_empty() {

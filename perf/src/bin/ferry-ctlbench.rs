@@ -89,14 +89,15 @@ fn status_kb(pid: u32, key: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// CPU seconds of ferryd's threads other than its DPDK worker lcores.
-fn control_cpu_s(pid: u32) -> f64 {
+/// CPU seconds of ferryd's threads other than its DPDK worker lcores, by thread name.
+fn control_cpu_s(pid: u32) -> std::collections::BTreeMap<String, f64> {
     let hz = 100.0; // USER_HZ on Linux
-    let mut total = 0u64;
+    let mut by = std::collections::BTreeMap::new();
     if let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) {
         for t in dir.flatten() {
             let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
-            if comm.starts_with("lcore-worker") {
+            // DPDK names its worker lcores' threads rte-worker-N (lcore-worker-N before 22.x).
+            if comm.starts_with("rte-worker") || comm.starts_with("lcore-worker") {
                 continue;
             }
             let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
@@ -105,11 +106,11 @@ fn control_cpu_s(pid: u32) -> f64 {
                 let f: Vec<&str> = rest.split_whitespace().collect();
                 let ut: u64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0);
                 let st: u64 = f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
-                total += ut + st;
+                *by.entry(comm.trim().to_string()).or_insert(0.0) += (ut + st) as f64 / hz;
             }
         }
     }
-    total as f64 / hz
+    by
 }
 
 fn pct(v: &[f64], p: f64) -> f64 {
@@ -283,7 +284,17 @@ async fn main() {
             let _ = w.await;
         }
         let elapsed = start.elapsed().as_secs_f64();
-        let cpu = control_cpu_s(pid) - cpu0;
+        let cpu1 = control_cpu_s(pid);
+        let by_thread: std::collections::BTreeMap<String, f64> = cpu1
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    (v - cpu0.get(k).copied().unwrap_or(0.0)) / start.elapsed().as_secs_f64(),
+                )
+            })
+            .collect();
+        let cpu: f64 = cpu1.values().sum::<f64>() - cpu0.values().sum::<f64>();
         let mut v = lat.lock().unwrap().clone();
         v.sort_by(|a, b| a.total_cmp(b));
         println!(
@@ -294,6 +305,7 @@ async fn main() {
                 "active_ms_p50": pct(&v, 0.5), "active_ms_p99": pct(&v, 0.99),
                 "active_ms_max": v.last().copied().unwrap_or(0.0),
                 "control_cpu_cores": cpu / elapsed,
+                "control_cpu_by_thread": by_thread,
                 "peak_rss_mib": status_kb(pid, "VmHWM:") / 1024,
             })
         );
