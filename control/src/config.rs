@@ -54,6 +54,8 @@ fn err_v(field: impl Into<String>, value: &str, message: impl Into<String>) -> C
 pub const MAX_ROUTES: usize = 4 << 20;
 pub const MAX_NEIGHBORS: usize = 65_536;
 pub const MAX_ADDRESSES: usize = 256;
+pub const MAX_PORTS: usize = 16;
+pub const MAX_ARGS: usize = 64;
 pub const MAX_CHANGES: usize = 1 << 20;
 /// At most this many errors are reported for one request (the first ones).
 pub const MAX_ERRORS: usize = 100;
@@ -607,6 +609,21 @@ impl Config {
         if raw.ports.is_empty() {
             return Err(err("ports", "at least one port is needed"));
         }
+        if raw.ports.len() > MAX_PORTS {
+            return Err(err(
+                "ports",
+                format!(
+                    "{} ports: at most {MAX_PORTS} (each takes two of DPDK's 32 ports: the port and its kernel interface)",
+                    raw.ports.len()
+                ),
+            ));
+        }
+        if raw.dpdk.args.len() > MAX_ARGS {
+            return Err(err(
+                "dpdk.args",
+                format!("{} arguments: at most {MAX_ARGS}", raw.dpdk.args.len()),
+            ));
+        }
         let mut ports = Vec::new();
         let mut names: HashMap<String, usize> = HashMap::new();
         let mut devices = HashMap::new();
@@ -644,6 +661,12 @@ impl Config {
                 return Err(err(
                     f("devargs"),
                     format!("{device:?} is used by another port"),
+                ));
+            }
+            if p.addresses.len() > MAX_ADDRESSES {
+                return Err(err(
+                    f("addresses"),
+                    format!("{} addresses: at most {MAX_ADDRESSES}", p.addresses.len()),
                 ));
             }
             let mut addresses = Vec::new();
@@ -1445,6 +1468,34 @@ neighbors:
             .unwrap();
         assert_eq!(d.ports[0].addresses.len(), 3);
         assert!(d.routes.contains_key(&p("10.60.0.0/16")));
+    }
+
+    #[test]
+    fn over_a_limit_is_an_error_naming_the_field() {
+        let many: Vec<String> = (0..=MAX_ADDRESSES)
+            .map(|k| format!("10.{}.{}.1/24", 100 + k / 256, k % 256))
+            .collect();
+        let e = bad(
+            "addresses: [10.10.1.1/24, \"fd10:1::1/64\"]",
+            &format!("addresses: [{}]", many.join(", ")),
+        );
+        assert_eq!(e.field, "ports[0].addresses");
+        assert!(e.message.contains("at most 256"), "{e}");
+        let hops: Vec<String> = (10..75).map(|k| format!("10.10.2.{k}")).collect();
+        let e = bad(
+            "via: [10.10.2.2, 10.10.2.3]",
+            &format!("via: [{}]", hops.join(", ")),
+        );
+        assert_eq!(e.field, "routes[0].via");
+        assert!(e.message.contains("at most 64"), "{e}");
+        let d = Config::from_yaml(EXAMPLE)
+            .unwrap()
+            .with_changes(&vec![
+                Change::DeleteRoute("10.20.0.0/16".into());
+                MAX_CHANGES + 1
+            ])
+            .unwrap_err();
+        assert_eq!(d[0].field, "changes");
     }
 
     #[test]
