@@ -624,58 +624,98 @@ impl fmt::Debug for Lpm6 {
 // a table that is being updated. The control side keeps two copies for that (see
 // `ferry_control::compile`).
 
-/// The routes an IPv4 table is updated from: (masked address, length) to next hop.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct RouteSet4 {
-    map: std::collections::BTreeMap<(u32, u8), NextHop>,
-    /// Routes per length (33 entries once one is inserted).
+/// An address type of a route set: `u32` (IPv4) or `u128` (IPv6), in host order.
+pub trait RouteAddr: Copy + Ord + std::fmt::Debug {
+    /// The address width: 32 or 128.
+    const BITS: u8;
+    /// The address with the bits past `len` cleared.
+    fn masked(self, len: u8) -> Self;
+    /// The last address of `self/len`.
+    fn last(self, len: u8) -> Self;
+}
+
+impl RouteAddr for u32 {
+    const BITS: u8 = 32;
+    fn masked(self, len: u8) -> u32 {
+        self & mask32(len)
+    }
+    fn last(self, len: u8) -> u32 {
+        self.masked(len) | !mask32(len)
+    }
+}
+
+impl RouteAddr for u128 {
+    const BITS: u8 = 128;
+    fn masked(self, len: u8) -> u128 {
+        self & mask128(len)
+    }
+    fn last(self, len: u8) -> u128 {
+        self.masked(len) | !mask128(len)
+    }
+}
+
+/// The routes a table is updated from: (masked address, length) to next hop.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouteSet<A> {
+    map: std::collections::BTreeMap<(A, u8), NextHop>,
+    /// Routes per length (BITS + 1 entries).
     per_len: Vec<u32>,
 }
 
-impl RouteSet4 {
+/// The routes of an [`Lpm4`].
+pub type RouteSet4 = RouteSet<u32>;
+/// The routes of an [`Lpm6`].
+pub type RouteSet6 = RouteSet<u128>;
+
+impl<A: RouteAddr> Default for RouteSet<A> {
+    fn default() -> Self {
+        RouteSet {
+            map: std::collections::BTreeMap::new(),
+            per_len: vec![0; A::BITS as usize + 1],
+        }
+    }
+}
+
+impl<A: RouteAddr> RouteSet<A> {
     /// The set of `routes` (bits past a length ignored; of equal prefixes, the last wins,
     /// as in [`Lpm4::build`]), built in bulk.
-    pub fn from_routes(routes: &[(u32, u8, NextHop)]) -> RouteSet4 {
-        let map: std::collections::BTreeMap<(u32, u8), NextHop> = routes
+    pub fn from_routes(routes: &[(A, u8, NextHop)]) -> Self {
+        let map: std::collections::BTreeMap<(A, u8), NextHop> = routes
             .iter()
             .map(|&(a, l, h)| {
-                let l = l.min(32);
-                ((a & mask32(l), l), h)
+                let l = l.min(A::BITS);
+                ((a.masked(l), l), h)
             })
             .collect();
-        let mut per_len = vec![0u32; 33];
+        let mut per_len = vec![0u32; A::BITS as usize + 1];
         for &(_, l) in map.keys() {
             per_len[l as usize] += 1;
         }
-        RouteSet4 { map, per_len }
+        RouteSet { map, per_len }
     }
 
     /// Insert or replace; returns the previous next hop. Bits past `len` are ignored.
-    pub fn insert(&mut self, addr: u32, len: u8, hop: NextHop) -> Option<NextHop> {
-        let len = len.min(32);
-        if self.per_len.is_empty() {
-            self.per_len = vec![0; 33];
-        }
-        let old = self.map.insert((addr & mask32(len), len), hop);
+    pub fn insert(&mut self, addr: A, len: u8, hop: NextHop) -> Option<NextHop> {
+        let len = len.min(A::BITS);
+        let old = self.map.insert((addr.masked(len), len), hop);
         if old.is_none() {
             self.per_len[len as usize] += 1;
         }
         old
     }
 
-    pub fn remove(&mut self, addr: u32, len: u8) -> Option<NextHop> {
-        let len = len.min(32);
-        let old = self.map.remove(&(addr & mask32(len), len));
+    pub fn remove(&mut self, addr: A, len: u8) -> Option<NextHop> {
+        let len = len.min(A::BITS);
+        let old = self.map.remove(&(addr.masked(len), len));
         if old.is_some() {
             self.per_len[len as usize] -= 1;
         }
         old
     }
 
-    pub fn get(&self, addr: u32, len: u8) -> Option<NextHop> {
-        self.map
-            .get(&(addr & mask32(len.min(32)), len.min(32)))
-            .copied()
+    pub fn get(&self, addr: A, len: u8) -> Option<NextHop> {
+        let len = len.min(A::BITS);
+        self.map.get(&(addr.masked(len), len)).copied()
     }
 
     pub fn len(&self) -> usize {
@@ -686,36 +726,36 @@ impl RouteSet4 {
         self.map.is_empty()
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (u32, u8, NextHop)> + '_ {
+    pub fn iter(&self) -> impl Iterator<Item = (A, u8, NextHop)> + '_ {
         self.map.iter().map(|(&(a, l), &h)| (a, l, h))
     }
 
     /// The next hop of the longest route of length <= `len` that covers `addr/len`.
-    pub fn covering(&self, addr: u32, len: u8) -> Option<NextHop> {
-        (0..=len.min(32)).rev().find_map(|l| {
-            if self.per_len.get(l as usize).copied().unwrap_or(0) == 0 {
+    pub fn covering(&self, addr: A, len: u8) -> Option<NextHop> {
+        (0..=len.min(A::BITS)).rev().find_map(|l| {
+            if self.per_len[l as usize] == 0 {
                 return None;
             }
-            self.map.get(&(addr & mask32(l), l)).copied()
+            self.map.get(&(addr.masked(l), l)).copied()
         })
     }
 
     /// Every route strictly inside `addr/len` (longer, within it), ascending by length.
-    fn inside(&self, addr: u32, len: u8, out: &mut Vec<(u32, u8, NextHop)>) {
+    fn inside(&self, addr: A, len: u8, out: &mut Vec<(A, u8, NextHop)>) {
         out.clear();
-        if len >= 32 {
+        if len >= A::BITS {
             return;
         }
-        let first = addr & mask32(len);
-        let last = first | !mask32(len);
         out.extend(
             self.map
-                .range((first, len + 1)..=(last, 32))
+                .range((addr.masked(len), len + 1)..=(addr.last(len), A::BITS))
                 .map(|(&(a, l), &h)| (a, l, h)),
         );
         out.sort_by_key(|r| r.1);
     }
+}
 
+impl RouteSet<u32> {
     /// Whether a route longer than 24 lies in the /24 block `block`.
     fn has_long_in_block(&self, block: u32) -> bool {
         let first = block << 8;
@@ -723,94 +763,6 @@ impl RouteSet4 {
             .range((first, 25)..=(first | 0xff, 32))
             .next()
             .is_some()
-    }
-}
-
-/// The routes an IPv6 table is updated from: (masked address, length) to next hop.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct RouteSet6 {
-    map: std::collections::BTreeMap<(u128, u8), NextHop>,
-    per_len: Vec<u32>,
-}
-
-impl RouteSet6 {
-    /// As [`RouteSet4::from_routes`].
-    pub fn from_routes(routes: &[(u128, u8, NextHop)]) -> RouteSet6 {
-        let map: std::collections::BTreeMap<(u128, u8), NextHop> = routes
-            .iter()
-            .map(|&(a, l, h)| {
-                let l = l.min(128);
-                ((a & mask128(l), l), h)
-            })
-            .collect();
-        let mut per_len = vec![0u32; 129];
-        for &(_, l) in map.keys() {
-            per_len[l as usize] += 1;
-        }
-        RouteSet6 { map, per_len }
-    }
-
-    pub fn insert(&mut self, addr: u128, len: u8, hop: NextHop) -> Option<NextHop> {
-        let len = len.min(128);
-        if self.per_len.is_empty() {
-            self.per_len = vec![0; 129];
-        }
-        let old = self.map.insert((addr & mask128(len), len), hop);
-        if old.is_none() {
-            self.per_len[len as usize] += 1;
-        }
-        old
-    }
-
-    pub fn remove(&mut self, addr: u128, len: u8) -> Option<NextHop> {
-        let len = len.min(128);
-        let old = self.map.remove(&(addr & mask128(len), len));
-        if old.is_some() {
-            self.per_len[len as usize] -= 1;
-        }
-        old
-    }
-
-    pub fn get(&self, addr: u128, len: u8) -> Option<NextHop> {
-        self.map
-            .get(&(addr & mask128(len.min(128)), len.min(128)))
-            .copied()
-    }
-
-    pub fn len(&self) -> usize {
-        self.map.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = (u128, u8, NextHop)> + '_ {
-        self.map.iter().map(|(&(a, l), &h)| (a, l, h))
-    }
-
-    pub fn covering(&self, addr: u128, len: u8) -> Option<NextHop> {
-        (0..=len.min(128)).rev().find_map(|l| {
-            if self.per_len.get(l as usize).copied().unwrap_or(0) == 0 {
-                return None;
-            }
-            self.map.get(&(addr & mask128(l), l)).copied()
-        })
-    }
-
-    fn inside(&self, addr: u128, len: u8, out: &mut Vec<(u128, u8, NextHop)>) {
-        out.clear();
-        if len >= 128 {
-            return;
-        }
-        let first = addr & mask128(len);
-        let last = first | !mask128(len);
-        out.extend(
-            self.map
-                .range((first, len + 1)..=(last, 128))
-                .map(|(&(a, l), &h)| (a, l, h)),
-        );
-        out.sort_by_key(|r| r.1);
     }
 }
 

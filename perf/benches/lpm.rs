@@ -11,30 +11,7 @@ use ferry_dataplane::dpdk::{self, Eal};
 use ferry_dataplane::lpm::{Lpm4, Lpm6};
 use ferry_perf::rte_lpm::{DpdkLpm, DpdkLpm6};
 
-/// xorshift64*: deterministic, so every run uses the same table and addresses.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-}
-
-/// A BGP-like prefix length mix: mostly /24, some shorter, ~1.5% longer than /24.
-fn length(r: &mut Rng) -> u8 {
-    match r.next() % 1000 {
-        0..=579 => 24,
-        580..=679 => 23,
-        680..=779 => 22,
-        780..=849 => 21,
-        850..=909 => 20,
-        910..=954 => 16 + (r.next() % 4) as u8,
-        955..=984 => 8 + (r.next() % 8) as u8,
-        _ => 25 + (r.next() % 8) as u8,
-    }
-}
+use ferry_perf::gen::{length, Rng};
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));

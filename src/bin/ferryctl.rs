@@ -219,26 +219,14 @@ async fn connect(cli: &Cli) -> Result<FerryClient<Channel>, Fail> {
                 .await
                 .map_err(|e| unreachable(format!("cannot reach {url}"), &error_chain(&e)))?
         }
-        None => {
-            let path = cli.socket.clone();
-            // The URI is required but unused: the connector dials the socket.
-            Endpoint::from_static("http://localhost")
-                .connect_timeout(Duration::from_secs(5))
-                .connect_with_connector(tower::service_fn(move |_| {
-                    let path = path.clone();
-                    async move {
-                        let s = tokio::net::UnixStream::connect(path).await?;
-                        Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(s))
-                    }
-                }))
-                .await
-                .map_err(|e| {
-                    unreachable(
-                        format!("cannot reach ferryd on {}", cli.socket.display()),
-                        &error_chain(&e),
-                    )
-                })?
-        }
+        None => ferry_proto::connect_unix(cli.socket.clone(), Duration::from_secs(5))
+            .await
+            .map_err(|e| {
+                unreachable(
+                    format!("cannot reach ferryd on {}", cli.socket.display()),
+                    &error_chain(&e),
+                )
+            })?,
     };
     Ok(FerryClient::new(channel)
         .max_decoding_message_size(ferry_proto::MAX_MESSAGE_BYTES)

@@ -18,31 +18,9 @@ use std::time::{Duration, Instant};
 
 use ferry_proto::v1 as pb;
 use ferry_proto::v1::ferry_client::FerryClient;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-}
-
-/// perf/benches/lpm.rs's BGP-like length mix.
-fn length(r: &mut Rng) -> u8 {
-    match r.next() % 1000 {
-        0..=579 => 24,
-        580..=679 => 23,
-        680..=779 => 22,
-        780..=849 => 21,
-        850..=909 => 20,
-        910..=954 => 16 + (r.next() % 4) as u8,
-        955..=984 => 8 + (r.next() % 8) as u8,
-        _ => 25 + (r.next() % 8) as u8,
-    }
-}
+use ferry_perf::gen::{length, Rng};
 
 /// Whether a/len overlaps `keep` (the traffic's prefix, which no generated route touches).
 fn overlaps(a: u32, len: u8, keep: (u32, u8)) -> bool {
@@ -60,14 +38,7 @@ fn usage() -> ! {
 }
 
 async fn connect(path: PathBuf) -> FerryClient<Channel> {
-    let ch = Endpoint::from_static("http://localhost")
-        .connect_with_connector(tower::service_fn(move |_| {
-            let path = path.clone();
-            async move {
-                let s = tokio::net::UnixStream::connect(path).await?;
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(s))
-            }
-        }))
+    let ch = ferry_proto::connect_unix(path, Duration::from_secs(5))
         .await
         .unwrap_or_else(|e| {
             eprintln!("ferry-ctlbench: cannot reach ferryd: {e}");
