@@ -111,6 +111,14 @@ dut_cleanup() {
 }
 
 # Whether process $1 is running: there, and not a zombie waiting to be reaped.
+# How many segfaults the kernel has logged in DPDK's memif driver ("unknown" if its log
+# cannot be read): perf/bench tells that known driver defect from a device's own crash.
+memif_faults() {
+  local log
+  log=$(dmesg 2>/dev/null) || { echo unknown; return; }
+  grep -c 'segfault.*librte_net_memif' <<<"$log" || true
+}
+
 running() {
   local s
   s=$(sed 's/.*) //' "/proc/$1/stat" 2> /dev/null) || return 1
