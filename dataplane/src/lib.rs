@@ -6,6 +6,7 @@
 pub use ferry_dpdk as dpdk;
 
 pub mod buf;
+pub mod conntrack;
 pub mod counters;
 pub mod fastpath;
 pub mod lpm;

@@ -84,6 +84,31 @@ pub fn update16(old_csum: u16, old: u16, new: u16) -> u16 {
     finish(u32::from(!old_csum) + u32::from(!old) + u32::from(new))
 }
 
+/// Incremental update when the bytes `old` become `new` (the same even length, at an even
+/// offset of the summed data: addresses, ports), one 16-bit word at a time as [`update16`].
+#[inline]
+pub fn update_bytes(old_csum: u16, old: &[u8], new: &[u8]) -> u16 {
+    let mut s = u32::from(!old_csum);
+    for (o, n) in old.chunks_exact(2).zip(new.chunks_exact(2)) {
+        s += u32::from(!u16::from_be_bytes([o[0], o[1]]))
+            + u32::from(u16::from_be_bytes([n[0], n[1]]));
+    }
+    finish(s)
+}
+
+/// [`update_bytes`] for a UDP-over-IPv4 checksum: zero means "no checksum" and stays zero,
+/// and a computed zero is sent as 0xffff (RFC 768).
+#[inline]
+pub fn update_udp4(old_csum: u16, old: &[u8], new: &[u8]) -> u16 {
+    if old_csum == 0 {
+        return 0;
+    }
+    match update_bytes(old_csum, old, new) {
+        0 => 0xffff,
+        c => c,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -201,6 +226,33 @@ mod tests {
             // Splitting at an even offset and adding partial sums is equivalent.
             let at = split.index(data.len() + 1) & !1;
             prop_assert_eq!(fold(add(sum(&data[..at]), sum(&data[at..]))), fold(sum(&data)));
+        }
+    }
+
+    proptest! {
+        /// Rewriting addresses and ports incrementally gives the checksum a full sum of the
+        /// new bytes gives (the same one's complement value: 0x0000 and 0xffff are both
+        /// zero only where RFC 768 makes UDP send 0xffff).
+        #[test]
+        fn incremental_updates_match_a_full_recompute(
+            data in proptest::collection::vec(any::<u8>(), 40..80),
+            at in 0usize..16,
+            new in proptest::collection::vec(any::<u8>(), 16),
+            len in prop_oneof![Just(2usize), Just(4), Just(16)],
+        ) {
+            let mut data = data;
+            let off = (at * 2).min(data.len() - len) & !1;
+            let before = checksum(&data);
+            let old = data[off..off + len].to_vec();
+            data[off..off + len].copy_from_slice(&new[..len]);
+            let after = checksum(&data);
+            let inc = update_bytes(before, &old, &new[..len]);
+            prop_assert!(inc == after || (inc == 0xffff && after == 0) || (inc == 0 && after == 0xffff),
+                "incremental {inc:#06x} full {after:#06x}");
+            // UDP: a zero checksum stays zero; a computed zero goes out as 0xffff.
+            prop_assert_eq!(update_udp4(0, &old, &new[..len]), 0);
+            let u = update_udp4(before.max(1), &old, &new[..len]);
+            prop_assert_ne!(u, 0);
         }
     }
 }
