@@ -808,6 +808,102 @@ pub fn raw_from_pb(c: pb::Config) -> RawConfig {
             unres_qlen: t.unres_qlen.map(|v| v as usize),
             unres_qlen_bytes: t.unres_qlen_bytes.map(|v| v as usize),
         },
+        nat: c.nat.map(raw_nat),
+    }
+}
+
+fn raw_nat(n: pb::Nat) -> crate::nat::RawNat {
+    use crate::nat::*;
+    RawNat {
+        snat: n
+            .snat
+            .into_iter()
+            .map(|r| {
+                let m = r.r#match.unwrap_or_default();
+                let to = r.to.unwrap_or_default();
+                RawSnat {
+                    name: r.name,
+                    matches: RawSnatMatch {
+                        from: m.from,
+                        out: m.out,
+                    },
+                    to: RawSnatTo {
+                        addresses: (!to.addresses.is_empty()).then_some(to.addresses),
+                        ports: to.ports,
+                    },
+                }
+            })
+            .collect(),
+        dnat: n
+            .dnat
+            .into_iter()
+            .map(|r| {
+                let m = r.r#match.unwrap_or_default();
+                let to = r.to.unwrap_or_default();
+                RawDnat {
+                    name: r.name,
+                    matches: RawDnatMatch {
+                        address: m.address,
+                        protocol: m.protocol,
+                        port: m.port,
+                    },
+                    to: RawDnatTo {
+                        address: to.address,
+                        port: to.port,
+                    },
+                }
+            })
+            .collect(),
+        timeouts: n.timeouts.map(|t| RawTimeouts {
+            tcp_established: t.tcp_established,
+            tcp_transitory: t.tcp_transitory,
+            udp: t.udp,
+            icmp: t.icmp,
+        }),
+        max_flows: n.max_flows,
+    }
+}
+
+fn pb_nat(n: &crate::nat::RawNat) -> pb::Nat {
+    pb::Nat {
+        snat: n
+            .snat
+            .iter()
+            .map(|r| pb::SnatRule {
+                name: r.name.clone(),
+                r#match: Some(pb::SnatMatch {
+                    from: r.matches.from.clone(),
+                    out: r.matches.out.clone(),
+                }),
+                to: Some(pb::SnatTo {
+                    addresses: r.to.addresses.clone().unwrap_or_default(),
+                    ports: r.to.ports.clone(),
+                }),
+            })
+            .collect(),
+        dnat: n
+            .dnat
+            .iter()
+            .map(|r| pb::DnatRule {
+                name: r.name.clone(),
+                r#match: Some(pb::DnatMatch {
+                    address: r.matches.address.clone(),
+                    protocol: r.matches.protocol.clone(),
+                    port: r.matches.port,
+                }),
+                to: Some(pb::DnatTo {
+                    address: r.to.address.clone(),
+                    port: r.to.port,
+                }),
+            })
+            .collect(),
+        timeouts: n.timeouts.as_ref().map(|t| pb::NatTimeouts {
+            tcp_established: t.tcp_established,
+            tcp_transitory: t.tcp_transitory,
+            udp: t.udp,
+            icmp: t.icmp,
+        }),
+        max_flows: n.max_flows,
     }
 }
 
@@ -862,6 +958,7 @@ pub fn pb_from_raw(r: &RawConfig) -> pb::Config {
             unres_qlen: t.unres_qlen.map(|v| v as u64),
             unres_qlen_bytes: t.unres_qlen_bytes.map(|v| v as u64),
         }),
+        nat: r.nat.as_ref().map(pb_nat),
     }
 }
 
@@ -894,6 +991,9 @@ mod tests {
             );
         }
         s += "tuning: { solicit_rate: 500 }\n";
+        if neighbors.len() % 2 == 1 {
+            s += "nat:\n  snat:\n    - {match: {from: [10.0.1.0/24], out: b}, to: {ports: \"2000-3000\"}}\n  dnat:\n    - {name: web, match: {address: 10.0.2.1, protocol: tcp, port: 8080}, to: {address: 10.0.1.2, port: 80}}\n  max_flows: 4096\n";
+        }
         s
     }
 

@@ -174,6 +174,8 @@ pub struct RawConfig {
     pub neighbors: Vec<RawNeighbor>,
     #[serde(default)]
     pub tuning: RawTuning,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nat: Option<crate::nat::RawNat>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
@@ -266,6 +268,7 @@ pub struct Config {
     pub routes: BTreeMap<Prefix, Vec<IpAddr>>,
     pub neighbors: Vec<StaticNeighbor>,
     pub tuning: Tuning,
+    pub nat: crate::nat::NatConfig,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -341,6 +344,7 @@ impl Config {
             routes: BTreeMap::new(),
             neighbors: Vec::new(),
             tuning,
+            nat: Default::default(),
         };
         let mut errors = Vec::new();
         let note = |errors: &mut Vec<ConfigError>, e: ConfigError| {
@@ -403,6 +407,14 @@ impl Config {
                     Err(e) => note(&mut errors, e),
                 }
             }
+        }
+        match crate::nat::validate(
+            raw.nat.as_ref(),
+            &cfg.ports,
+            MAX_ERRORS - errors.len().min(MAX_ERRORS),
+        ) {
+            Ok(nat) => cfg.nat = nat,
+            Err(e) => errors.extend(e),
         }
         if errors.is_empty() {
             Ok(cfg)
@@ -862,6 +874,7 @@ impl Config {
                 unres_qlen: Some(t.unres_qlen),
                 unres_qlen_bytes: Some(t.unres_qlen_bytes),
             },
+            nat: self.nat.to_raw(&self.ports),
         }
     }
 
@@ -1129,6 +1142,18 @@ impl Config {
         self.dpdk.lcores.len() - 1
     }
 
+    /// What this build checks but cannot run yet: NAT rules are validated (and `--check`
+    /// accepts them), but the worker does not translate yet (issue 5 in progress), so
+    /// ferryd refuses them rather than run without the translation they ask for.
+    pub fn unsupported(&self) -> Option<ConfigError> {
+        (!self.nat.is_empty()).then(|| {
+            err(
+                "nat",
+                "NAT rules are checked but not applied by this build yet (connection tracking is being built): remove nat.snat and nat.dnat to run",
+            )
+        })
+    }
+
     /// Why this config cannot replace `running` without a restart, if it cannot.
     pub fn reload_blocker(&self, running: &Config) -> Option<ConfigError> {
         if self.dpdk != running.dpdk {
@@ -1148,6 +1173,12 @@ impl Config {
                     "name, devargs, mtu and exception need a restart (addresses and vlan can change)",
                 ));
             }
+        }
+        if self.nat.max_flows != running.nat.max_flows {
+            return Some(err(
+                "nat.max_flows",
+                "the flow tables are allocated at start: a new size needs a restart",
+            ));
         }
         if self.tuning != running.tuning {
             return Some(err(

@@ -379,6 +379,9 @@ impl Controller {
         if let Some(e) = cfg.reload_blocker(&self.cfg) {
             return Err(ApplyError::NeedsRestart(e));
         }
+        if let Some(e) = cfg.unsupported() {
+            return Err(ApplyError::Rejected(vec![e]));
+        }
         let t = Instant::now();
         let plan = Plan::build_after(&cfg, &self.macs, Some(&self.plan))?;
         let compile = t.elapsed();
@@ -923,5 +926,26 @@ routes:
             },
             other => other,
         }
+    }
+
+    #[test]
+    fn nat_rules_are_checked_but_refused_until_the_worker_translates() {
+        let t0 = Instant::now();
+        let mut c = controller(t0);
+        let f = file(&format!(
+            "{CFG}nat:\n  snat:\n    - {{match: {{from: [10.0.1.0/24], out: b}}}}\n"
+        ));
+        let e = c.handle(Command::ApplyFile(f.0.clone()), t0).unwrap_err();
+        assert!(
+            matches!(&e, ApplyError::Rejected(v) if v[0].field == "nat"),
+            "{e}"
+        );
+        assert_eq!(c.version(), 1);
+        // A bad rule is named as any bad field is.
+        let f = file(&format!(
+            "{CFG}nat:\n  snat:\n    - {{match: {{from: [10.0.1.0/24], out: z}}}}\n"
+        ));
+        let e = c.handle(Command::ApplyFile(f.0.clone()), t0).unwrap_err();
+        assert!(e.to_string().contains("nat.snat[0].match.out"), "{e}");
     }
 }

@@ -7,6 +7,7 @@ pub mod agent;
 pub mod compile;
 pub mod config;
 pub mod controller;
+pub mod nat;
 pub mod neighbor;
 pub mod runtime;
 pub mod views;

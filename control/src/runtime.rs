@@ -156,6 +156,12 @@ struct KernelIf {
 /// Run until SIGINT/SIGTERM. Returns the process exit code.
 pub fn run(opts: Options) -> Result<(), StartError> {
     let cfg = load(&opts.config)?;
+    if let Some(source) = cfg.unsupported() {
+        return Err(StartError::Config {
+            path: opts.config.display().to_string(),
+            source,
+        });
+    }
     opts.agent.check()?;
     let workers = cfg.workers();
     let eal = Eal::init(&eal_args(&cfg))?;
