@@ -27,8 +27,9 @@
 //!   budget of flows per call, so no call scans the whole table.
 //!
 //! Memory, IPv4 (`Key4`, 16 bytes): a flow is 52 bytes, its index share 32 (4 slots of 8)
-//! and its free-list entry 4: 88 bytes per tracked flow with both directions (the issue's
-//! bound: 96). IPv6 (`Key6`, 40 bytes): 100 + 36 = 136.
+//! and its free-list entry 4: 88 bytes per tracked flow with both directions, at any size
+//! (the bound: 96; `cargo bench -p ferry-perf --bench conntrack`). IPv6 (`Key6`,
+//! 40 bytes): 100 + 36 = 136.
 
 use std::fmt;
 
@@ -267,7 +268,6 @@ pub struct FlowTable<K> {
     /// Free flow ids (a stack).
     free: Vec<u32>,
     index: Vec<u64>,
-    mask: usize,
     seed: u64,
     wheel: Vec<u32>,
     /// The next tick the wheel processes.
@@ -284,13 +284,14 @@ impl<K: FlowKey> FlowTable<K> {
     /// keys the hash (a per-process random value: flows cannot be aimed at one chain).
     /// `now`: the current tick.
     pub fn new(capacity: usize, seed: u64, now: u32) -> FlowTable<K> {
-        let capacity = capacity.clamp(1, 1 << 30);
-        let slots = (capacity * 4).next_power_of_two();
+        let capacity = capacity.clamp(1, 1 << 28);
+        // Four entries per flow (two keys: at most half full), any size: the home slot is
+        // found by multiply-shift, not a mask, so 10M flows need not round up to 2^26.
+        let slots = capacity * 4;
         FlowTable {
             flows: vec![Flow::default(); capacity],
             free: (0..capacity as u32).rev().collect(),
             index: vec![0; slots],
-            mask: slots - 1,
             seed,
             wheel: vec![NONE; WHEEL_SLOTS],
             pos: now,
@@ -320,6 +321,21 @@ impl<K: FlowKey> FlowTable<K> {
             + self.wheel.len() * 4
     }
 
+    /// The home slot of a hash.
+    #[inline(always)]
+    fn home(&self, h: u32) -> usize {
+        ((u64::from(h) * self.index.len() as u64) >> 32) as usize
+    }
+
+    #[inline(always)]
+    fn step(&self, i: usize) -> usize {
+        if i + 1 == self.index.len() {
+            0
+        } else {
+            i + 1
+        }
+    }
+
     #[inline]
     pub fn get(&self, id: u32) -> &Flow<K> {
         &self.flows[id as usize]
@@ -329,7 +345,7 @@ impl<K: FlowKey> FlowTable<K> {
     #[inline]
     pub fn lookup(&self, key: &K) -> Option<(u32, Dir)> {
         let h = key.hash(self.seed) as u32;
-        let mut i = h as usize & self.mask;
+        let mut i = self.home(h);
         loop {
             let e = self.index[i];
             if e == 0 {
@@ -349,7 +365,7 @@ impl<K: FlowKey> FlowTable<K> {
                     return Some((id, dir));
                 }
             }
-            i = (i + 1) & self.mask;
+            i = self.step(i);
         }
     }
 
@@ -429,6 +445,14 @@ impl<K: FlowKey> FlowTable<K> {
     ) -> usize {
         let mut examined = 0;
         let mut expired = 0;
+        // Behind by more than a turn (a long stall): one turn visits every slot, at ticks
+        // no earlier than what is due, so the ticks before it need no visit.
+        if !self.resuming
+            && now.wrapping_sub(self.pos) as usize >= WHEEL_SLOTS
+            && (now.wrapping_sub(self.pos) as i32) > 0
+        {
+            self.pos = now.wrapping_sub(WHEEL_SLOTS as u32 - 1);
+        }
         while (now.wrapping_sub(self.pos) as i32) >= 0 {
             let slot = self.pos as usize & (WHEEL_SLOTS - 1);
             if !self.resuming {
@@ -531,9 +555,9 @@ impl<K: FlowKey> FlowTable<K> {
 
     fn index_put(&mut self, key: &K, value: u32) {
         let h = key.hash(self.seed) as u32;
-        let mut i = h as usize & self.mask;
+        let mut i = self.home(h);
         while self.index[i] != 0 {
-            i = (i + 1) & self.mask;
+            i = self.step(i);
         }
         self.index[i] = (u64::from(h) << 32) | u64::from(value);
     }
@@ -541,7 +565,7 @@ impl<K: FlowKey> FlowTable<K> {
     /// Remove the entry `value` for `key`, shifting the entries after it back.
     fn index_take(&mut self, key: &K, value: u32) {
         let h = key.hash(self.seed) as u32;
-        let mut i = h as usize & self.mask;
+        let mut i = self.home(h);
         loop {
             let e = self.index[i];
             if e == 0 {
@@ -550,18 +574,18 @@ impl<K: FlowKey> FlowTable<K> {
             if e as u32 == value {
                 break;
             }
-            i = (i + 1) & self.mask;
+            i = self.step(i);
         }
         // Backward shift: an entry may fill the hole if its home is not in (hole, j].
         let mut hole = i;
         let mut j = i;
         loop {
-            j = (j + 1) & self.mask;
+            j = self.step(j);
             let e = self.index[j];
             if e == 0 {
                 break;
             }
-            let home = (e >> 32) as usize & self.mask;
+            let home = self.home((e >> 32) as u32);
             let between = if hole <= j {
                 hole < home && home <= j
             } else {
@@ -664,6 +688,31 @@ mod tests {
         assert_eq!(t.expire(20_004, 100_000, |_, _| {}), 0);
         assert_eq!(t.expire(20_005, 100_000, |_, _| {}), 1);
         assert!(t.is_empty());
+    }
+
+    #[test]
+    fn a_long_stall_expires_what_is_due_and_keeps_the_rest() {
+        let mut t: FlowTable<Key4> = FlowTable::new(100, 7, 0);
+        for n in 0..10 {
+            t.insert(
+                k4(n),
+                reply_of(&k4(n)),
+                State::Unreplied,
+                0,
+                0,
+                50 + n * 1000,
+            )
+            .unwrap();
+        }
+        let far = t
+            .insert(k4(99), reply_of(&k4(99)), State::Unreplied, 0, 0, 1_000_000)
+            .unwrap();
+        // 100,000 ticks later at once (a pass visits one turn of slots, not every tick):
+        // the due ones go, the far one stays until its tick.
+        assert_eq!(t.expire(100_000, 1000, |_, _| {}), 10);
+        assert_eq!(t.lookup(&k4(99)), Some((far, Dir::Original)));
+        assert_eq!(t.expire(999_999, 1000, |_, _| {}), 0);
+        assert_eq!(t.expire(1_000_000, 1000, |_, _| {}), 1);
     }
 
     #[test]
