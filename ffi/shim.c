@@ -4,6 +4,7 @@
 #include <rte_cycles.h>
 #include <rte_prefetch.h>
 #include <rte_vect.h>
+#include <rte_thash.h>
 
 uint16_t ferry_rx_burst(uint16_t port, uint16_t queue, struct rte_mbuf **pkts, uint16_t n)
 { return rte_eth_rx_burst(port, queue, pkts, n); }
@@ -53,3 +54,8 @@ const uint32_t ferry_eth_mq_rx_rss = RTE_ETH_MQ_RX_RSS;
 const uint32_t ferry_ring_f_sp_enq = RING_F_SP_ENQ;
 const uint32_t ferry_ring_f_sc_deq = RING_F_SC_DEQ;
 const uint16_t ferry_pktmbuf_headroom_default = RTE_PKTMBUF_HEADROOM;
+
+uint32_t ferry_softrss(const uint32_t *input, uint32_t len, const uint8_t *key)
+{
+	return rte_softrss((uint32_t *)input, len, key);
+}

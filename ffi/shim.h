@@ -28,6 +28,8 @@ unsigned ferry_ring_dequeue_burst(struct rte_ring *r, void **objs, unsigned n);
 unsigned ferry_lcore_id(void);
 uint64_t ferry_rdtsc(void);
 int ferry_errno(void);
+/* rte_softrss: the Toeplitz hash of `len` 32-bit words of `input` (host order) with `key`. */
+uint32_t ferry_softrss(const uint32_t *input, uint32_t len, const uint8_t *key);
 void ferry_prefetch0(const void *p);
 int ferry_lpm_lookup(const struct rte_lpm *lpm, uint32_t ip, uint32_t *next_hop);
 int ferry_lpm_lookup_bulk(const struct rte_lpm *lpm, const uint32_t *ips, uint32_t *next_hops, unsigned n);

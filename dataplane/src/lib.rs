@@ -11,6 +11,7 @@ pub mod counters;
 pub mod fastpath;
 pub mod lpm;
 pub mod router;
+pub mod rss;
 pub mod snapshot;
 pub mod tables;
 pub mod wire;

@@ -298,6 +298,17 @@ pub fn tsc() -> u64 {
     return unsafe { ffi::ferry_rdtsc() };
 }
 
+/// DPDK's own Toeplitz hash (`rte_softrss`) of `input` (32-bit words in host order, as
+/// `rte_thash_tuple` holds them) with a 40-byte RSS key: the reference Ferry's RSS code is
+/// tested against. Needs no EAL.
+pub fn softrss(input: &[u32], key: &[u8; 40]) -> u32 {
+    // SAFETY: rte_softrss reads `len` words of `input` and, for each input bit, 4 bytes of
+    // the key at offsets below len * 4 + 4 <= 40 when len <= 9; longer input is cut to 9
+    // words (36 bytes: an IPv6 5-tuple's addresses and ports fit), so no read is out of
+    // bounds.
+    unsafe { ffi::ferry_softrss(input.as_ptr(), input.len().min(9) as u32, key.as_ptr()) }
+}
+
 /// TSC ticks per second (EAL must be up).
 pub fn tsc_hz() -> u64 {
     // SAFETY: reads EAL's calibrated value; 0 before init.
