@@ -14,5 +14,6 @@ pub mod router;
 pub mod rss;
 pub mod snapshot;
 pub mod tables;
+pub mod translate;
 pub mod wire;
 pub mod worker;
