@@ -94,6 +94,105 @@ pub fn rewrite_v4(ip: &mut [u8], end: End, addr: [u8; 4], port: u16) -> Result<(
     Ok(())
 }
 
+/// Rewrite an ICMP error about a translated flow (destination unreachable, time exceeded,
+/// parameter problem; RFC 5508): in the packet it quotes, the address and port at `inner`
+/// become `addr` and `port` (with the quoted IPv4 header's checksum, and the quoted UDP
+/// checksum if it is there and not zero); the ICMP checksum follows every changed word; and
+/// the error's own address at `outer` becomes `outer_addr`. So a traceroute or path MTU
+/// discovery through NAT sees its own packet quoted back.
+pub fn rewrite_icmp_error_v4(
+    ip: &mut [u8],
+    inner: End,
+    addr: [u8; 4],
+    port: u16,
+    outer: End,
+    outer_addr: [u8; 4],
+) -> Result<(), RewriteError> {
+    if ip.len() < 20 {
+        return Err(RewriteError::Truncated);
+    }
+    let ihl = usize::from(ip[0] & 0x0f) * 4;
+    if ihl < 20 || ip.len() < ihl + 8 + 20 + 8 || ip[9] != ICMP {
+        return Err(if ip.len() < ihl + 36 {
+            RewriteError::Truncated
+        } else {
+            RewriteError::Unsupported
+        });
+    }
+    let icmp = &mut ip[ihl..];
+    if !matches!(icmp[0], 3 | 11 | 12) {
+        return Err(RewriteError::Unsupported);
+    }
+    let q = &icmp[8..];
+    let q_ihl = usize::from(q[0] & 0x0f) * 4;
+    if q_ihl < 20 || q.len() < q_ihl + 8 {
+        return Err(RewriteError::Truncated);
+    }
+    let q_proto = q[9];
+    // The quoted header and what follows it that may change: 8 bytes (ports, UDP's
+    // checksum, ICMP's identifier), or for TCP up to its checksum if the quote has it.
+    let span = if q_proto == TCP && q.len() >= q_ihl + 18 {
+        q_ihl + 18
+    } else {
+        q_ihl + 8
+    };
+    let mut old = [0u8; 80];
+    old[..span].copy_from_slice(&q[..span]);
+    let q = &mut icmp[8..8 + span];
+    let at = if inner == End::Source { 12 } else { 16 };
+    let old_addr = [q[at], q[at + 1], q[at + 2], q[at + 3]];
+    let (head, l4) = q.split_at_mut(q_ihl);
+    match q_proto {
+        TCP | UDP => {
+            let p = if inner == End::Source { 0 } else { 2 };
+            let old_port = [l4[p], l4[p + 1]];
+            let new_port = port.to_be_bytes();
+            let mut o = [0u8; 6];
+            let mut n = [0u8; 6];
+            o[..4].copy_from_slice(&old_addr);
+            o[4..].copy_from_slice(&old_port);
+            n[..4].copy_from_slice(&addr);
+            n[4..].copy_from_slice(&new_port);
+            if q_proto == UDP {
+                let c = u16::from_be_bytes([l4[6], l4[7]]);
+                l4[6..8].copy_from_slice(&update_udp4(c, &o, &n).to_be_bytes());
+            } else if l4.len() >= 18 {
+                // The quote reaches TCP's checksum (most routers quote that much).
+                let c = u16::from_be_bytes([l4[16], l4[17]]);
+                l4[16..18].copy_from_slice(&update_bytes(c, &o, &n).to_be_bytes());
+            }
+            l4[p..p + 2].copy_from_slice(&new_port);
+        }
+        ICMP => {
+            let old_id = [l4[4], l4[5]];
+            let new_id = port.to_be_bytes();
+            let c = u16::from_be_bytes([l4[2], l4[3]]);
+            l4[2..4].copy_from_slice(&update_bytes(c, &old_id, &new_id).to_be_bytes());
+            l4[4..6].copy_from_slice(&new_id);
+        }
+        _ => return Err(RewriteError::Unsupported),
+    }
+    let c = u16::from_be_bytes([head[10], head[11]]);
+    head[10..12].copy_from_slice(&update_bytes(c, &old_addr, &addr).to_be_bytes());
+    head[at..at + 4].copy_from_slice(&addr);
+    // The ICMP checksum covers the quote: every changed word moves it.
+    let c = u16::from_be_bytes([icmp[2], icmp[3]]);
+    let new_span: [u8; 80] = {
+        let mut n = [0u8; 80];
+        n[..span].copy_from_slice(&icmp[8..8 + span]);
+        n
+    };
+    let c = update_bytes(c, &old[..span], &new_span[..span]);
+    icmp[2..4].copy_from_slice(&c.to_be_bytes());
+    // The error's own header.
+    let o = if outer == End::Source { 12 } else { 16 };
+    let old_outer = [ip[o], ip[o + 1], ip[o + 2], ip[o + 3]];
+    let c = u16::from_be_bytes([ip[10], ip[11]]);
+    ip[10..12].copy_from_slice(&update_bytes(c, &old_outer, &outer_addr).to_be_bytes());
+    ip[o..o + 4].copy_from_slice(&outer_addr);
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,6 +310,54 @@ mod tests {
                 prop_assert_eq!(&p[26..28], &[0u8, 0][..], "a zero UDP checksum stays zero");
             }
             prop_assert_eq!(&p[if proto == TCP { 40 } else { 28 }..], &payload[..]);
+        }
+    }
+
+    /// An ICMP error from `from` to `to` quoting the first 28+ bytes of `quoted`.
+    fn icmp_error(kind: u8, from: [u8; 4], to: [u8; 4], quoted: &[u8]) -> Vec<u8> {
+        let q = &quoted[..quoted.len().min(48)];
+        let len = 20 + 8 + q.len();
+        let mut p = vec![0u8; len];
+        p[0] = 0x45;
+        p[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+        p[8] = 64;
+        p[9] = ICMP;
+        p[12..16].copy_from_slice(&from);
+        p[16..20].copy_from_slice(&to);
+        p[20] = kind;
+        p[28..].copy_from_slice(q);
+        let c = checksum(&p[20..]);
+        p[22..24].copy_from_slice(&c.to_be_bytes());
+        let h = checksum(&p[..20]);
+        p[10..12].copy_from_slice(&h.to_be_bytes());
+        p
+    }
+
+    proptest! {
+        /// SNAT's way back: an error about a translated packet (pool:port as its source)
+        /// reaches the inside host quoting the packet it sent, every checksum valid.
+        #[test]
+        fn icmp_errors_quote_the_original_packet(
+            proto in prop_oneof![Just(TCP), Just(UDP), Just(ICMP)],
+            kind in prop_oneof![Just(3u8), Just(11), Just(12)],
+            inside in any::<[u8; 4]>(), pool in any::<[u8; 4]>(), server in any::<[u8; 4]>(),
+            router in any::<[u8; 4]>(), inside_port in any::<u16>(), pool_port in any::<u16>(),
+            sport in any::<u16>(), payload in proptest::collection::vec(any::<u8>(), 0..40),
+            udp_zero in any::<bool>(),
+        ) {
+            // What the inside host sent, and what left Ferry (translated).
+            let sent = packet(proto, inside, server, inside_port, sport, &payload, udp_zero);
+            let mut out = sent.clone();
+            rewrite_v4(&mut out, End::Source, pool, pool_port).unwrap();
+            let mut err = icmp_error(kind, router, pool, &out);
+            rewrite_icmp_error_v4(&mut err, End::Source, inside, inside_port, End::Destination, inside).unwrap();
+            prop_assert_eq!(checksum(&err[..20]), 0, "outer header");
+            prop_assert_eq!(checksum(&err[20..]), 0, "ICMP checksum");
+            prop_assert_eq!(&err[16..20], &inside[..]);
+            prop_assert_eq!(checksum(&err[28..48]), 0, "quoted header");
+            // The quote is what the host sent, byte for byte (checksums included).
+            let n = err.len() - 28;
+            prop_assert_eq!(&err[28..], &sent[..n]);
         }
     }
 
