@@ -25,6 +25,7 @@ pub enum RewriteError {
 const TCP: u8 = 6;
 const UDP: u8 = 17;
 const ICMP: u8 = 1;
+const ICMPV6: u8 = 58;
 
 /// Rewrite an IPv4 packet (`ip` starts at the IPv4 header): the address at `end` becomes
 /// `addr`, and the port at `end` becomes `port` (TCP, UDP), or for ICMP echo request and
@@ -91,6 +92,48 @@ pub fn rewrite_v4(ip: &mut [u8], end: End, addr: [u8; 4], port: u16) -> Result<(
     let c = update_bytes(c, &old_addr, &addr);
     head[10..12].copy_from_slice(&c.to_be_bytes());
     head[at..at + 4].copy_from_slice(&addr);
+    Ok(())
+}
+
+/// Rewrite an IPv6 packet (`ip` starts at the IPv6 header; stateful NAT66 as nftables does
+/// it): the address at `end` becomes `addr`, and the port (TCP, UDP) or the ICMPv6 echo
+/// identifier becomes `port`. IPv6 has no header checksum; TCP's, UDP's and ICMPv6's cover
+/// the addresses through the pseudo-header and are updated for both changes. A transport
+/// header behind extension headers is not translated yet (`Unsupported`).
+pub fn rewrite_v6(ip: &mut [u8], end: End, addr: [u8; 16], port: u16) -> Result<(), RewriteError> {
+    if ip.len() < 40 {
+        return Err(RewriteError::Truncated);
+    }
+    let at = if end == End::Source { 8 } else { 24 };
+    let mut old_addr = [0u8; 16];
+    old_addr.copy_from_slice(&ip[at..at + 16]);
+    let proto = ip[6];
+    let l4 = &mut ip[40..];
+    let (csum_at, port_at) = match proto {
+        TCP => (16, if end == End::Source { 0 } else { 2 }),
+        UDP => (6, if end == End::Source { 0 } else { 2 }),
+        ICMPV6 => {
+            if !l4.is_empty() && l4[0] != 128 && l4[0] != 129 {
+                return Err(RewriteError::Unsupported);
+            }
+            (2, 4)
+        }
+        _ => return Err(RewriteError::Unsupported),
+    };
+    if l4.len() < csum_at.max(port_at) + 2 {
+        return Err(RewriteError::Truncated);
+    }
+    let mut old = [0u8; 18];
+    let mut new = [0u8; 18];
+    old[..16].copy_from_slice(&old_addr);
+    old[16..].copy_from_slice(&l4[port_at..port_at + 2]);
+    new[..16].copy_from_slice(&addr);
+    new[16..].copy_from_slice(&port.to_be_bytes());
+    let c = u16::from_be_bytes([l4[csum_at], l4[csum_at + 1]]);
+    let c = update_bytes(c, &old, &new);
+    l4[csum_at..csum_at + 2].copy_from_slice(&c.to_be_bytes());
+    l4[port_at..port_at + 2].copy_from_slice(&port.to_be_bytes());
+    ip[at..at + 16].copy_from_slice(&addr);
     Ok(())
 }
 
@@ -358,6 +401,80 @@ mod tests {
             // The quote is what the host sent, byte for byte (checksums included).
             let n = err.len() - 28;
             prop_assert_eq!(&err[28..], &sent[..n]);
+        }
+    }
+
+    /// An IPv6 packet of `proto` (TCP, UDP, ICMPv6 echo request) with a valid checksum.
+    fn packet6(
+        proto: u8,
+        src: [u8; 16],
+        dst: [u8; 16],
+        sport: u16,
+        dport: u16,
+        payload: &[u8],
+    ) -> Vec<u8> {
+        let l4_len = if proto == TCP { 20 } else { 8 } + payload.len();
+        let mut p = vec![0u8; 40 + l4_len];
+        p[0] = 0x60;
+        p[4..6].copy_from_slice(&(l4_len as u16).to_be_bytes());
+        p[6] = proto;
+        p[7] = 64;
+        p[8..24].copy_from_slice(&src);
+        p[24..40].copy_from_slice(&dst);
+        let l4 = &mut p[40..];
+        match proto {
+            TCP | UDP => {
+                l4[0..2].copy_from_slice(&sport.to_be_bytes());
+                l4[2..4].copy_from_slice(&dport.to_be_bytes());
+                if proto == TCP {
+                    l4[12] = 0x50;
+                } else {
+                    l4[4..6].copy_from_slice(&(l4_len as u16).to_be_bytes());
+                }
+            }
+            _ => {
+                l4[0] = 128;
+                l4[4..6].copy_from_slice(&sport.to_be_bytes());
+                l4[6..8].copy_from_slice(&dport.to_be_bytes());
+            }
+        }
+        let off = if proto == TCP { 20 } else { 8 };
+        l4[off..].copy_from_slice(payload);
+        let at = match proto {
+            TCP => 16,
+            UDP => 6,
+            _ => 2,
+        };
+        let c =
+            finish(crate::wire::checksum::pseudo_v6(&src, &dst, proto, l4_len as u32) + sum(l4));
+        l4[at..at + 2].copy_from_slice(&c.to_be_bytes());
+        p
+    }
+
+    proptest! {
+        #[test]
+        fn nat66_rewrites_keep_the_checksum_valid(
+            proto in prop_oneof![Just(TCP), Just(UDP), Just(ICMPV6)],
+            src in any::<[u8; 16]>(), dst in any::<[u8; 16]>(),
+            sport in any::<u16>(), dport in any::<u16>(),
+            payload in proptest::collection::vec(any::<u8>(), 0..64),
+            source_end in any::<bool>(), addr in any::<[u8; 16]>(), port in any::<u16>(),
+        ) {
+            let mut p = packet6(proto, src, dst, sport, dport, &payload);
+            let end = if source_end { End::Source } else { End::Destination };
+            rewrite_v6(&mut p, end, addr, port).unwrap();
+            let s6: [u8; 16] = p[8..24].try_into().unwrap();
+            let d6: [u8; 16] = p[24..40].try_into().unwrap();
+            let l4 = &p[40..];
+            prop_assert_eq!(finish(crate::wire::checksum::pseudo_v6(&s6, &d6, proto, l4.len() as u32) + sum(l4)), 0);
+            prop_assert_eq!(if source_end { s6 } else { d6 }, addr);
+            prop_assert_eq!(if source_end { d6 } else { s6 }, if source_end { dst } else { src });
+            let pp = match proto {
+                ICMPV6 => 44,
+                _ if source_end => 40,
+                _ => 42,
+            };
+            prop_assert_eq!(u16::from_be_bytes([p[pp], p[pp + 1]]), port);
         }
     }
 
