@@ -889,6 +889,32 @@ impl Config {
         (v4, self.routes.len() - v4)
     }
 
+    /// One route change checked against this config (`exists`: whether a route with a
+    /// prefix is there at this point of the delta): the prefix and its next hops after the
+    /// change, None for a delete. `at` is the change's path.
+    #[allow(clippy::type_complexity)]
+    fn check_route_change(
+        &self,
+        c: &Change,
+        at: &str,
+        owners: &HashMap<IpAddr, usize>,
+        exists: impl Fn(&Prefix) -> bool,
+    ) -> Result<(Prefix, Option<Vec<IpAddr>>), ConfigError> {
+        match c {
+            Change::UpsertRoute(r) => self
+                .check_route(r, &|| at.to_string(), owners)
+                .map(|(p, via)| (p, Some(via))),
+            Change::DeleteRoute(text) => {
+                let p = self.check_prefix(text, &|| at.to_string())?;
+                if !exists(&p) {
+                    return Err(err_v(at, text, format!("no route for {p}")));
+                }
+                Ok((p, None))
+            }
+            _ => Err(err(at, "not a route change")),
+        }
+    }
+
     /// Whether every change is a route change (the delta takes the incremental path:
     /// [`Config::route_changes`]).
     pub fn routes_only(changes: &[Change]) -> bool {
@@ -905,14 +931,8 @@ impl Config {
         &self,
         changes: &[Change],
     ) -> Result<Vec<(Prefix, Option<Vec<IpAddr>>)>, Vec<ConfigError>> {
-        if changes.len() > MAX_CHANGES {
-            return Err(vec![err(
-                "changes",
-                format!(
-                    "{} changes: at most {MAX_CHANGES} in one delta",
-                    changes.len()
-                ),
-            )]);
+        if let Some(e) = too_many_changes(changes.len()) {
+            return Err(vec![e]);
         }
         let owners = self.owners();
         let mut overlay: HashMap<Prefix, Option<Vec<IpAddr>>> = HashMap::new();
@@ -920,32 +940,17 @@ impl Config {
         let mut errors: Vec<ConfigError> = Vec::new();
         for (i, c) in changes.iter().enumerate() {
             let at = format!("changes[{i}].{}", c.kind());
-            let r = match c {
-                Change::UpsertRoute(r) => {
-                    self.check_route(r, &|| at.clone(), &owners)
-                        .map(|(p, via)| {
-                            if overlay.insert(p, Some(via)).is_none() {
-                                order.push(p);
-                            }
-                        })
-                }
-                Change::DeleteRoute(text) => {
-                    self.check_prefix(text, &|| at.clone()).and_then(|p| {
-                        let exists = match overlay.get(&p) {
-                            Some(v) => v.is_some(),
-                            None => self.routes.contains_key(&p),
-                        };
-                        if !exists {
-                            return Err(err_v(&at, text, format!("no route for {p}")));
-                        }
-                        if overlay.insert(p, None).is_none() {
-                            order.push(p);
-                        }
-                        Ok(())
-                    })
-                }
-                _ => Err(err(&at, "not a route change")),
+            let exists = |p: &Prefix| match overlay.get(p) {
+                Some(v) => v.is_some(),
+                None => self.routes.contains_key(p),
             };
+            let r = self
+                .check_route_change(c, &at, &owners, exists)
+                .map(|(p, v)| {
+                    if overlay.insert(p, v).is_none() {
+                        order.push(p);
+                    }
+                });
             if let Err(e) = r {
                 if errors.len() < MAX_ERRORS {
                     errors.push(e);
@@ -961,12 +966,7 @@ impl Config {
                 let n = if p.addr.is_ipv4() { &mut v4 } else { &mut v6 };
                 *n = n.saturating_add_signed(delta);
             }
-            if v4.max(v6) > MAX_ROUTES {
-                errors.push(err(
-                    "routes",
-                    format!("{v4} IPv4 and {v6} IPv6 routes: at most {MAX_ROUTES} per family"),
-                ));
-            }
+            errors.extend(routes_over_limit(v4, v6));
         }
         if !errors.is_empty() {
             return Err(errors);
@@ -985,14 +985,8 @@ impl Config {
     /// every bad change is reported (up to [`MAX_ERRORS`]). A change of addresses re-checks
     /// the whole result (routes and neighbours depend on the subnets).
     pub fn with_changes(&self, changes: &[Change]) -> Result<Config, Vec<ConfigError>> {
-        if changes.len() > MAX_CHANGES {
-            return Err(vec![err(
-                "changes",
-                format!(
-                    "{} changes: at most {MAX_CHANGES} in one delta",
-                    changes.len()
-                ),
-            )]);
+        if let Some(e) = too_many_changes(changes.len()) {
+            return Err(vec![e]);
         }
         let mut cfg = self.clone();
         let mut owners = cfg.owners();
@@ -1001,20 +995,14 @@ impl Config {
         for (i, c) in changes.iter().enumerate() {
             let at = format!("changes[{i}].{}", c.kind());
             let r = match c {
-                Change::UpsertRoute(r) => {
-                    cfg.check_route(r, &|| at.clone(), &owners).map(|(p, via)| {
-                        cfg.routes.insert(p, via);
-                    })
-                }
-                Change::DeleteRoute(text) => {
-                    let f = at.clone();
-                    cfg.check_prefix(text, &|| f.clone()).and_then(|p| {
-                        match cfg.routes.remove(&p) {
-                            Some(_) => Ok(()),
-                            None => Err(err_v(f, text, format!("no route for {p}"))),
-                        }
-                    })
-                }
+                Change::UpsertRoute(_) | Change::DeleteRoute(_) => cfg
+                    .check_route_change(c, &at, &owners, |p| cfg.routes.contains_key(p))
+                    .map(|(p, v)| {
+                        match v {
+                            Some(via) => cfg.routes.insert(p, via),
+                            None => cfg.routes.remove(&p),
+                        };
+                    }),
                 Change::UpsertNeighbor(n) => cfg.check_neighbor(n, &at).and_then(|sn| {
                     let full = cfg.neighbors.len() >= MAX_NEIGHBORS;
                     match cfg
@@ -1123,12 +1111,7 @@ impl Config {
             }
         }
         let (v4, v6) = cfg.route_counts();
-        if v4.max(v6) > MAX_ROUTES {
-            errors.push(err(
-                "routes",
-                format!("{v4} IPv4 and {v6} IPv6 routes: at most {MAX_ROUTES} per family"),
-            ));
-        }
+        errors.extend(routes_over_limit(v4, v6));
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -1188,6 +1171,26 @@ impl Config {
         }
         None
     }
+}
+
+/// The error for a delta of `n` changes, if that is over [`MAX_CHANGES`].
+fn too_many_changes(n: usize) -> Option<ConfigError> {
+    (n > MAX_CHANGES).then(|| {
+        err(
+            "changes",
+            format!("{n} changes: at most {MAX_CHANGES} in one delta"),
+        )
+    })
+}
+
+/// The error for route counts over [`MAX_ROUTES`] in either family, if they are.
+fn routes_over_limit(v4: usize, v6: usize) -> Option<ConfigError> {
+    (v4.max(v6) > MAX_ROUTES).then(|| {
+        err(
+            "routes",
+            format!("{v4} IPv4 and {v6} IPv6 routes: at most {MAX_ROUTES} per family"),
+        )
+    })
 }
 
 /// One change of a delta (gRPC `Delta`), in the file's value syntax.
