@@ -22,6 +22,9 @@ use std::time::Instant;
 use ferry_dataplane::lpm::{Lpm4, Lpm6, LpmError, NextHop, RouteSet4, RouteSet6, MAX_NEXT_HOP};
 use ferry_dataplane::tables::{link_local_of, FastMap, Hop, Neighbor, PortTable, Tables};
 
+use ferry_dataplane::conntrack::Timeouts;
+use ferry_dataplane::nat::{self, NatTables, MAX_RULE_IDS};
+
 use crate::config::{Config, Mac, Prefix};
 use crate::neighbor::{FailedSets, NeighborCache};
 
@@ -64,6 +67,144 @@ pub struct Plan {
     /// Prefixes changed since the last commit.
     staged4: Vec<(u32, u8)>,
     staged6: Vec<(u128, u8)>,
+    /// The NAT rules compiled for workers, if any.
+    pub nat: Option<Arc<NatTables>>,
+    /// Stable rule ids (flows name their rule by id): by kind and name, kept across builds.
+    pub rule_ids: HashMap<(bool, String), u16>,
+}
+
+/// Stable ids for the config's NAT rules: a rule keeps the id of the rule of its kind and
+/// name in `previous`; a new one takes the lowest id no rule holds.
+fn nat_ids(
+    cfg: &Config,
+    previous: Option<&HashMap<(bool, String), u16>>,
+) -> HashMap<(bool, String), u16> {
+    let names = cfg
+        .nat
+        .snat
+        .iter()
+        .map(|r| (true, r.name.clone()))
+        .chain(cfg.nat.dnat.iter().map(|r| (false, r.name.clone())));
+    let mut ids = HashMap::new();
+    let mut fresh = Vec::new();
+    for k in names {
+        match previous.and_then(|p| p.get(&k)) {
+            Some(&id) => {
+                ids.insert(k, id);
+            }
+            None => fresh.push(k),
+        }
+    }
+    let mut used: std::collections::HashSet<u16> = ids.values().copied().collect();
+    // Ids of rules just deleted are not reused at once: their flows end lazily.
+    if let Some(p) = previous {
+        used.extend(p.values().copied());
+    }
+    let mut next = 0u16;
+    for k in fresh {
+        while used.contains(&next) && usize::from(next) < MAX_RULE_IDS - 1 {
+            next += 1;
+        }
+        used.insert(next);
+        ids.insert(k, next);
+    }
+    ids
+}
+
+/// The NAT tables of `cfg`, and each port's NAT addresses (into `ports`).
+fn nat_tables(
+    cfg: &Config,
+    ids: &HashMap<(bool, String), u16>,
+    ports: &mut [PortTable],
+) -> Option<Arc<NatTables>> {
+    let n = &cfg.nat;
+    if n.is_empty() {
+        return None;
+    }
+    let split4 = |v: &[Prefix]| -> Vec<(u32, u8)> {
+        v.iter()
+            .filter_map(|p| match p.addr {
+                IpAddr::V4(a) => Some((u32::from(a), p.len)),
+                IpAddr::V6(_) => None,
+            })
+            .collect()
+    };
+    let split6 = |v: &[Prefix]| -> Vec<(u128, u8)> {
+        v.iter()
+            .filter_map(|p| match p.addr {
+                IpAddr::V6(a) => Some((u128::from(a), p.len)),
+                IpAddr::V4(_) => None,
+            })
+            .collect()
+    };
+    let mut push = |port: usize, addr: IpAddr, len: u8| {
+        if let Some(p) = ports.get_mut(port) {
+            match addr {
+                IpAddr::V4(a) if !p.nat4.contains(&(a.into(), len)) => p.nat4.push((a.into(), len)),
+                IpAddr::V6(a) if !p.nat6.contains(&(a.into(), len)) => p.nat6.push((a.into(), len)),
+                _ => {}
+            }
+        }
+    };
+    let snat = n
+        .snat
+        .iter()
+        .map(|r| {
+            for p in &r.pool {
+                push(r.out, p.addr, p.len);
+            }
+            nat::SnatRule {
+                id: ids.get(&(true, r.name.clone())).copied().unwrap_or(0),
+                name: r.name.clone(),
+                from4: split4(&r.from),
+                from6: split6(&r.from),
+                out: r.out as u16,
+                pool4: split4(&r.pool),
+                pool6: split6(&r.pool),
+                ports: r.ports,
+            }
+        })
+        .collect();
+    let mut dnat_ports = 0u64;
+    let dnat = n
+        .dnat
+        .iter()
+        .map(|r| {
+            if let Some(port) = cfg
+                .ports
+                .iter()
+                .position(|p| p.addresses.iter().any(|a| a.contains(r.address)))
+            {
+                push(port, r.address, if r.address.is_ipv4() { 32 } else { 128 });
+                dnat_ports |= 1u64 << (port % 64);
+            }
+            nat::DnatRule {
+                id: ids.get(&(false, r.name.clone())).copied().unwrap_or(0),
+                name: r.name.clone(),
+                address: r.address,
+                protocol: r.protocol,
+                port: r.port,
+                to: r.to_address,
+                to_port: r.to_port,
+            }
+        })
+        .collect();
+    let t = &n.timeouts;
+    let ticks = |s: u64| (s.min(u64::from(u32::MAX / nat::TICKS_PER_S)) as u32) * nat::TICKS_PER_S;
+    let timeouts = Timeouts {
+        tcp_established: ticks(t.tcp_established),
+        tcp_transitory: ticks(t.tcp_transitory),
+        tcp_closed: ticks(10),
+        udp: ticks(t.udp),
+        icmp: ticks(t.icmp),
+    };
+    Some(Arc::new(NatTables::new(
+        snat,
+        dnat,
+        timeouts,
+        cfg.workers() as u16,
+        dnat_ports,
+    )))
 }
 
 /// What [`Plan::commit_fibs`] did.
@@ -110,9 +251,13 @@ impl Plan {
                 v4,
                 v6,
                 kernel: p.exception,
+                nat4: Vec::new(),
+                nat6: Vec::new(),
             });
         }
 
+        let rule_ids = nat_ids(cfg, previous.map(|p| &p.rule_ids));
+        let nat = nat_tables(cfg, &rule_ids, &mut ports);
         let mut hops: Vec<Hop> = Vec::new();
         let mut ecmp: Vec<NextHop> = Vec::new();
         let mut gateways: HashMap<IpAddr, NextHop> = HashMap::new();
@@ -200,6 +345,26 @@ impl Plan {
                 );
             }
         }
+        for (i, p) in ports.iter().enumerate() {
+            if p.nat4.is_empty() && p.nat6.is_empty() {
+                continue;
+            }
+            hops.push(Hop::Local { port: i as u16 });
+            let local = (hops.len() - 1) as NextHop;
+            let nat_prefixes = p
+                .nat4
+                .iter()
+                .map(|&(a, l)| (IpAddr::from(a.to_be_bytes()), l))
+                .chain(
+                    p.nat6
+                        .iter()
+                        .map(|&(a, l)| (IpAddr::from(a.to_be_bytes()), l)),
+                );
+            for (addr, len) in nat_prefixes {
+                add(addr, len, local);
+                kernel.insert(Prefix { addr, len }, local);
+            }
+        }
         if hops.len() > MAX_NEXT_HOP as usize {
             return Err(CompileError::TooManyHops(hops.len()));
         }
@@ -253,6 +418,8 @@ impl Plan {
             behind6: Vec::new(),
             staged4: Vec::new(),
             staged6: Vec::new(),
+            nat,
+            rule_ids,
         })
     }
 
@@ -443,6 +610,7 @@ impl Plan {
             failed4: failed.v4.clone(),
             failed6: failed.v6.clone(),
             fast: Vec::new(),
+            nat: self.nat.clone(),
         };
         t.index_fast();
         t

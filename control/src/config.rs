@@ -1125,18 +1125,6 @@ impl Config {
         self.dpdk.lcores.len() - 1
     }
 
-    /// What this build checks but cannot run yet: NAT rules are validated (and `--check`
-    /// accepts them), but the worker does not translate yet (issue 5 in progress), so
-    /// ferryd refuses them rather than run without the translation they ask for.
-    pub fn unsupported(&self) -> Option<ConfigError> {
-        (!self.nat.is_empty()).then(|| {
-            err(
-                "nat",
-                "NAT rules are checked but not applied by this build yet (connection tracking is being built): remove nat.snat and nat.dnat to run",
-            )
-        })
-    }
-
     /// Why this config cannot replace `running` without a restart, if it cannot.
     pub fn reload_blocker(&self, running: &Config) -> Option<ConfigError> {
         if self.dpdk != running.dpdk {

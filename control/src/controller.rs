@@ -379,9 +379,6 @@ impl Controller {
         if let Some(e) = cfg.reload_blocker(&self.cfg) {
             return Err(ApplyError::NeedsRestart(e));
         }
-        if let Some(e) = cfg.unsupported() {
-            return Err(ApplyError::Rejected(vec![e]));
-        }
         let t = Instant::now();
         let plan = Plan::build_after(&cfg, &self.macs, Some(&self.plan))?;
         let compile = t.elapsed();
@@ -929,23 +926,44 @@ routes:
     }
 
     #[test]
-    fn nat_rules_are_checked_but_refused_until_the_worker_translates() {
+    fn nat_rules_apply_with_stable_ids_and_bad_ones_are_named() {
         let t0 = Instant::now();
         let mut c = controller(t0);
-        let f = file(&format!(
-            "{CFG}nat:\n  snat:\n    - {{match: {{from: [10.0.1.0/24], out: b}}}}\n"
-        ));
-        let e = c.handle(Command::ApplyFile(f.0.clone()), t0).unwrap_err();
+        let one = "nat:\n  snat:\n    - {name: out, match: {from: [10.0.1.0/24], out: b}}\n";
+        c.handle(
+            Command::ApplyFile(file(&format!("{CFG}{one}")).0.clone()),
+            t0,
+        )
+        .unwrap();
+        assert_eq!(c.version(), 2);
+        let t = c.tables();
+        let n = t.nat.as_ref().expect("NAT tables in the snapshot");
+        let id = n.snat[0].id;
+        // The pool (the port's own address) routes as local, and port b's hops are slow.
+        assert_eq!(n.stateful_ports, 0b10);
+        assert!(t.ports[1].has_v4([10, 0, 2, 1]));
+        // A rule added before it: the old rule keeps its id, the new one gets another.
+        let two = "nat:\n  snat:\n    - {name: new, match: {from: [10.0.9.0/24], out: b}}\n    - {name: out, match: {from: [10.0.1.0/24], out: b}, to: {addresses: [10.0.2.50]}}\n";
+        c.handle(
+            Command::ApplyFile(file(&format!("{CFG}{two}")).0.clone()),
+            t0,
+        )
+        .unwrap();
+        let t = c.tables();
+        let n = t.nat.as_ref().unwrap();
+        assert_eq!(n.snat[1].id, id, "a changed pool keeps the rule's id");
+        assert_ne!(n.snat[0].id, id);
         assert!(
-            matches!(&e, ApplyError::Rejected(v) if v[0].field == "nat"),
-            "{e}"
+            t.ports[1].has_v4([10, 0, 2, 50]),
+            "a pool address answers ARP"
         );
-        assert_eq!(c.version(), 1);
-        // A bad rule is named as any bad field is.
+        // A bad rule is named as any bad field is, and the running rules stay.
         let f = file(&format!(
             "{CFG}nat:\n  snat:\n    - {{match: {{from: [10.0.1.0/24], out: z}}}}\n"
         ));
         let e = c.handle(Command::ApplyFile(f.0.clone()), t0).unwrap_err();
         assert!(e.to_string().contains("nat.snat[0].match.out"), "{e}");
+        assert_eq!(c.version(), 3);
+        assert_eq!(c.tables().nat.as_ref().unwrap().snat.len(), 2);
     }
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use ferry_dataplane::counters::WorkerCounters;
 use ferry_dataplane::dpdk::{self, Eal, Mempool, Port, PortConfig as DevConfig, TxBuffer};
 use ferry_dataplane::wire::ethernet::format_mac;
-use ferry_dataplane::worker::{HoldConfig, RxQueue, Worker};
+use ferry_dataplane::worker::{Handed, HoldConfig, RxQueue, Worker};
 
 use crate::afpacket;
 use crate::agent::{self, AgentOptions, Request};
@@ -136,6 +136,10 @@ pub fn eal_args(cfg: &Config) -> Vec<String> {
 const EVENT_RING: usize = 4096;
 /// Solicitations the control side may have in flight to one worker.
 const COMMAND_RING: usize = 1024;
+/// Packets in flight from one worker to another (NAT handoff), per pair.
+const HANDOFF_RING: usize = 1024;
+/// Flow records in flight from a worker to the control thread (`ferryctl conntrack`).
+const DUMP_RING: usize = 4096;
 
 /// The worker's hold queue from `tuning`: packets wait a little longer than resolution
 /// takes (probes x retransmit time), so that the resolver's verdict comes first.
@@ -156,12 +160,6 @@ struct KernelIf {
 /// Run until SIGINT/SIGTERM. Returns the process exit code.
 pub fn run(opts: Options) -> Result<(), StartError> {
     let cfg = load(&opts.config)?;
-    if let Some(source) = cfg.unsupported() {
-        return Err(StartError::Config {
-            path: opts.config.display().to_string(),
-            source,
-        });
-    }
     opts.agent.check()?;
     let workers = cfg.workers();
     let eal = Eal::init(&eal_args(&cfg))?;
@@ -291,6 +289,28 @@ pub fn run(opts: Options) -> Result<(), StartError> {
     let mut events_rx = Vec::new();
     let mut commands_tx = Vec::new();
     let lcores = eal.worker_lcores();
+    // NAT handoff rings, one per ordered pair of workers: `rings[from][to]`.
+    let mut handoff_tx: Vec<Vec<Option<rtrb::Producer<Handed>>>> = (0..workers)
+        .map(|_| (0..workers).map(|_| None).collect())
+        .collect();
+    let mut handoff_rx: Vec<Vec<rtrb::Consumer<Handed>>> =
+        (0..workers).map(|_| Vec::new()).collect();
+    for (from, row) in handoff_tx.iter_mut().enumerate() {
+        for (to, slot) in row.iter_mut().enumerate() {
+            if from != to {
+                let (p, c) = rtrb::RingBuffer::new(HANDOFF_RING);
+                *slot = Some(p);
+                handoff_rx[to].push(c);
+            }
+        }
+    }
+    // Each worker tracks its share of the flows (a flow lives on its owner only).
+    let nat_capacity = (cfg.nat.max_flows as usize)
+        .div_ceil(workers.max(1))
+        .max(1024);
+    let mut dumps_rx = Vec::new();
+    let mut handoff_tx = handoff_tx.into_iter();
+    let mut handoff_rx = handoff_rx.into_iter();
     for (w, (sub, lcore)) in subs.into_iter().zip(lcores.iter().copied()).enumerate() {
         let q = w as u16;
         let mut rx = Vec::new();
@@ -317,6 +337,8 @@ pub fn run(opts: Options) -> Result<(), StartError> {
         let c = Arc::new(WorkerCounters::default());
         let (etx, erx) = rtrb::RingBuffer::new(EVENT_RING);
         let (ctx, crx) = rtrb::RingBuffer::new(COMMAND_RING);
+        let (dtx, drx) = rtrb::RingBuffer::new(DUMP_RING);
+        dumps_rx.push(drx);
         let worker = Worker {
             index: w,
             rx,
@@ -334,6 +356,10 @@ pub fn run(opts: Options) -> Result<(), StartError> {
             stop: stop.clone(),
             icmp_rate: cfg.tuning.icmp_rate,
             hold: hold_config(&cfg.tuning),
+            nat_capacity,
+            handoff_tx: handoff_tx.next().unwrap_or_default(),
+            handoff_rx: handoff_rx.next().unwrap_or_default(),
+            dump: dtx,
         };
         if let Err(e) = eal.launch(lcore, move || worker.run()) {
             // Stop the workers already running before ports and EAL go away.

@@ -142,6 +142,10 @@ pub enum State {
 /// Flow flags.
 pub const FIN_ORIGINAL: u8 = 1;
 pub const FIN_REPLY: u8 = 2;
+/// Kept by the table: the slot holds a tracked flow.
+const LIVE: u8 = 0x80;
+/// The flag bits the caller keeps ([`FlowTable::refresh`]).
+pub const CALLER_FLAGS: u8 = !LIVE;
 
 /// TCP flags as they are in the header's 13th byte.
 pub mod tcp_flags {
@@ -264,8 +268,11 @@ pub enum InsertError {
 
 /// A worker's flow table; see the module documentation.
 pub struct FlowTable<K> {
+    /// Flows ever used (ids below `flows.len()`); grows up to `cap` within its reserved
+    /// capacity (never reallocated).
     flows: Vec<Flow<K>>,
-    /// Free flow ids (a stack).
+    cap: usize,
+    /// Ids freed since (a stack), taken before a fresh one.
     free: Vec<u32>,
     index: Vec<u64>,
     seed: u64,
@@ -289,8 +296,12 @@ impl<K: FlowKey> FlowTable<K> {
         // found by multiply-shift, not a mask, so 10M flows need not round up to 2^26.
         let slots = capacity * 4;
         FlowTable {
-            flows: vec![Flow::default(); capacity],
-            free: (0..capacity as u32).rev().collect(),
+            // Reserved, not written: the pages of flows never used are never touched (and
+            // the zeroed index comes straight from the allocator), so a big table costs
+            // memory only as it fills.
+            flows: Vec::with_capacity(capacity),
+            cap: capacity,
+            free: Vec::with_capacity(capacity),
             index: vec![0; slots],
             seed,
             wheel: vec![NONE; WHEEL_SLOTS],
@@ -310,12 +321,12 @@ impl<K: FlowKey> FlowTable<K> {
     }
 
     pub fn capacity(&self) -> usize {
-        self.flows.len()
+        self.cap
     }
 
-    /// Bytes the table holds: flows, free list, index and wheel.
+    /// Bytes the table holds when full: flows, free list, index and wheel.
     pub fn memory_bytes(&self) -> usize {
-        self.flows.len() * std::mem::size_of::<Flow<K>>()
+        self.cap * std::mem::size_of::<Flow<K>>()
             + self.free.capacity() * 4
             + self.index.len() * 8
             + self.wheel.len() * 4
@@ -382,8 +393,14 @@ impl<K: FlowKey> FlowTable<K> {
         if self.lookup(&orig).is_some() || self.lookup(&reply).is_some() {
             return Err(InsertError::Exists);
         }
-        let Some(id) = self.free.pop() else {
-            return Err(InsertError::Full);
+        let id = match self.free.pop() {
+            Some(id) => id,
+            None if self.flows.len() < self.cap => {
+                // Within the reserved capacity: no reallocation.
+                self.flows.push(Flow::default());
+                (self.flows.len() - 1) as u32
+            }
+            None => return Err(InsertError::Full),
         };
         let expires = now.wrapping_add(timeout);
         self.flows[id as usize] = Flow {
@@ -395,7 +412,7 @@ impl<K: FlowKey> FlowTable<K> {
             prev: NONE,
             rule,
             state,
-            flags: 0,
+            flags: LIVE,
         };
         self.index_put(&orig, 2 * id + 1);
         if reply != orig {
@@ -412,7 +429,7 @@ impl<K: FlowKey> FlowTable<K> {
         let expires = now.wrapping_add(timeout);
         let f = &mut self.flows[id as usize];
         f.state = state;
-        f.flags = flags;
+        f.flags = flags | LIVE;
         f.expires = expires;
         // Later: the wheel moves it on when it gets there. Earlier: move it now.
         if (expires.wrapping_sub(f.queued) as i32) < 0 {
@@ -430,8 +447,21 @@ impl<K: FlowKey> FlowTable<K> {
         if f.reply != f.orig {
             self.index_take(&f.reply, 2 * id + 2);
         }
+        self.flows[id as usize].flags = 0;
         self.free.push(id);
         self.len -= 1;
+    }
+
+    /// Whether `id` is a tracked flow (ids from [`FlowTable::iter`] or a lookup are).
+    pub fn is_live(&self, id: u32) -> bool {
+        self.flows
+            .get(id as usize)
+            .is_some_and(|f| f.flags & LIVE != 0)
+    }
+
+    /// Ids in use so far (every live id is below it).
+    pub fn id_bound(&self) -> u32 {
+        self.flows.len() as u32
     }
 
     /// Expire what is due by tick `now`, examining at most `budget` flows (due or moved
@@ -482,6 +512,7 @@ impl<K: FlowKey> FlowTable<K> {
                     if copy.reply != copy.orig {
                         self.index_take(&copy.reply, 2 * id + 2);
                     }
+                    self.flows[id as usize].flags = 0;
                     self.free.push(id);
                     self.len -= 1;
                     expired += 1;
@@ -498,12 +529,10 @@ impl<K: FlowKey> FlowTable<K> {
 
     /// Every tracked flow (for operator views; not for the hot path).
     pub fn iter(&self) -> impl Iterator<Item = (u32, &Flow<K>)> + '_ {
-        // Free ids are exactly those not linked in the wheel or index; find live ones by
-        // looking each original key up.
         self.flows
             .iter()
             .enumerate()
-            .filter(|(i, f)| self.lookup(&f.orig) == Some((*i as u32, Dir::Original)))
+            .filter(|(_, f)| f.flags & LIVE != 0)
             .map(|(i, f)| (i as u32, f))
     }
 

@@ -101,9 +101,23 @@ pub enum DropReason {
     /// Cut short by the receiving port: longer than the port's MTU allows (a datagram the
     /// kernel reassembled under af_packet) and shorter than its IP header says.
     Truncated,
+    /// NAT: a new flow, and the worker's flow (or mapping) table is full.
+    NatTableFull,
+    /// NAT: a new flow, and no pool port of this worker's share is free.
+    NatPortsExhausted,
+    /// NAT: a new flow whose reply tuple another flow already has.
+    NatClash,
+    /// NAT: a later fragment of a translated flow with no first fragment seen (or a
+    /// fragment the NAT cannot match to its flow).
+    NatFragment,
+    /// NAT: the ring to the flow's owner worker was full.
+    HandoffFull,
+    /// NAT: a packet the translation could not rewrite (short, or a protocol it does not
+    /// translate).
+    NatUntranslatable,
 }
 
-const SIMPLE: [DropReason; 17] = [
+const SIMPLE: [DropReason; 23] = [
     DropReason::NotForUs,
     DropReason::VlanMismatch,
     DropReason::UnknownEthertype,
@@ -121,6 +135,12 @@ const SIMPLE: [DropReason; 17] = [
     DropReason::NoMbuf,
     DropReason::IcmpRateLimited,
     DropReason::Truncated,
+    DropReason::NatTableFull,
+    DropReason::NatPortsExhausted,
+    DropReason::NatClash,
+    DropReason::NatFragment,
+    DropReason::HandoffFull,
+    DropReason::NatUntranslatable,
 ];
 
 impl DropReason {
@@ -172,6 +192,12 @@ impl DropReason {
             DropReason::NoMbuf => "no_mbuf".into(),
             DropReason::IcmpRateLimited => "icmp_rate_limited".into(),
             DropReason::Truncated => "truncated".into(),
+            DropReason::NatTableFull => "nat_table_full".into(),
+            DropReason::NatPortsExhausted => "nat_ports_exhausted".into(),
+            DropReason::NatClash => "nat_clash".into(),
+            DropReason::NatFragment => "nat_fragment".into(),
+            DropReason::HandoffFull => "handoff_full".into(),
+            DropReason::NatUntranslatable => "nat_untranslatable".into(),
         }
     }
 }
@@ -206,6 +232,75 @@ pub struct WorkerCounters {
     /// Snapshot generation this worker runs.
     pub generation: Counter,
     pub drops: [Counter; DropReason::COUNT],
+    pub nat: NatCounters,
+}
+
+/// The NAT stage's counters (issue 5). Gauges (`flows`, `by_state`) are written by the
+/// worker at its housekeeping tick.
+#[derive(Debug)]
+pub struct NatCounters {
+    pub created: Counter,
+    pub expired: Counter,
+    /// Ended by a rule's deletion or a flush.
+    pub removed: Counter,
+    /// Packets handed to the worker that owns their flow, and taken from others.
+    pub handoffs_out: Counter,
+    pub handoffs_in: Counter,
+    /// Later fragments translated by their first fragment's flow.
+    pub fragments: Counter,
+    pub fragments_unmatched: Counter,
+    pub flows: Counter,
+    /// Flows by state (`conntrack::State` as index).
+    pub by_state: [Counter; 8],
+    /// Flows created, by rule id.
+    pub rule_hits: Box<[Counter]>,
+}
+
+/// Rule ids the hit counters cover (`nat::MAX_RULE_IDS`).
+pub const RULE_COUNTERS: usize = 1 << 13;
+
+/// State names, by `conntrack::State` index.
+pub const STATE_NAMES: [&str; 8] = [
+    "syn_sent",
+    "syn_recv",
+    "established",
+    "fin_wait",
+    "time_wait",
+    "close",
+    "unreplied",
+    "replied",
+];
+
+impl Default for NatCounters {
+    fn default() -> Self {
+        NatCounters {
+            created: Counter::default(),
+            expired: Counter::default(),
+            removed: Counter::default(),
+            handoffs_out: Counter::default(),
+            handoffs_in: Counter::default(),
+            fragments: Counter::default(),
+            fragments_unmatched: Counter::default(),
+            flows: Counter::default(),
+            by_state: std::array::from_fn(|_| Counter::default()),
+            rule_hits: (0..RULE_COUNTERS).map(|_| Counter::default()).collect(),
+        }
+    }
+}
+
+impl NatCounters {
+    fn pairs(&self) -> [(&'static str, &Counter); 8] {
+        [
+            ("nat_flows", &self.flows),
+            ("nat_created", &self.created),
+            ("nat_expired", &self.expired),
+            ("nat_removed", &self.removed),
+            ("nat_handoffs_out", &self.handoffs_out),
+            ("nat_handoffs_in", &self.handoffs_in),
+            ("nat_fragments", &self.fragments),
+            ("nat_fragments_unmatched", &self.fragments_unmatched),
+        ]
+    }
 }
 
 impl Default for WorkerCounters {
@@ -228,6 +323,7 @@ impl Default for WorkerCounters {
             busy_bursts: Counter::default(),
             generation: Counter::default(),
             drops: std::array::from_fn(|_| Counter::default()),
+            nat: NatCounters::default(),
         }
     }
 }
@@ -267,6 +363,15 @@ impl WorkerCounters {
         for (a, b) in self.drops.iter().zip(other.drops.iter()) {
             a.add(b.get());
         }
+        for ((_, a), (_, b)) in self.nat.pairs().into_iter().zip(other.nat.pairs()) {
+            a.add(b.get());
+        }
+        for (a, b) in self.nat.by_state.iter().zip(other.nat.by_state.iter()) {
+            a.add(b.get());
+        }
+        for (a, b) in self.nat.rule_hits.iter().zip(other.nat.rule_hits.iter()) {
+            a.add(b.get());
+        }
     }
 
     /// Named values, for printing and the stats file.
@@ -295,6 +400,12 @@ impl WorkerCounters {
             if let Some(r) = DropReason::from_index(i) {
                 v.push((format!("drop_{}", r.label()), c.get()));
             }
+        }
+        for (k, c) in self.nat.pairs() {
+            v.push((k.to_string(), c.get()));
+        }
+        for (k, c) in STATE_NAMES.iter().zip(self.nat.by_state.iter()) {
+            v.push((format!("nat_flows_{k}"), c.get()));
         }
         v
     }

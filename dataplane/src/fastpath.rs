@@ -1419,6 +1419,8 @@ mod tests {
             v4: vec![],
             v6: vec![],
             kernel: false,
+            nat4: Vec::new(),
+            nat6: Vec::new(),
         }
     }
 

@@ -10,6 +10,7 @@ pub mod conntrack;
 pub mod counters;
 pub mod fastpath;
 pub mod lpm;
+pub mod nat;
 pub mod router;
 pub mod rss;
 pub mod snapshot;

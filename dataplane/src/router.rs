@@ -12,6 +12,7 @@ use std::net::IpAddr;
 
 use crate::buf::PacketBuf;
 use crate::counters::{DropReason, Layer, WorkerCounters};
+use crate::nat::{self, Pre};
 use crate::tables::{Hop, Mac, PortTable, Tables};
 use crate::wire::{arp, checksum, ethernet, icmpv4, icmpv6, ipv4, ipv6, l4, WireError};
 
@@ -34,6 +35,9 @@ pub enum Action {
     /// interface (the kernel under an af_packet port reassembled it), which the TAP would
     /// refuse: split it with [`fragment_ipv4`] and hand the fragments to that interface.
     KernelFragment { port: u16, mtu: u16 },
+    /// Another worker owns the packet's NAT flow: hand the packet, unchanged, to worker
+    /// `w` (it runs it through [`process`] again).
+    Handoff(u16),
 }
 
 /// Something a worker learned from ARP / ND, for the control side.
@@ -102,6 +106,24 @@ pub enum WorkerEvent {
 pub enum WorkerCommand {
     /// Send an ARP request / neighbour solicitation for `ip` on `port`.
     Solicit { port: u16, ip: IpAddr },
+    /// End the NAT flows the filter selects (`ferryctl conntrack flush`).
+    NatFlush(crate::nat::FlowFilter),
+    /// Send at most `limit` of the NAT flows the filter selects on the dump ring, then
+    /// [`FlowDump::End`] (`ferryctl conntrack`).
+    NatDump {
+        filter: crate::nat::FlowFilter,
+        limit: u32,
+    },
+}
+
+/// What a worker sends on its dump ring.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FlowDump {
+    Flow(crate::nat::FlowRecord),
+    /// The dump is complete (`truncated`: the limit cut it).
+    End {
+        truncated: bool,
+    },
 }
 
 /// Slots of the per-worker throttle on `Unresolved` reports (direct-mapped by address).
@@ -128,6 +150,8 @@ pub struct Scratch {
     icmp_rate: u64,
     /// Last report per address hash slot: (address, tsc).
     reported: Box<[(Option<IpAddr>, u64); REPORT_SLOTS]>,
+    /// The worker's NAT flow tables (small until the worker sizes them).
+    pub nat: crate::nat::NatState,
 }
 
 impl Scratch {
@@ -143,6 +167,7 @@ impl Scratch {
             icmp_last: 0,
             icmp_rate: icmp_rate as u64,
             reported: Box::new([(None, 0); REPORT_SLOTS]),
+            nat: crate::nat::NatState::new(1024, 0, 0x5eed),
         }
     }
 
@@ -542,7 +567,26 @@ fn ipv4_in<B: PacketBuf>(
         // Multicast and limited broadcast: for the kernel (routing protocols), not routed.
         return to_kernel_or(ctx, b, in_port, DropReason::NotRouted);
     }
-    let Some(hop) = t.fib4.lookup(dst) else {
+    // The NAT stage, before the FIB: the flow's owner, its lookup, DNAT. The translation
+    // itself waits for the router's checks (an ICMP error quotes what the sender sent).
+    let mut xlat = None;
+    let mut snat = None;
+    let mut route_dst = dst;
+    if let Some(n) = t.nat.as_deref() {
+        if let Some(p) = nat::parse4(&b.data()[l3..]) {
+            match nat::pre::<nat::V4>(&mut ctx.s.nat, n, ctx.c, &p, in_port) {
+                Pre::Pass => {}
+                Pre::Handoff(w) => return Action::Handoff(w),
+                Pre::Drop(r) => return ctx.drop(r),
+                Pre::Xlat(x) => {
+                    route_dst = x.route_dst;
+                    xlat = Some(x);
+                }
+                Pre::MaybeSnat => snat = Some(p),
+            }
+        }
+    }
+    let Some(hop) = t.fib4.lookup(route_dst) else {
         if l2_multicast {
             // No ICMP error about a link-layer broadcast (RFC 1812 4.3.2.7).
             return ctx.drop(DropReason::NotRouted);
@@ -591,7 +635,7 @@ fn ipv4_in<B: PacketBuf>(
     let Some((out, res)) = resolve(
         ctx,
         h,
-        || IpAddr::from(dst.to_be_bytes()),
+        || IpAddr::from(route_dst.to_be_bytes()),
         || {
             let ports = l4::ports(proto, transport).unwrap_or((0, 0));
             flow_hash(src as u64, dst as u64, proto, ports)
@@ -633,6 +677,19 @@ fn ipv4_in<B: PacketBuf>(
             )
         }
     };
+    if let Some(n) = t.nat.as_deref() {
+        if let Some(p) = snat {
+            match nat::snat_new::<nat::V4>(&mut ctx.s.nat, n, ctx.c, &p, out) {
+                Ok(x) => xlat = x,
+                Err(r) => return ctx.drop(r),
+            }
+        }
+        if let Some(x) = xlat {
+            if x.apply4(&mut b.data_mut()[l3..]).is_err() {
+                return ctx.drop(DropReason::NatUntranslatable);
+            }
+        }
+    }
     {
         let d = b.data_mut();
         let mut p = ipv4::Packet::new_unchecked(&mut d[l3..]);
@@ -862,7 +919,25 @@ fn ipv6_in<B: PacketBuf>(
         // ::1 never appears on the wire (RFC 4291 2.5.3).
         return ctx.drop(DropReason::Martian);
     }
-    let Some(hop) = t.fib6.lookup(dst128) else {
+    // The NAT stage (stateful NAT66), as for IPv4.
+    let mut xlat = None;
+    let mut snat = None;
+    let mut route_dst = dst128;
+    if let Some(n) = t.nat.as_deref() {
+        if let Some(p) = nat::parse6(&b.data()[l3..]) {
+            match nat::pre::<nat::V6>(&mut ctx.s.nat, n, ctx.c, &p, in_port) {
+                Pre::Pass => {}
+                Pre::Handoff(w) => return Action::Handoff(w),
+                Pre::Drop(r) => return ctx.drop(r),
+                Pre::Xlat(x) => {
+                    route_dst = x.route_dst;
+                    xlat = Some(x);
+                }
+                Pre::MaybeSnat => snat = Some(p),
+            }
+        }
+    }
+    let Some(hop) = t.fib6.lookup(route_dst) else {
         if crate::tables::is_link_local(&dst) || l2_multicast {
             return ctx.drop(DropReason::NotRouted);
         }
@@ -910,7 +985,7 @@ fn ipv6_in<B: PacketBuf>(
     let Some((out, res)) = resolve(
         ctx,
         h,
-        || IpAddr::from(dst),
+        || IpAddr::from(route_dst.to_be_bytes()),
         || {
             // Only for ECMP: walk to the transport header for the ports.
             let (proto, ports) = match ipv6::Packet::new_unchecked(&d[l3..]).upper_layer() {
@@ -967,6 +1042,19 @@ fn ipv6_in<B: PacketBuf>(
             )
         }
     };
+    if let Some(n) = t.nat.as_deref() {
+        if let Some(p) = snat {
+            match nat::snat_new::<nat::V6>(&mut ctx.s.nat, n, ctx.c, &p, out) {
+                Ok(x) => xlat = x,
+                Err(r) => return ctx.drop(r),
+            }
+        }
+        if let Some(x) = xlat {
+            if x.apply6(&mut b.data_mut()[l3..]).is_err() {
+                return ctx.drop(DropReason::NatUntranslatable);
+            }
+        }
+    }
     {
         let d = b.data_mut();
         let mut p = ipv6::Packet::new_unchecked(&mut d[l3..]);

@@ -131,6 +131,8 @@ fn port(name: &str, mac: Mac, addr4: &str, addr6: &str) -> PortTable {
         v4: vec![(v4(addr4), 24)],
         v6: vec![(v6(addr6), 64), (link_local_of(mac), 64)],
         kernel: true,
+        nat4: Vec::new(),
+        nat6: Vec::new(),
     }
 }
 
@@ -182,6 +184,7 @@ fn tables(with_default: bool) -> Tables {
         failed4: Default::default(),
         failed6: Default::default(),
         fast: Vec::new(),
+        nat: None,
     };
     t.index_fast();
     t
@@ -469,6 +472,8 @@ fn action_in_range(a: Action, ports: usize) -> bool {
         | Action::Fragment { port: p, .. }
         | Action::KernelFragment { port: p, .. } => usize::from(p) < ports,
         Action::Free | Action::Hold => true,
+        // One worker: nothing is handed over.
+        Action::Handoff(_) => false,
     }
 }
 

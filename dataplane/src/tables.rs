@@ -27,6 +27,10 @@ pub struct PortTable {
     pub v6: Vec<([u8; 16], u8)>,
     /// True if the port has a kernel interface on the exception path.
     pub kernel: bool,
+    /// NAT addresses on this port (SNAT pools, DNAT addresses), prefixes: answered in
+    /// ARP / ND as the port's own, routed as local.
+    pub nat4: Vec<(u32, u8)>,
+    pub nat6: Vec<(u128, u8)>,
 }
 
 impl PortTable {
@@ -58,11 +62,15 @@ impl PortTable {
     }
 
     pub fn has_v4(&self, ip: [u8; 4]) -> bool {
+        let x = u32::from_be_bytes(ip);
         self.v4.iter().any(|(a, _)| *a == ip)
+            || self.nat4.iter().any(|&(p, l)| same_prefix32(p, x, l))
     }
 
     pub fn has_v6(&self, ip: &[u8; 16]) -> bool {
+        let x = u128::from_be_bytes(*ip);
         self.v6.iter().any(|(a, _)| a == ip)
+            || self.nat6.iter().any(|&(p, l)| same_prefix128(p, x, l))
     }
 }
 
@@ -248,16 +256,28 @@ pub struct Tables {
     /// `hops` flattened for the fast path, by the same index (see [`FastHop`]). Empty
     /// until [`Tables::index_fast`] runs; the fast path then leaves everything to the slow one.
     pub fast: Vec<FastHop>,
+    /// NAT rules (issue 5), if any: their addresses route as local, and hops out of their
+    /// ports are left to the slow path ([`Tables::index_fast`]), which runs the NAT stage.
+    pub nat: Option<Arc<crate::nat::NatTables>>,
 }
 
 impl Tables {
     /// Build `fast` from `hops` and `ports`. Call once the tables are complete, before
     /// publishing them (and again if a test changes them).
     pub fn index_fast(&mut self) {
+        let stateful = self.nat.as_ref().map_or(0, |n| n.stateful_ports);
         self.fast = self
             .hops
             .iter()
-            .map(|h| FastHop::of(h, &self.ports))
+            .map(|h| {
+                let f = FastHop::of(h, &self.ports);
+                if stateful & (1u64 << (f.port % 64)) != 0 && f.kind != FastKind::Ecmp {
+                    // Out of a NAT port: the slow path runs the NAT stage.
+                    FastHop::default()
+                } else {
+                    f
+                }
+            })
             .collect();
     }
 
@@ -283,6 +303,7 @@ impl Tables {
             failed4: Arc::default(),
             failed6: Arc::default(),
             fast: Vec::new(),
+            nat: None,
         })
     }
 }
@@ -333,6 +354,8 @@ mod tests {
                 ),
             ],
             kernel: false,
+            nat4: Vec::new(),
+            nat6: Vec::new(),
         };
         assert_eq!(p.v4_source_for([10, 0, 1, 9]), Some([10, 0, 1, 1]));
         assert_eq!(p.v4_source_for([192, 0, 2, 1]), Some([10, 0, 0, 1]));

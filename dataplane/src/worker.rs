@@ -9,6 +9,11 @@
 //! control side ([`WorkerEvent`]) and sends the solicitations it is asked for
 //! ([`WorkerCommand`]): the control side keeps the per-neighbour resolution state, so a
 //! neighbour is solicited a bounded number of times whatever the number of workers.
+//!
+//! NAT (issue 5): the worker keeps its flow tables in its [`Scratch`], expires flows from
+//! its loop within a budget per round, and hands a packet whose flow another worker owns
+//! over a lock-free ring to that worker ([`Handed`]), which polls its rings as another rx
+//! source. Flushes and dumps for operators run a bounded slice per round.
 
 use std::collections::VecDeque;
 use std::net::IpAddr;
@@ -17,9 +22,10 @@ use std::sync::Arc;
 
 use crate::buf::PacketBuf;
 use crate::counters::{DropReason, WorkerCounters};
-use crate::dpdk::{self, Mbuf, Mempool, RxBurst, TxBuffer};
+use crate::dpdk::{self, Mbuf, Mempool, RxBurst, TxBuffer, BURST};
 use crate::fastpath;
-use crate::router::{self, Action, Ctx, Scratch, WorkerCommand, WorkerEvent};
+use crate::nat;
+use crate::router::{self, Action, Ctx, FlowDump, Scratch, WorkerCommand, WorkerEvent};
 use crate::snapshot::Subscriber;
 use crate::tables::Tables;
 
@@ -227,7 +233,23 @@ pub struct Worker {
     pub stop: Arc<AtomicBool>,
     pub icmp_rate: u32,
     pub hold: HoldConfig,
+    /// NAT (issue 5): flows this worker's tables hold, of each family.
+    pub nat_capacity: usize,
+    /// Rings to the other workers, by worker index (None: this one), for packets whose
+    /// NAT flow another worker owns; and the rings from them.
+    pub handoff_tx: Vec<Option<rtrb::Producer<Handed>>>,
+    pub handoff_rx: Vec<rtrb::Consumer<Handed>>,
+    /// Flow records for `ferryctl conntrack` ([`WorkerCommand::NatDump`]).
+    pub dump: rtrb::Producer<FlowDump>,
 }
+
+/// A packet handed to its flow's owner, with the port it came in by.
+pub struct Handed(pub Mbuf, pub u16);
+
+/// Flows looked at per round by a flush or a dump (so neither stalls the worker).
+const SWEEP_BUDGET: u32 = 4096;
+/// Flows examined per round by expiry, per table.
+const EXPIRE_BUDGET: usize = 256;
 
 /// Where packets go after the router: tx buffers, kernel buffers, the hold queue.
 struct Out<'a> {
@@ -246,6 +268,7 @@ struct Out<'a> {
     /// A buffer may hold packets: set by every queueing but a whole burst sent at once, so
     /// that `flush` looks at the buffers only then (the usual burst leaves them empty).
     pending: bool,
+    handoff: Vec<Option<rtrb::Producer<Handed>>>,
 }
 
 impl Out<'_> {
@@ -331,6 +354,16 @@ impl Out<'_> {
                     self.held.push(h, full);
                 }
             }
+            Action::Handoff(w) => match self.handoff.get_mut(usize::from(w)) {
+                Some(Some(r)) => match r.push(Handed(m, in_port)) {
+                    Ok(()) => self.c.nat.handoffs_out.add(1),
+                    Err(rtrb::PushError::Full(Handed(m, _))) => {
+                        drop(m);
+                        self.c.drop(DropReason::HandoffFull);
+                    }
+                },
+                _ => self.c.drop(DropReason::HandoffFull),
+            },
             Action::Free => drop(m),
         }
     }
@@ -421,12 +454,25 @@ impl Worker {
             icmp_rate,
             control,
             hold,
+            nat_capacity,
+            handoff_tx,
+            mut handoff_rx,
+            mut dump,
+            index,
             ..
         } = self;
         let c = &*counters;
         let hz = dpdk::tsc_hz().max(1);
         let hold_ticks = hz / 1000 * hold.ms;
         let mut scratch = Scratch::new(hz, icmp_rate);
+        let tick_len = (hz / u64::from(nat::TICKS_PER_S)).max(1);
+        scratch.nat = nat::NatState::new(nat_capacity, index as u16, dpdk::tsc() | 1);
+        scratch.nat.now = (dpdk::tsc() / tick_len) as u32;
+        let mut nat_tables: Option<Arc<nat::NatTables>> = None;
+        // A flush (or the end of deleted rules' flows) in progress, and a dump.
+        let mut sweep: Option<(u32, Option<nat::FlowFilter>)> = None;
+        let mut dumping: Option<(u32, nat::FlowFilter, u32)> = None;
+        let mut last_tick = 0u32;
         let mut burst = RxBurst::default();
         let mut out = Out {
             pool: &pool,
@@ -440,6 +486,7 @@ impl Worker {
             kernel_queued: 0,
             kernel_dropped: 0,
             pending: false,
+            handoff: handoff_tx,
         };
         let mut retry: Vec<Held<Mbuf>> = Vec::with_capacity(hold.packets);
         let mut stages = fastpath::Stages::default();
@@ -451,14 +498,46 @@ impl Worker {
             if switched {
                 c.generation.set(snapshots.generation());
             }
-            // Solicitations the control side asks for (one load when there are none).
-            if let Ok(WorkerCommand::Solicit { port, ip }) = commands.pop() {
+            // Commands from the control side (one load when there are none).
+            if let Ok(cmd) = commands.pop() {
                 let tables = snapshots.current();
-                out.solicit(tables, port, ip);
-                while let Ok(WorkerCommand::Solicit { port, ip }) = commands.pop() {
-                    out.solicit(tables, port, ip);
+                let mut next = Some(cmd);
+                while let Some(cmd) = next {
+                    match cmd {
+                        WorkerCommand::Solicit { port, ip } => out.solicit(tables, port, ip),
+                        WorkerCommand::NatFlush(f) => sweep = Some((0, Some(f))),
+                        WorkerCommand::NatDump { filter, limit } => {
+                            dumping = Some((0, filter, limit))
+                        }
+                    }
+                    next = commands.pop().ok();
                 }
                 out.flush();
+            }
+            if switched {
+                // New NAT rules: the flows of deleted ones end (a sweep through the tables).
+                let now_nat = snapshots.current().nat.clone();
+                let changed = match (&nat_tables, &now_nat) {
+                    (Some(a), Some(b)) => !Arc::ptr_eq(a, b),
+                    (None, None) => false,
+                    _ => true,
+                };
+                if changed {
+                    nat_tables = now_nat;
+                    if !scratch.nat.is_empty() && sweep.is_none() {
+                        sweep = Some((0, None));
+                    }
+                }
+            }
+            if sweep.is_some() || dumping.is_some() {
+                nat_chores(
+                    &mut scratch.nat,
+                    nat_tables.as_deref(),
+                    &mut sweep,
+                    &mut dumping,
+                    &mut dump,
+                    c,
+                );
             }
             // Held packets: through the router again on a new snapshot (a neighbour may
             // have been learned, or given up on); those held too long expire (looked at
@@ -517,6 +596,50 @@ impl Worker {
             // packets is busy from its start (before the rx calls: the PMD's copy is work
             // too) to the start of the next round.
             let t0 = dpdk::tsc();
+            if !scratch.nat.is_empty() {
+                // Expiry: what is due, within a budget per round.
+                let tick = (t0 / tick_len) as u32;
+                scratch.nat.expire(tick, EXPIRE_BUDGET, c);
+                if tick != last_tick {
+                    last_tick = tick;
+                    c.nat.flows.set(scratch.nat.len() as u64);
+                    for (g, v) in c.nat.by_state.iter().zip(scratch.nat.by_state) {
+                        g.set(v);
+                    }
+                }
+            } else if c.nat.flows.get() != 0 {
+                c.nat.flows.set(0);
+                for g in &c.nat.by_state {
+                    g.set(0);
+                }
+            }
+            // Packets other workers handed over: their NAT flows are this worker's.
+            for r in handoff_rx.iter_mut() {
+                let n = r.slots().min(BURST);
+                if n == 0 {
+                    continue;
+                }
+                scratch.now = t0;
+                let tables = snapshots.current();
+                let mut ctx = Ctx {
+                    t: tables,
+                    s: &mut scratch,
+                    c,
+                };
+                ctx.s.nat.handed = true;
+                for _ in 0..n {
+                    let Ok(Handed(mut m, in_port)) = r.pop() else {
+                        break;
+                    };
+                    c.nat.handoffs_in.add(1);
+                    let action = router::process(&mut ctx, in_port, &mut m);
+                    out.dispatch(action, m, in_port, t0, ctx.s);
+                }
+                ctx.s.nat.handed = false;
+                out.side_effects(&mut scratch, &mut events, &control);
+                out.flush();
+                busy_round += n as u64;
+            }
             if busy_round > 0 {
                 c.busy_cycles.add(t0.wrapping_sub(round_start));
                 c.busy_packets.add(busy_round);
@@ -573,6 +696,48 @@ impl Worker {
             }
         }
         0
+    }
+}
+
+/// A round's share of a flush (or of ending deleted rules' flows) and of a dump.
+#[inline(never)]
+fn nat_chores(
+    st: &mut nat::NatState,
+    tables: Option<&nat::NatTables>,
+    sweep: &mut Option<(u32, Option<nat::FlowFilter>)>,
+    dumping: &mut Option<(u32, nat::FlowFilter, u32)>,
+    dump: &mut rtrb::Producer<FlowDump>,
+    c: &WorkerCounters,
+) {
+    if let Some((from, filter)) = *sweep {
+        let dead = |r: &nat::FlowRecord| tables.is_none_or(|t| !t.is_live(r.rule));
+        *sweep = st
+            .sweep(from, SWEEP_BUDGET, c, |r| {
+                dead(r) || filter.is_some_and(|f| f.matches(r))
+            })
+            .map(|next| (next, filter));
+    }
+    if let Some((mut at, filter, mut left)) = *dumping {
+        let end = at.saturating_add(SWEEP_BUDGET).min(st.id_bound());
+        while at < end && left > 0 {
+            if let Some(r) = st.record_at(at).filter(|r| filter.matches(r)) {
+                if dump.push(FlowDump::Flow(r)).is_err() {
+                    // The reader is behind: go on next round from this flow.
+                    *dumping = Some((at, filter, left));
+                    return;
+                }
+                left -= 1;
+            }
+            at += 1;
+        }
+        if left == 0 || at >= st.id_bound() {
+            let truncated = left == 0 && at < st.id_bound();
+            if dump.push(FlowDump::End { truncated }).is_ok() {
+                *dumping = None;
+            }
+        } else {
+            *dumping = Some((at, filter, left));
+        }
     }
 }
 

@@ -59,9 +59,6 @@ fn main() {
     if cli.check {
         match ferry_control::runtime::load(&cli.config) {
             Ok(c) => {
-                if let Some(e) = c.unsupported() {
-                    eprintln!("ferryd: note: {e}");
-                }
                 println!(
                     "{}: ok ({} ports, {} routes, {} workers)",
                     cli.config.display(),

@@ -1,0 +1,1111 @@
+//! The NAT stage (issue 5): which packets are NAT's, which worker owns their flow, the
+//! flow lookup and creation, and the translation each packet gets.
+//!
+//! The router calls it for the packets the fast path leaves to it (pool and DNAT addresses
+//! route as local, and hops out of an SNAT or DNAT port are marked slow, when the snapshot
+//! is compiled: plain routed traffic pays nothing). Two hooks:
+//!
+//! * [`pre4`] / [`pre6`], before the FIB: classify the packet from the snapshot alone; if
+//!   another worker owns its flow, hand it over ([`Pre::Handoff`]); else look its flow up in
+//!   this worker's table (either direction) and, on a hit, say how to translate it; on a
+//!   miss, make a DNAT flow if a rule matches, or ask for the post-routing hook if its source
+//!   is an SNAT rule's ([`Pre::MaybeSnat`]).
+//! * [`snat_new`], once the route is known: an SNAT rule for this source and egress port makes
+//!   the flow, with an endpoint-independent mapping (one pool address and port per inside
+//!   address and port, whatever the destination: RFC 4787 REQ-1) from a paired pool
+//!   address (one per inside address, REQ-2).
+//!
+//! Translation ([`Xlat::apply4`], [`Xlat::apply6`]) happens after the router's own checks
+//! (TTL, MTU, neighbour), so an ICMP error the router makes quotes the packet as its sender
+//! sent it. An ICMP error about a translated flow is matched by the flow of the packet it
+//! quotes, and translated back whole ([`translate::rewrite_icmp_error_v4`]).
+//!
+//! **Owners.** A flow belongs to one worker, found from the packet alone in both
+//! directions: an SNAT reply by the share of the pool's port range its destination port is
+//! in (each worker maps into its own share); everything else by a hash of the address of
+//! the side that translation leaves alone (the inside host for SNAT, the client for DNAT),
+//! which both directions carry. Every fragment of a datagram carries it too.
+
+use std::hash::Hash;
+use std::net::IpAddr;
+
+use crate::conntrack::{tcp_flags, Dir, FlowKey, FlowTable, Key4, Key6, State, Timeouts};
+use crate::conntrack::{InsertError, CALLER_FLAGS};
+use crate::counters::{DropReason, WorkerCounters};
+use crate::rss::{port_share, snat_owner};
+use crate::tables::{FastMap, FastSet};
+use crate::translate::{self, End, RewriteError};
+
+/// Rule ids are below this (ids are stable across applies: see the control side).
+pub const MAX_RULE_IDS: usize = 1 << 13;
+/// Housekeeping ticks per second (the flow table's unit of time).
+pub const TICKS_PER_S: u32 = 10;
+/// Fragment records per worker (direct-mapped: a newer datagram takes an older's slot).
+const FRAG_SLOTS: usize = 4096;
+/// How long a fragment record lives (ticks).
+const FRAG_TICKS: u32 = 2 * TICKS_PER_S;
+/// Ports tried for a new mapping before giving up.
+const PORT_PROBES: u32 = 128;
+
+const TCP: u8 = 6;
+const UDP: u8 = 17;
+const ICMP: u8 = 1;
+const ICMPV6: u8 = 58;
+
+/// An SNAT rule as workers see it.
+#[derive(Clone, Debug)]
+pub struct SnatRule {
+    pub id: u16,
+    pub name: String,
+    pub from4: Vec<(u32, u8)>,
+    pub from6: Vec<(u128, u8)>,
+    /// Egress port index.
+    pub out: u16,
+    pub pool4: Vec<(u32, u8)>,
+    pub pool6: Vec<(u128, u8)>,
+    /// Pool port range, inclusive.
+    pub ports: (u16, u16),
+}
+
+/// A DNAT rule as workers see it.
+#[derive(Clone, Debug)]
+pub struct DnatRule {
+    pub id: u16,
+    pub name: String,
+    pub address: IpAddr,
+    pub protocol: u8,
+    pub port: Option<u16>,
+    pub to: IpAddr,
+    pub to_port: Option<u16>,
+}
+
+/// The NAT part of a snapshot.
+#[derive(Debug)]
+pub struct NatTables {
+    pub snat: Vec<SnatRule>,
+    pub dnat: Vec<DnatRule>,
+    /// (address, protocol, port or 0 for any) → index in `dnat`.
+    dnat4: FastMap<(u32, u8, u16), u16>,
+    dnat6: FastMap<(u128, u8, u16), u16>,
+    /// DNAT targets (address, protocol, port or 0): replies come from them.
+    back4: FastSet<(u32, u8, u16)>,
+    back6: FastSet<(u128, u8, u16)>,
+    live: Vec<bool>,
+    pub timeouts: Timeouts,
+    pub workers: u16,
+    /// Ports (a bit each) whose outgoing hops are stateful: SNAT egress ports, and the
+    /// ports that own a DNAT address (DNAT replies leave by them).
+    pub stateful_ports: u64,
+}
+
+impl NatTables {
+    pub fn new(
+        snat: Vec<SnatRule>,
+        dnat: Vec<DnatRule>,
+        timeouts: Timeouts,
+        workers: u16,
+        dnat_ports: u64,
+    ) -> NatTables {
+        let mut t = NatTables {
+            snat,
+            dnat,
+            dnat4: FastMap::default(),
+            dnat6: FastMap::default(),
+            back4: FastSet::default(),
+            back6: FastSet::default(),
+            live: vec![false; MAX_RULE_IDS],
+            timeouts,
+            workers: workers.max(1),
+            stateful_ports: dnat_ports,
+        };
+        for r in &t.snat {
+            t.live[usize::from(r.id) % MAX_RULE_IDS] = true;
+            t.stateful_ports |= 1u64 << (r.out % 64);
+        }
+        for (i, r) in t.dnat.iter().enumerate() {
+            t.live[usize::from(r.id) % MAX_RULE_IDS] = true;
+            let (p, tp) = (r.port.unwrap_or(0), r.to_port.or(r.port).unwrap_or(0));
+            match (r.address, r.to) {
+                (IpAddr::V4(a), IpAddr::V4(b)) => {
+                    t.dnat4.insert((a.into(), r.protocol, p), i as u16);
+                    t.back4.insert((b.into(), r.protocol, tp));
+                }
+                (IpAddr::V6(a), IpAddr::V6(b)) => {
+                    t.dnat6.insert((a.into(), r.protocol, p), i as u16);
+                    t.back6.insert((b.into(), r.protocol, tp));
+                }
+                _ => {}
+            }
+        }
+        t
+    }
+
+    /// Whether a rule with this id is in the snapshot (a flow of a deleted rule ends).
+    #[inline]
+    pub fn is_live(&self, id: u16) -> bool {
+        self.live[usize::from(id) % MAX_RULE_IDS]
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.snat.is_empty() && self.dnat.is_empty()
+    }
+}
+
+/// What a worker asked to dump keeps of a flow (for `ferryctl conntrack`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowRecord {
+    pub orig: (IpAddr, IpAddr, u16, u16),
+    pub reply: (IpAddr, IpAddr, u16, u16),
+    pub proto: u8,
+    pub state: State,
+    /// Seconds until it expires.
+    pub expires_s: u32,
+    pub rule: u16,
+}
+
+/// Which flows a dump or a flush selects.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowFilter {
+    /// Either address of either direction.
+    pub address: Option<IpAddr>,
+    pub protocol: Option<u8>,
+    /// Either port of either direction.
+    pub port: Option<u16>,
+    pub rule: Option<u16>,
+}
+
+/// A fragment record: where the later fragments of a datagram go.
+#[derive(Clone, Copy, Debug, Default)]
+struct Frag {
+    /// (src, dst) folded, protocol, identification; 0 = empty.
+    key: u64,
+    expires: u32,
+    /// Owner worker + 1 (handed over), or 0: translated here by `flow`, `dir`, `v6`.
+    owner: u16,
+    flow: u32,
+    reply: bool,
+}
+
+/// A worker's NAT state: its flow tables (one per family), its mapping tables, its
+/// fragment records. Preallocated (the tables' memory is committed as they fill).
+pub struct NatState {
+    pub flows4: FlowTable<Key4>,
+    pub flows6: FlowTable<Key6>,
+    /// Endpoint-independent mappings: orig (inside address, port, protocol) and reply (pool
+    /// address, port, protocol); the reply key reserves the pool port.
+    maps4: FlowTable<Key4>,
+    maps6: FlowTable<Key6>,
+    frags: Box<[Frag]>,
+    /// This worker's index.
+    pub me: u16,
+    /// The current tick.
+    pub now: u32,
+    /// Flows by state, for the counters.
+    pub by_state: [u64; 8],
+    /// Set while a handed-over packet is processed: never hand it over again.
+    pub handed: bool,
+    seed: u64,
+}
+
+impl NatState {
+    /// Tables for `capacity` flows of each family.
+    pub fn new(capacity: usize, me: u16, seed: u64) -> NatState {
+        NatState {
+            flows4: FlowTable::new(capacity, seed, 0),
+            flows6: FlowTable::new(capacity, seed ^ 0x6666, 0),
+            maps4: FlowTable::new(capacity, seed ^ 0x4444, 0),
+            maps6: FlowTable::new(capacity, seed ^ 0x5555, 0),
+            frags: vec![Frag::default(); FRAG_SLOTS].into_boxed_slice(),
+            me,
+            now: 0,
+            by_state: [0; 8],
+            handed: false,
+            seed,
+        }
+    }
+
+    /// Expire what is due (at most `budget` flows looked at per table).
+    pub fn expire(&mut self, now: u32, budget: usize, c: &WorkerCounters) {
+        self.now = now;
+        let by_state = &mut self.by_state;
+        let mut gone = |s: State| {
+            by_state[s as usize] = by_state[s as usize].saturating_sub(1);
+        };
+        let n = self.flows4.expire(now, budget, |_, f| gone(f.state))
+            + self.flows6.expire(now, budget, |_, f| gone(f.state));
+        c.nat.expired.add(n as u64);
+        self.maps4.expire(now, budget, |_, _| {});
+        self.maps6.expire(now, budget, |_, _| {});
+    }
+
+    /// Remove flows `[from, from + budget)` (by id) that `remove` selects; returns the next
+    /// id to look at, or None when the tables are done.
+    pub fn sweep(
+        &mut self,
+        from: u32,
+        budget: u32,
+        c: &WorkerCounters,
+        mut remove: impl FnMut(&FlowRecord) -> bool,
+    ) -> Option<u32> {
+        let b4 = self.flows4.id_bound();
+        let b6 = self.flows6.id_bound();
+        let end = from.saturating_add(budget);
+        for id in from..end.min(b4 + b6) {
+            let v6 = id >= b4;
+            let fid = if v6 { id - b4 } else { id };
+            let Some(r) = self.record(v6, fid) else {
+                continue;
+            };
+            if remove(&r) {
+                if v6 {
+                    self.flows6.remove(fid);
+                } else {
+                    self.flows4.remove(fid);
+                }
+                let s = r.state as usize;
+                self.by_state[s] = self.by_state[s].saturating_sub(1);
+                c.nat.removed.add(1);
+            }
+        }
+        (end < b4 + b6).then_some(end)
+    }
+
+    /// Flow `id` of a family as operators see it, if live.
+    pub fn record(&self, v6: bool, id: u32) -> Option<FlowRecord> {
+        let tup4 = |k: &Key4| {
+            (
+                IpAddr::from(k.src.to_be_bytes()),
+                IpAddr::from(k.dst.to_be_bytes()),
+                k.sport,
+                k.dport,
+            )
+        };
+        let tup6 = |k: &Key6| (IpAddr::from(k.src), IpAddr::from(k.dst), k.sport, k.dport);
+        let left = |e: u32| e.wrapping_sub(self.now).min(i32::MAX as u32) / TICKS_PER_S;
+        if v6 {
+            self.flows6.is_live(id).then(|| {
+                let f = self.flows6.get(id);
+                FlowRecord {
+                    orig: tup6(&f.orig),
+                    reply: tup6(&f.reply),
+                    proto: f.orig.proto,
+                    state: f.state,
+                    expires_s: left(f.expires),
+                    rule: f.rule,
+                }
+            })
+        } else {
+            self.flows4.is_live(id).then(|| {
+                let f = self.flows4.get(id);
+                FlowRecord {
+                    orig: tup4(&f.orig),
+                    reply: tup4(&f.reply),
+                    proto: f.orig.proto,
+                    state: f.state,
+                    expires_s: left(f.expires),
+                    rule: f.rule,
+                }
+            })
+        }
+    }
+
+    /// Every id a sweep or dump walks: IPv4 flows, then IPv6.
+    pub fn id_bound(&self) -> u32 {
+        self.flows4.id_bound() + self.flows6.id_bound()
+    }
+
+    /// The record of walk id `id` (see [`NatState::id_bound`]).
+    pub fn record_at(&self, id: u32) -> Option<FlowRecord> {
+        let b4 = self.flows4.id_bound();
+        if id >= b4 {
+            self.record(true, id - b4)
+        } else {
+            self.record(false, id)
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.flows4.len() + self.flows6.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn frag_slot(&self, key: u64) -> usize {
+        (mix(key ^ self.seed) as usize) % FRAG_SLOTS
+    }
+}
+
+impl FlowFilter {
+    pub fn matches(&self, r: &FlowRecord) -> bool {
+        let (o, p) = (r.orig, r.reply);
+        self.address
+            .is_none_or(|a| [o.0, o.1, p.0, p.1].contains(&a))
+            && self.protocol.is_none_or(|x| x == r.proto)
+            && self.port.is_none_or(|x| [o.2, o.3, p.2, p.3].contains(&x))
+            && self.rule.is_none_or(|x| x == r.rule)
+    }
+}
+
+#[inline(always)]
+fn mix(mut x: u64) -> u64 {
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    x ^ (x >> 33)
+}
+
+/// One address family, for the code both share.
+pub trait Fam {
+    type A: Copy + Eq + Hash + Default + std::fmt::Debug;
+    type K: FlowKey;
+    const ECHO: u8;
+    fn key(src: Self::A, dst: Self::A, sport: u16, dport: u16, proto: u8) -> Self::K;
+    fn parts(k: &Self::K) -> (Self::A, Self::A, u16, u16, u8);
+    fn flows(st: &mut NatState) -> &mut FlowTable<Self::K>;
+    fn maps(st: &mut NatState) -> &mut FlowTable<Self::K>;
+    fn from(r: &SnatRule) -> &[(Self::A, u8)];
+    fn pool(r: &SnatRule) -> &[(Self::A, u8)];
+    fn dnat(n: &NatTables) -> &FastMap<(Self::A, u8, u16), u16>;
+    fn back(n: &NatTables) -> &FastSet<(Self::A, u8, u16)>;
+    fn contains(p: (Self::A, u8), a: Self::A) -> bool;
+    fn fold(a: Self::A) -> u64;
+    /// The `i`-th address of the pool (modulo its size).
+    fn nth(pool: &[(Self::A, u8)], i: u64) -> Option<Self::A>;
+    fn ip(a: Self::A) -> IpAddr;
+    fn from_ip(a: IpAddr) -> Option<Self::A>;
+}
+
+pub struct V4;
+pub struct V6;
+
+impl Fam for V4 {
+    type A = u32;
+    type K = Key4;
+    const ECHO: u8 = ICMP;
+    #[inline(always)]
+    fn key(src: u32, dst: u32, sport: u16, dport: u16, proto: u8) -> Key4 {
+        Key4 {
+            src,
+            dst,
+            sport,
+            dport,
+            proto,
+        }
+    }
+    #[inline(always)]
+    fn parts(k: &Key4) -> (u32, u32, u16, u16, u8) {
+        (k.src, k.dst, k.sport, k.dport, k.proto)
+    }
+    fn flows(st: &mut NatState) -> &mut FlowTable<Key4> {
+        &mut st.flows4
+    }
+    fn maps(st: &mut NatState) -> &mut FlowTable<Key4> {
+        &mut st.maps4
+    }
+    fn from(r: &SnatRule) -> &[(u32, u8)] {
+        &r.from4
+    }
+    fn pool(r: &SnatRule) -> &[(u32, u8)] {
+        &r.pool4
+    }
+    fn dnat(n: &NatTables) -> &FastMap<(u32, u8, u16), u16> {
+        &n.dnat4
+    }
+    fn back(n: &NatTables) -> &FastSet<(u32, u8, u16)> {
+        &n.back4
+    }
+    #[inline(always)]
+    fn contains(p: (u32, u8), a: u32) -> bool {
+        crate::tables::same_prefix32(p.0, a, p.1)
+    }
+    fn fold(a: u32) -> u64 {
+        u64::from(a)
+    }
+    fn nth(pool: &[(u32, u8)], i: u64) -> Option<u32> {
+        let size = |len: u8| 1u64 << (32 - u32::from(len.min(32)));
+        let total: u64 = pool.iter().map(|p| size(p.1)).sum();
+        let mut i = i % total.max(1);
+        for p in pool {
+            if i < size(p.1) {
+                return Some(p.0 + i as u32);
+            }
+            i -= size(p.1);
+        }
+        None
+    }
+    fn ip(a: u32) -> IpAddr {
+        IpAddr::from(a.to_be_bytes())
+    }
+    fn from_ip(a: IpAddr) -> Option<u32> {
+        match a {
+            IpAddr::V4(a) => Some(a.into()),
+            IpAddr::V6(_) => None,
+        }
+    }
+}
+
+impl Fam for V6 {
+    type A = u128;
+    type K = Key6;
+    const ECHO: u8 = ICMPV6;
+    #[inline(always)]
+    fn key(src: u128, dst: u128, sport: u16, dport: u16, proto: u8) -> Key6 {
+        Key6 {
+            src: src.to_be_bytes(),
+            dst: dst.to_be_bytes(),
+            sport,
+            dport,
+            proto,
+        }
+    }
+    #[inline(always)]
+    fn parts(k: &Key6) -> (u128, u128, u16, u16, u8) {
+        (
+            u128::from_be_bytes(k.src),
+            u128::from_be_bytes(k.dst),
+            k.sport,
+            k.dport,
+            k.proto,
+        )
+    }
+    fn flows(st: &mut NatState) -> &mut FlowTable<Key6> {
+        &mut st.flows6
+    }
+    fn maps(st: &mut NatState) -> &mut FlowTable<Key6> {
+        &mut st.maps6
+    }
+    fn from(r: &SnatRule) -> &[(u128, u8)] {
+        &r.from6
+    }
+    fn pool(r: &SnatRule) -> &[(u128, u8)] {
+        &r.pool6
+    }
+    fn dnat(n: &NatTables) -> &FastMap<(u128, u8, u16), u16> {
+        &n.dnat6
+    }
+    fn back(n: &NatTables) -> &FastSet<(u128, u8, u16)> {
+        &n.back6
+    }
+    #[inline(always)]
+    fn contains(p: (u128, u8), a: u128) -> bool {
+        crate::tables::same_prefix128(p.0, a, p.1)
+    }
+    fn fold(a: u128) -> u64 {
+        (a as u64) ^ ((a >> 64) as u64).rotate_left(17)
+    }
+    fn nth(pool: &[(u128, u8)], i: u64) -> Option<u128> {
+        // Sizes capped at 2^32 addresses a prefix (a /64 pool is not walked whole).
+        let size = |len: u8| 1u64 << (128 - u32::from(len.min(128))).min(32);
+        let total: u64 = pool.iter().map(|p| size(p.1)).sum();
+        let mut i = i % total.max(1);
+        for p in pool {
+            if i < size(p.1) {
+                return Some(p.0 + u128::from(i));
+            }
+            i -= size(p.1);
+        }
+        None
+    }
+    fn ip(a: u128) -> IpAddr {
+        IpAddr::from(a.to_be_bytes())
+    }
+    fn from_ip(a: IpAddr) -> Option<u128> {
+        match a {
+            IpAddr::V6(a) => Some(a.into()),
+            IpAddr::V4(_) => None,
+        }
+    }
+}
+
+/// A packet as the NAT stage reads it: its 5-tuple, or for an ICMP error the 5-tuple of
+/// the packet that would answer the one it quotes (the direction the error travels).
+#[derive(Clone, Copy, Debug)]
+pub struct Parsed<A> {
+    pub src: A,
+    pub dst: A,
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+    /// TCP flags (0 otherwise).
+    pub tcp: u8,
+    /// An ICMP error: the error's own source (the tuple above is the quoted packet's,
+    /// reversed).
+    pub error: Option<A>,
+    /// A fragment: (identification, more fragments follow / this is not the first).
+    pub frag: Option<(u32, bool)>,
+}
+
+/// How to translate a packet (applied after the router's checks).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Xlat<A> {
+    /// New source, destination (address, port) of the packet, or for an error, of the
+    /// direction it travels in; None: unchanged.
+    pub src: Option<(A, u16)>,
+    pub dst: Option<(A, u16)>,
+    /// The destination to route by.
+    pub route_dst: A,
+    /// An ICMP error: its own source, and the source of the tuple it travels by.
+    pub error: Option<(A, A)>,
+}
+
+/// What the pre-routing hook decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pre<A> {
+    /// Not NAT's: route as it is.
+    Pass,
+    /// Another worker owns the flow.
+    Handoff(u16),
+    Drop(DropReason),
+    Xlat(Xlat<A>),
+    /// Its source is an SNAT rule's: [`snat_new`] once the egress port is known.
+    MaybeSnat,
+}
+
+/// The first `n` bytes at `at`, if there.
+#[inline(always)]
+fn be16(d: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_be_bytes([*d.get(at)?, *d.get(at + 1)?]))
+}
+#[inline(always)]
+fn be32(d: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_be_bytes(d.get(at..at + 4)?.try_into().ok()?))
+}
+#[inline(always)]
+fn be128(d: &[u8], at: usize) -> Option<u128> {
+    Some(u128::from_be_bytes(d.get(at..at + 16)?.try_into().ok()?))
+}
+
+/// Ports (or echo identifier, as both) of a transport header, with TCP's flags; None if
+/// NAT does not translate the protocol or the header is short.
+#[inline(always)]
+fn transport(proto: u8, echo: u8, l4: &[u8]) -> Option<(u16, u16, u8)> {
+    match proto {
+        TCP => Some((be16(l4, 0)?, be16(l4, 2)?, *l4.get(13)?)),
+        UDP => Some((be16(l4, 0)?, be16(l4, 2)?, 0)),
+        p if p == echo => {
+            let id = be16(l4, 4)?;
+            Some((id, id, 0))
+        }
+        _ => None,
+    }
+}
+
+/// Parse an IPv4 packet (`ip` from its header, length already checked by the router).
+#[inline]
+pub fn parse4(ip: &[u8]) -> Option<Parsed<u32>> {
+    let ihl = usize::from(*ip.first()? & 0x0f) * 4;
+    let proto = *ip.get(9)?;
+    let (src, dst) = (be32(ip, 12)?, be32(ip, 16)?);
+    let ff = be16(ip, 6)?;
+    let (offset, more) = (ff & 0x1fff, ff & 0x2000 != 0);
+    let frag = (offset != 0 || more).then(|| (u32::from(be16(ip, 4).unwrap_or(0)), offset != 0));
+    if offset != 0 {
+        return Some(Parsed {
+            src,
+            dst,
+            sport: 0,
+            dport: 0,
+            proto,
+            tcp: 0,
+            error: None,
+            frag,
+        });
+    }
+    let l4 = ip.get(ihl..)?;
+    if proto == ICMP {
+        match *l4.first()? {
+            8 | 0 => {}
+            3 | 11 | 12 => {
+                // The quoted packet, reversed: the tuple of the direction the error goes.
+                let q = l4.get(8..)?;
+                let qihl = usize::from(*q.first()? & 0x0f) * 4;
+                let qp = *q.get(9)?;
+                if qihl < 20 || be16(q, 6)? & 0x1fff != 0 {
+                    return None;
+                }
+                let (qs, qd) = (be32(q, 12)?, be32(q, 16)?);
+                let (sp, dp, _) = transport(qp, ICMP, q.get(qihl..)?)?;
+                return Some(Parsed {
+                    src: qd,
+                    dst: qs,
+                    sport: dp,
+                    dport: sp,
+                    proto: qp,
+                    tcp: 0,
+                    error: Some(src),
+                    frag: None,
+                });
+            }
+            _ => return None,
+        }
+    }
+    let (sport, dport, tcp) = transport(proto, ICMP, l4)?;
+    Some(Parsed {
+        src,
+        dst,
+        sport,
+        dport,
+        proto,
+        tcp,
+        error: None,
+        frag,
+    })
+}
+
+/// Parse an IPv6 packet whose transport header follows the fixed header (extension
+/// headers: not NAT's yet). ICMPv6 errors are not translated yet either.
+#[inline]
+pub fn parse6(ip: &[u8]) -> Option<Parsed<u128>> {
+    let proto = *ip.get(6)?;
+    let (src, dst) = (be128(ip, 8)?, be128(ip, 24)?);
+    let l4 = ip.get(40..)?;
+    if proto == ICMPV6 && !matches!(l4.first(), Some(128 | 129)) {
+        return None;
+    }
+    let (sport, dport, tcp) = transport(proto, ICMPV6, l4)?;
+    Some(Parsed {
+        src,
+        dst,
+        sport,
+        dport,
+        proto,
+        tcp,
+        error: None,
+        frag: None,
+    })
+}
+
+/// Who owns the flow of a packet with this tuple, and what NAT may do with it; None: not
+/// NAT's.
+struct Class {
+    owner: u16,
+    dnat: Option<u16>,
+    snat_src: bool,
+}
+
+#[inline]
+fn addr_owner<F: Fam>(a: F::A, workers: u16) -> u16 {
+    (mix(F::fold(a)) % u64::from(workers.max(1))) as u16
+}
+
+#[inline]
+fn classify<F: Fam>(n: &NatTables, p: &Parsed<F::A>) -> Option<Class> {
+    let w = n.workers;
+    let dnat = F::dnat(n)
+        .get(&(p.dst, p.proto, p.dport))
+        .or_else(|| F::dnat(n).get(&(p.dst, p.proto, 0)))
+        .copied();
+    let snat_src = n
+        .snat
+        .iter()
+        .any(|r| F::from(r).iter().any(|&f| F::contains(f, p.src)));
+    // A reply to an SNAT mapping: by the pool port's share.
+    for r in &n.snat {
+        if F::pool(r).iter().any(|&q| F::contains(q, p.dst)) {
+            if let Some(owner) = snat_owner(p.dport, r.ports.0, r.ports.1, w) {
+                return Some(Class {
+                    owner,
+                    dnat,
+                    snat_src,
+                });
+            }
+        }
+    }
+    if dnat.is_some() {
+        return Some(Class {
+            owner: addr_owner::<F>(p.src, w),
+            dnat,
+            snat_src,
+        });
+    }
+    let back = F::back(n);
+    if back.contains(&(p.src, p.proto, p.sport)) || back.contains(&(p.src, p.proto, 0)) {
+        return Some(Class {
+            owner: addr_owner::<F>(p.dst, w),
+            dnat,
+            snat_src,
+        });
+    }
+    snat_src.then(|| Class {
+        owner: addr_owner::<F>(p.src, w),
+        dnat,
+        snat_src,
+    })
+}
+
+/// The translation a flow gives a packet with tuple `p` that matched direction `dir`.
+#[inline]
+fn xlat_of<F: Fam>(orig: &F::K, reply: &F::K, dir: Dir, p: &Parsed<F::A>) -> Xlat<F::A> {
+    let other = if dir == Dir::Original { reply } else { orig };
+    let (os, od, osp, odp, _) = F::parts(other);
+    let src = (od, odp);
+    let dst = (os, osp);
+    Xlat {
+        src: (src != (p.src, p.sport)).then_some(src),
+        dst: (dst != (p.dst, p.dport)).then_some(dst),
+        route_dst: dst.0,
+        error: p.error.map(|e| (e, p.src)),
+    }
+}
+
+#[inline]
+fn new_state(proto: u8, tcp: u8) -> State {
+    match proto {
+        TCP if tcp & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN => State::SynSent,
+        TCP if tcp & tcp_flags::RST != 0 => State::Close,
+        TCP => State::Established,
+        _ => State::Unreplied,
+    }
+}
+
+/// The pre-routing hook (see the module documentation).
+#[inline]
+pub fn pre<F: Fam>(
+    st: &mut NatState,
+    n: &NatTables,
+    c: &WorkerCounters,
+    p: &Parsed<F::A>,
+    in_port: u16,
+) -> Pre<F::A> {
+    if let Some((id, later)) = p.frag {
+        if later {
+            return later_fragment::<F>(st, n, c, p, id);
+        }
+    }
+    let Some(class) = classify::<F>(n, p) else {
+        return Pre::Pass;
+    };
+    if class.owner != st.me && !st.handed {
+        if let Some((id, _)) = p.frag {
+            note_fragment::<F>(st, p, id, class.owner + 1, 0, false);
+        }
+        return Pre::Handoff(class.owner);
+    }
+    let key = F::key(p.src, p.dst, p.sport, p.dport, p.proto);
+    let (now, t) = (st.now, n.timeouts);
+    if let Some((id, dir)) = F::flows(st).lookup(&key) {
+        let f = *F::flows(st).get(id);
+        if n.is_live(f.rule) {
+            if p.error.is_none() {
+                let mut fins = f.flags & CALLER_FLAGS;
+                let s = match (p.proto, dir) {
+                    (TCP, _) => crate::conntrack::tcp_next(f.state, dir, p.tcp, &mut fins),
+                    (_, Dir::Reply) => State::Replied,
+                    _ => f.state,
+                };
+                if s != f.state {
+                    st.by_state[f.state as usize] = st.by_state[f.state as usize].saturating_sub(1);
+                    st.by_state[s as usize] += 1;
+                }
+                F::flows(st).refresh(id, s, fins, now, t.of(p.proto, s));
+            }
+            if let Some((fid, _)) = p.frag {
+                note_fragment::<F>(st, p, fid, 0, id, dir == Dir::Reply);
+            }
+            return Pre::Xlat(xlat_of::<F>(&f.orig, &f.reply, dir, p));
+        }
+        // Its rule was deleted: the flow ends, and the packet is new.
+        F::flows(st).remove(id);
+        st.by_state[f.state as usize] = st.by_state[f.state as usize].saturating_sub(1);
+        c.nat.removed.add(1);
+    }
+    if p.error.is_some() {
+        return Pre::Pass;
+    }
+    if let Some(d) = class.dnat {
+        return match dnat_new::<F>(st, n, c, p, usize::from(d), in_port) {
+            Ok(x) => Pre::Xlat(x),
+            Err(r) => Pre::Drop(r),
+        };
+    }
+    if class.snat_src {
+        return Pre::MaybeSnat;
+    }
+    Pre::Pass
+}
+
+fn frag_key<F: Fam>(p: &Parsed<F::A>, id: u32) -> u64 {
+    (mix(F::fold(p.src) ^ F::fold(p.dst).rotate_left(29))
+        ^ (u64::from(p.proto) << 32 | u64::from(id)))
+        | 1
+}
+
+fn note_fragment<F: Fam>(
+    st: &mut NatState,
+    p: &Parsed<F::A>,
+    id: u32,
+    owner: u16,
+    flow: u32,
+    reply: bool,
+) {
+    let key = frag_key::<F>(p, id);
+    let slot = st.frag_slot(key);
+    st.frags[slot] = Frag {
+        key,
+        expires: st.now.wrapping_add(FRAG_TICKS),
+        owner,
+        flow,
+        reply,
+    };
+}
+
+/// A fragment after the first: where the first one went, or its flow's translation.
+fn later_fragment<F: Fam>(
+    st: &mut NatState,
+    n: &NatTables,
+    c: &WorkerCounters,
+    p: &Parsed<F::A>,
+    id: u32,
+) -> Pre<F::A> {
+    let key = frag_key::<F>(p, id);
+    let slot = st.frag_slot(key);
+    let f = st.frags[slot];
+    if f.key != key || (st.now.wrapping_sub(f.expires) as i32) >= 0 {
+        // No first fragment seen (or long ago): NAT's only if its addresses say so.
+        let natted = classify::<F>(
+            n,
+            &Parsed {
+                sport: 0,
+                dport: 0,
+                ..*p
+            },
+        )
+        .is_some();
+        if natted {
+            c.nat.fragments_unmatched.add(1);
+            return Pre::Drop(DropReason::NatFragment);
+        }
+        return Pre::Pass;
+    }
+    if f.owner != 0 && !st.handed {
+        return Pre::Handoff(f.owner - 1);
+    }
+    if !F::flows(st).is_live(f.flow) {
+        return Pre::Drop(DropReason::NatFragment);
+    }
+    let fl = *F::flows(st).get(f.flow);
+    let dir = if f.reply { Dir::Reply } else { Dir::Original };
+    let (ks, kd, ksp, kdp, _) = F::parts(fl.key(dir));
+    let q = Parsed {
+        src: ks,
+        dst: kd,
+        sport: ksp,
+        dport: kdp,
+        ..*p
+    };
+    if (ks, kd) != (p.src, p.dst) {
+        return Pre::Drop(DropReason::NatFragment);
+    }
+    c.nat.fragments.add(1);
+    Pre::Xlat(xlat_of::<F>(&fl.orig, &fl.reply, dir, &q))
+}
+
+/// An endpoint-independent mapping for inside `src:sport` under rule `r`: the existing
+/// one, or a new pool address (paired: the same for every port of `src`) and a free port
+/// of this worker's share.
+fn map_endpoint<F: Fam>(
+    st: &mut NatState,
+    n: &NatTables,
+    r: &SnatRule,
+    src: F::A,
+    sport: u16,
+    proto: u8,
+) -> Result<(F::A, u16), DropReason> {
+    let z = F::A::default();
+    let mk = F::key(src, z, sport, 0, proto);
+    let (now, t) = (st.now, n.timeouts);
+    let life = match proto {
+        TCP => t.tcp_established,
+        UDP => t.udp,
+        _ => t.icmp,
+    };
+    if let Some((id, Dir::Original)) = F::maps(st).lookup(&mk) {
+        let m = *F::maps(st).get(id);
+        if n.is_live(m.rule) {
+            F::maps(st).refresh(id, m.state, 0, now, life);
+            let (_, a, _, p, _) = F::parts(&m.reply);
+            return Ok((a, p));
+        }
+        F::maps(st).remove(id);
+    }
+    let h = mix(F::fold(src) ^ st.seed);
+    let addr = F::nth(F::pool(r), h).ok_or(DropReason::NatPortsExhausted)?;
+    let share = port_share(r.ports.0, r.ports.1, n.workers, st.me);
+    if share.is_empty() {
+        return Err(DropReason::NatPortsExhausted);
+    }
+    let (lo, len) = (
+        u32::from(*share.start()),
+        u32::from(*share.end()) - u32::from(*share.start()) + 1,
+    );
+    // Keep the inside port if this worker's share has it (as Linux tries to), else start
+    // from a hash of the endpoint.
+    let first = if share.contains(&sport) {
+        u32::from(sport) - lo
+    } else {
+        (mix(h ^ u64::from(sport)) % u64::from(len)) as u32
+    };
+    let dnat = F::dnat(n);
+    for i in 0..PORT_PROBES.min(len) {
+        let port = (lo + (first + i) % len) as u16;
+        if dnat.contains_key(&(addr, proto, port)) || dnat.contains_key(&(addr, proto, 0)) {
+            continue;
+        }
+        let rk = F::key(z, addr, 0, port, proto);
+        if F::maps(st).lookup(&rk).is_some() {
+            continue;
+        }
+        return match F::maps(st).insert(mk, rk, State::Established, r.id, now, life) {
+            Ok(_) => Ok((addr, port)),
+            Err(InsertError::Full) => Err(DropReason::NatTableFull),
+            Err(InsertError::Exists) => continue,
+        };
+    }
+    Err(DropReason::NatPortsExhausted)
+}
+
+fn insert_flow<F: Fam>(
+    st: &mut NatState,
+    n: &NatTables,
+    c: &WorkerCounters,
+    p: &Parsed<F::A>,
+    reply: F::K,
+    rule: u16,
+) -> Result<u32, DropReason> {
+    let key = F::key(p.src, p.dst, p.sport, p.dport, p.proto);
+    let s = new_state(p.proto, p.tcp);
+    let (now, to) = (st.now, n.timeouts.of(p.proto, s));
+    match F::flows(st).insert(key, reply, s, rule, now, to) {
+        Ok(id) => {
+            st.by_state[s as usize] += 1;
+            c.nat.created.add(1);
+            if let Some(h) = c.nat.rule_hits.get(usize::from(rule) % MAX_RULE_IDS) {
+                h.add(1);
+            }
+            if let Some((fid, _)) = p.frag {
+                note_fragment::<F>(st, p, fid, 0, id, false);
+            }
+            Ok(id)
+        }
+        Err(InsertError::Full) => Err(DropReason::NatTableFull),
+        Err(InsertError::Exists) => Err(DropReason::NatClash),
+    }
+}
+
+fn dnat_new<F: Fam>(
+    st: &mut NatState,
+    n: &NatTables,
+    c: &WorkerCounters,
+    p: &Parsed<F::A>,
+    d: usize,
+    in_port: u16,
+) -> Result<Xlat<F::A>, DropReason> {
+    let r = &n.dnat[d];
+    let to = F::from_ip(r.to).ok_or(DropReason::NatClash)?;
+    let to_port = r.to_port.unwrap_or(p.dport);
+    // Hairpinning (RFC 4787 REQ-9): an inside host reaching another through the public
+    // address gets its own mapping as source, so the server answers through Ferry.
+    let hairpin = n
+        .snat
+        .iter()
+        .find(|s| s.out != in_port && F::from(s).iter().any(|&f| F::contains(f, p.src)));
+    let (rdst, rdport) = match hairpin {
+        Some(s) => map_endpoint::<F>(st, n, s, p.src, p.sport, p.proto)?,
+        None => (p.src, p.sport),
+    };
+    let reply = F::key(to, rdst, to_port, rdport, p.proto);
+    let id = insert_flow::<F>(st, n, c, p, reply, r.id)?;
+    let f = *F::flows(st).get(id);
+    Ok(xlat_of::<F>(&f.orig, &f.reply, Dir::Original, p))
+}
+
+/// The post-routing hook for a packet [`pre`] found to come from an SNAT rule's source
+/// and that no flow matched: the first rule for its source and egress port `out` makes
+/// the flow. `Ok(None)`: no rule for this egress (routed as it is).
+pub fn snat_new<F: Fam>(
+    st: &mut NatState,
+    n: &NatTables,
+    c: &WorkerCounters,
+    p: &Parsed<F::A>,
+    out: u16,
+) -> Result<Option<Xlat<F::A>>, DropReason> {
+    let Some(r) = n
+        .snat
+        .iter()
+        .find(|r| r.out == out && F::from(r).iter().any(|&f| F::contains(f, p.src)))
+    else {
+        return Ok(None);
+    };
+    let (addr, port) = map_endpoint::<F>(st, n, r, p.src, p.sport, p.proto)?;
+    // The reply comes from the destination to the mapping (an echo reply carries the
+    // mapped identifier, as both "ports").
+    let rsport = if p.proto == F::ECHO { port } else { p.dport };
+    let reply = F::key(p.dst, addr, rsport, port, p.proto);
+    let id = insert_flow::<F>(st, n, c, p, reply, r.id)?;
+    let f = *F::flows(st).get(id);
+    Ok(Some(xlat_of::<F>(&f.orig, &f.reply, Dir::Original, p)))
+}
+
+impl Xlat<u32> {
+    /// Rewrite an IPv4 packet (`ip` from its header).
+    pub fn apply4(&self, ip: &mut [u8]) -> Result<(), RewriteError> {
+        let b = |a: u32| a.to_be_bytes();
+        match self.error {
+            None => {
+                if let Some((a, p)) = self.src {
+                    translate::rewrite_v4(ip, End::Source, b(a), p)?;
+                }
+                if let Some((a, p)) = self.dst {
+                    translate::rewrite_v4(ip, End::Destination, b(a), p)?;
+                }
+            }
+            Some((outer_src, tuple_src)) => {
+                // The quoted packet is the reverse of the tuple: its source is the tuple's
+                // destination. The error goes to the new destination; it comes from the
+                // new source only if the endpoint itself sent it (not a router on the way).
+                if let Some((a, p)) = self.dst {
+                    translate::rewrite_icmp_error_v4(
+                        ip,
+                        End::Source,
+                        b(a),
+                        p,
+                        End::Destination,
+                        b(a),
+                    )?;
+                }
+                if let Some((a, p)) = self.src {
+                    let o = if outer_src == tuple_src { a } else { outer_src };
+                    translate::rewrite_icmp_error_v4(
+                        ip,
+                        End::Destination,
+                        b(a),
+                        p,
+                        End::Source,
+                        b(o),
+                    )?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Xlat<u128> {
+    /// Rewrite an IPv6 packet (`ip` from its header).
+    pub fn apply6(&self, ip: &mut [u8]) -> Result<(), RewriteError> {
+        let b = |a: u128| a.to_be_bytes();
+        if self.error.is_some() {
+            return Err(RewriteError::Unsupported);
+        }
+        if let Some((a, p)) = self.src {
+            translate::rewrite_v6(ip, End::Source, b(a), p)?;
+        }
+        if let Some((a, p)) = self.dst {
+            translate::rewrite_v6(ip, End::Destination, b(a), p)?;
+        }
+        Ok(())
+    }
+}
