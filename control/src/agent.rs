@@ -110,6 +110,16 @@ pub enum Request {
     Counters(oneshot::Sender<pb::Counters>),
     Routes(u32, oneshot::Sender<pb::RouteList>),
     Neighbors(oneshot::Sender<pb::NeighborList>),
+    NatRules(oneshot::Sender<pb::NatRuleList>),
+    /// Errors name the bad filter field (invalid argument).
+    Flows(
+        pb::ListFlowsRequest,
+        oneshot::Sender<Result<pb::FlowList, String>>,
+    ),
+    Flush(
+        pb::FlushFlowsRequest,
+        oneshot::Sender<Result<pb::FlushFlowsResponse, String>>,
+    ),
     /// The Prometheus exposition.
     Metrics(oneshot::Sender<String>),
 }
@@ -580,6 +590,37 @@ impl Ferry for Service {
         _: tonic::Request<pb::ListNeighborsRequest>,
     ) -> Result<Response<pb::NeighborList>, Status> {
         Ok(Response::new(self.h.ask(Request::Neighbors).await?))
+    }
+
+    async fn list_nat_rules(
+        &self,
+        _: tonic::Request<pb::ListNatRulesRequest>,
+    ) -> Result<Response<pb::NatRuleList>, Status> {
+        Ok(Response::new(self.h.ask(Request::NatRules).await?))
+    }
+
+    async fn list_flows(
+        &self,
+        request: tonic::Request<pb::ListFlowsRequest>,
+    ) -> Result<Response<pb::FlowList>, Status> {
+        let req = request.into_inner();
+        self.h
+            .ask(|tx| Request::Flows(req, tx))
+            .await?
+            .map(Response::new)
+            .map_err(Status::invalid_argument)
+    }
+
+    async fn flush_flows(
+        &self,
+        request: tonic::Request<pb::FlushFlowsRequest>,
+    ) -> Result<Response<pb::FlushFlowsResponse>, Status> {
+        let req = request.into_inner();
+        self.h
+            .ask(|tx| Request::Flush(req, tx))
+            .await?
+            .map(Response::new)
+            .map_err(Status::invalid_argument)
     }
 }
 

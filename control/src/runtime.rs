@@ -10,8 +10,10 @@ use std::time::{Duration, Instant};
 
 use ferry_dataplane::counters::WorkerCounters;
 use ferry_dataplane::dpdk::{self, Eal, Mempool, Port, PortConfig as DevConfig, TxBuffer};
+use ferry_dataplane::router::WorkerCommand;
 use ferry_dataplane::wire::ethernet::format_mac;
 use ferry_dataplane::worker::{Handed, HoldConfig, RxQueue, Worker};
+use ferry_proto::v1 as pb;
 
 use crate::afpacket;
 use crate::agent::{self, AgentOptions, Request};
@@ -513,6 +515,28 @@ pub fn run(opts: Options) -> Result<(), StartError> {
                 }
                 Request::Neighbors(reply) => {
                     let _ = reply.send(views::neighbors(&ctl));
+                }
+                Request::NatRules(reply) => {
+                    let _ = reply.send(views::nat_rules(&ctl, &counters));
+                }
+                Request::Flows(req, reply) => {
+                    let r = views::nat_filter(&ctl, req.filter.as_ref())
+                        .map(|f| views::flows(&ctl, f, req.limit, &mut commands_tx, &mut dumps_rx));
+                    let _ = reply.send(r);
+                }
+                Request::Flush(req, reply) => {
+                    let r = views::nat_filter(&ctl, req.filter.as_ref()).map(|f| {
+                        for c in commands_tx.iter_mut() {
+                            // (A full command ring: that worker's flows stay; rare, logged.)
+                            if c.push(WorkerCommand::NatFlush(f)).is_err() {
+                                tracing::warn!("a worker's command ring is full: flush not sent");
+                            }
+                        }
+                        pb::FlushFlowsResponse {
+                            flows_before: counters.iter().map(|c| c.nat.flows.get()).sum(),
+                        }
+                    });
+                    let _ = reply.send(r);
                 }
                 Request::Metrics(reply) => {
                     let _ = reply.send(views::metrics(&sources(&ctl)));

@@ -6,8 +6,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use ferry_dataplane::counters::WorkerCounters;
+use ferry_dataplane::counters::{WorkerCounters, STATE_NAMES};
 use ferry_dataplane::dpdk::Port;
+use ferry_dataplane::nat::{FlowFilter, FlowRecord};
+use ferry_dataplane::router::{FlowDump, WorkerCommand};
 use ferry_dataplane::wire::ethernet::format_mac;
 use ferry_proto::v1 as pb;
 use prometheus_client::encoding::text::encode;
@@ -269,6 +271,9 @@ pub fn metrics(s: &Sources) -> String {
     for (w, c) in s.counters.iter().enumerate() {
         let ws = w.to_string();
         for (name, v) in c.named() {
+            if name.starts_with("nat_") {
+                continue; // (below, with their own names and types)
+            }
             if let Some(reason) = name.strip_prefix("drop_") {
                 dropped
                     .get_or_create(&label(&[("worker", &ws), ("reason", reason)]))
@@ -304,6 +309,7 @@ pub fn metrics(s: &Sources) -> String {
                 .inc_by(v);
         }
     }
+    nat_metrics(&mut reg, s);
     let worker_gen = Family::<Labels, Gauge>::default();
     reg.register(
         "ferry_worker_generation",
@@ -462,4 +468,257 @@ pub fn metrics(s: &Sources) -> String {
         tracing::warn!("metrics: {e}");
     }
     out
+}
+
+/// The NAT rules with the flows each created (`ferryctl nat`).
+pub fn nat_rules(ctl: &Controller, counters: &[Arc<WorkerCounters>]) -> pb::NatRuleList {
+    let cfg = ctl.config();
+    let ids = &ctl.plan().rule_ids;
+    let hits = |id: u16| -> u64 {
+        counters
+            .iter()
+            .map(|c| c.nat.rule_hits.get(usize::from(id)).map_or(0, |h| h.get()))
+            .sum()
+    };
+    let join = |v: &mut dyn Iterator<Item = String>| v.collect::<Vec<_>>().join(", ");
+    let mut rules = Vec::new();
+    for r in &cfg.nat.snat {
+        let id = ids.get(&(true, r.name.clone())).copied().unwrap_or(0);
+        let out = cfg.ports.get(r.out).map_or("?", |p| p.name.as_str());
+        rules.push(pb::NatRuleEntry {
+            kind: "snat".into(),
+            name: r.name.clone(),
+            id: id.into(),
+            hits: hits(id),
+            r#match: format!(
+                "from {} out {out}",
+                join(&mut r.from.iter().map(|p| p.to_string()))
+            ),
+            to: format!(
+                "{} ports {}-{}",
+                join(&mut r.pool.iter().map(|p| p.to_string())),
+                r.ports.0,
+                r.ports.1
+            ),
+        });
+    }
+    for r in &cfg.nat.dnat {
+        let id = ids.get(&(false, r.name.clone())).copied().unwrap_or(0);
+        let proto = if r.protocol == 6 { "tcp" } else { "udp" };
+        rules.push(pb::NatRuleEntry {
+            kind: "dnat".into(),
+            name: r.name.clone(),
+            id: id.into(),
+            hits: hits(id),
+            r#match: match r.port {
+                Some(p) => format!("{proto} {} port {p}", r.address),
+                None => format!("{proto} {}", r.address),
+            },
+            to: match r.to_port {
+                Some(p) => format!("{} port {p}", r.to_address),
+                None => r.to_address.to_string(),
+            },
+        });
+    }
+    pb::NatRuleList { rules }
+}
+
+/// A flow filter from the API's, naming the bad field.
+pub fn nat_filter(ctl: &Controller, f: Option<&pb::FlowFilter>) -> Result<FlowFilter, String> {
+    let Some(f) = f else {
+        return Ok(FlowFilter::default());
+    };
+    let address = match f.address.trim() {
+        "" => None,
+        a => Some(
+            a.parse()
+                .map_err(|_| format!("filter.address: {a:?} is not an IP address"))?,
+        ),
+    };
+    let protocol = match f.protocol.trim() {
+        "" => None,
+        "tcp" => Some(6),
+        "udp" => Some(17),
+        "icmp" => Some(1),
+        "icmpv6" => Some(58),
+        p => Some(p.parse::<u8>().map_err(|_| {
+            format!("filter.protocol: {p:?}: tcp, udp, icmp, icmpv6 or a protocol number")
+        })?),
+    };
+    let port = match f.port {
+        0 => None,
+        p => Some(u16::try_from(p).map_err(|_| format!("filter.port: {p}: a port is 1..=65535"))?),
+    };
+    let rule = match f.rule.trim() {
+        "" => None,
+        name => {
+            let ids = &ctl.plan().rule_ids;
+            Some(
+                ids.get(&(true, name.to_string()))
+                    .or_else(|| ids.get(&(false, name.to_string())))
+                    .copied()
+                    .ok_or_else(|| {
+                        format!("filter.rule: {name:?} is not the name of a NAT rule")
+                    })?,
+            )
+        }
+    };
+    Ok(FlowFilter {
+        address,
+        protocol,
+        port,
+        rule,
+    })
+}
+
+/// How long the control thread waits for the workers' flow records.
+const DUMP_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Every worker's flows that `filter` selects, at most `limit` per worker (`ferryctl
+/// conntrack`): each worker walks its tables a slice per round and sends the records over
+/// its dump ring, which this drains.
+pub fn flows(
+    ctl: &Controller,
+    filter: FlowFilter,
+    limit: u32,
+    commands: &mut [rtrb::Producer<WorkerCommand>],
+    dumps: &mut [rtrb::Consumer<FlowDump>],
+) -> pb::FlowList {
+    let limit = match limit {
+        0 => 1000,
+        l => l.min(100_000),
+    };
+    // Leftovers of an earlier dump that timed out.
+    for d in dumps.iter_mut() {
+        while d.pop().is_ok() {}
+    }
+    let mut asked = vec![false; commands.len()];
+    for (w, c) in commands.iter_mut().enumerate() {
+        asked[w] = c.push(WorkerCommand::NatDump { filter, limit }).is_ok();
+    }
+    let names: HashMap<u16, String> = ctl
+        .plan()
+        .rule_ids
+        .iter()
+        .map(|((_, name), id)| (*id, name.clone()))
+        .collect();
+    let mut out = pb::FlowList::default();
+    let mut done: Vec<bool> = asked.iter().map(|a| !a).collect();
+    let start = Instant::now();
+    while done.iter().any(|d| !d) && start.elapsed() < DUMP_WAIT {
+        let mut got = false;
+        for (w, d) in dumps.iter_mut().enumerate() {
+            while let Ok(item) = d.pop() {
+                got = true;
+                match item {
+                    FlowDump::Flow(r) => out.flows.push(flow_entry(&r, w, &names)),
+                    FlowDump::End { truncated } => {
+                        out.truncated |= truncated;
+                        done[w] = true;
+                    }
+                }
+            }
+        }
+        if !got {
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
+    }
+    out.truncated |= done.iter().any(|d| !d);
+    out
+}
+
+fn flow_entry(r: &FlowRecord, worker: usize, names: &HashMap<u16, String>) -> pb::FlowEntry {
+    let tuple = |t: &(std::net::IpAddr, std::net::IpAddr, u16, u16)| pb::Tuple {
+        src: t.0.to_string(),
+        dst: t.1.to_string(),
+        sport: t.2.into(),
+        dport: t.3.into(),
+    };
+    pb::FlowEntry {
+        original: Some(tuple(&r.orig)),
+        reply: Some(tuple(&r.reply)),
+        protocol: match r.proto {
+            6 => "tcp".into(),
+            17 => "udp".into(),
+            1 => "icmp".into(),
+            58 => "icmpv6".into(),
+            p => p.to_string(),
+        },
+        state: STATE_NAMES
+            .get(r.state as usize)
+            .copied()
+            .unwrap_or("?")
+            .into(),
+        expires_s: r.expires_s,
+        worker: worker as u32,
+        rule: names.get(&r.rule).cloned().unwrap_or_default(),
+    }
+}
+
+/// NAT metrics: flows by state (gauges), flows created, expired and removed, handoffs,
+/// fragments, and flows created by rule.
+fn nat_metrics(reg: &mut Registry, s: &Sources) {
+    let flows = Family::<Labels, Gauge>::default();
+    reg.register(
+        "ferry_nat_flows",
+        "NAT flows a worker tracks, by state",
+        flows.clone(),
+    );
+    let made = Family::<Labels, Counter>::default();
+    reg.register(
+        "ferry_nat_flow_events",
+        "NAT flows created, expired, and removed (rule deleted, flush), by worker",
+        made.clone(),
+    );
+    let handoffs = Family::<Labels, Counter>::default();
+    reg.register(
+        "ferry_nat_handoffs",
+        "Packets handed to the worker that owns their flow (out) and taken from others (in)",
+        handoffs.clone(),
+    );
+    let frags = Family::<Labels, Counter>::default();
+    reg.register(
+        "ferry_nat_fragments",
+        "Later fragments translated by their datagram's first fragment, or unmatched",
+        frags.clone(),
+    );
+    for (w, c) in s.counters.iter().enumerate() {
+        let ws = w.to_string();
+        for (st, g) in STATE_NAMES.iter().zip(c.nat.by_state.iter()) {
+            flows
+                .get_or_create(&label(&[("worker", &ws), ("state", st)]))
+                .set(g.get() as i64);
+        }
+        for (ev, v) in [
+            ("created", &c.nat.created),
+            ("expired", &c.nat.expired),
+            ("removed", &c.nat.removed),
+        ] {
+            made.get_or_create(&label(&[("worker", &ws), ("event", ev)]))
+                .inc_by(v.get());
+        }
+        for (d, v) in [("out", &c.nat.handoffs_out), ("in", &c.nat.handoffs_in)] {
+            handoffs
+                .get_or_create(&label(&[("worker", &ws), ("direction", d)]))
+                .inc_by(v.get());
+        }
+        for (r, v) in [
+            ("translated", &c.nat.fragments),
+            ("unmatched", &c.nat.fragments_unmatched),
+        ] {
+            frags
+                .get_or_create(&label(&[("worker", &ws), ("result", r)]))
+                .inc_by(v.get());
+        }
+    }
+    let hits = Family::<Labels, Counter>::default();
+    reg.register(
+        "ferry_nat_rule_flows",
+        "Flows a NAT rule created",
+        hits.clone(),
+    );
+    for r in nat_rules(s.ctl, s.counters).rules {
+        hits.get_or_create(&label(&[("kind", &r.kind), ("rule", &r.name)]))
+            .inc_by(r.hits);
+    }
 }

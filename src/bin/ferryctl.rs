@@ -78,6 +78,18 @@ enum Cmd {
     },
     /// Static, learned, incomplete and failed neighbours.
     Neighbors,
+    /// NAT rules, with the flows each created.
+    Nat,
+    /// Tracked NAT flows (original and reply tuples, state, expiry, worker), or `flush`.
+    Conntrack {
+        #[command(subcommand)]
+        op: Option<ConntrackOp>,
+        #[command(flatten)]
+        filter: FlowFilterArgs,
+        /// At most this many flows per worker.
+        #[arg(long, default_value_t = 1000)]
+        limit: u32,
+    },
     /// Counters, in total and per worker.
     Stats {
         /// Print again every --interval until interrupted.
@@ -100,6 +112,43 @@ enum Cmd {
         #[arg(long, default_value_t = 10_000)]
         timeout: u32,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum ConntrackOp {
+    /// End the flows the filter selects (all of them without one).
+    Flush {
+        #[command(flatten)]
+        filter: FlowFilterArgs,
+    },
+}
+
+/// Which flows (every option given must match).
+#[derive(clap::Args, Debug, Default, Clone)]
+struct FlowFilterArgs {
+    /// Either address of either tuple.
+    #[arg(long)]
+    address: Option<String>,
+    /// tcp, udp, icmp, icmpv6 or a number.
+    #[arg(long)]
+    protocol: Option<String>,
+    /// Either port of either tuple.
+    #[arg(long)]
+    port: Option<u32>,
+    /// A NAT rule's name.
+    #[arg(long)]
+    rule: Option<String>,
+}
+
+impl FlowFilterArgs {
+    fn pb(&self) -> pb::FlowFilter {
+        pb::FlowFilter {
+            address: self.address.clone().unwrap_or_default(),
+            protocol: self.protocol.clone().unwrap_or_default(),
+            port: self.port.unwrap_or(0),
+            rule: self.rule.clone().unwrap_or_default(),
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -373,6 +422,108 @@ async fn run(cli: Cli) -> Result<(), Fail> {
                     }
                 }
                 _ => emit(out, &json!({ "neighbors": rows }))?,
+            }
+        }
+        Cmd::Nat => {
+            let r = c
+                .list_nat_rules(pb::ListNatRulesRequest {})
+                .await
+                .map_err(rpc_error)?
+                .into_inner();
+            let rows: Vec<Value> = r
+                .rules
+                .iter()
+                .map(|r| json!({"kind": r.kind, "name": r.name, "id": r.id, "hits": r.hits, "match": r.r#match, "to": r.to}))
+                .collect();
+            match out {
+                Format::Table => {
+                    outln!("{:<5} {:<16} {:>12}  MATCH -> TO", "KIND", "NAME", "FLOWS");
+                    for r in &r.rules {
+                        outln!(
+                            "{:<5} {:<16} {:>12}  {} -> {}",
+                            r.kind,
+                            r.name,
+                            r.hits,
+                            r.r#match,
+                            r.to
+                        );
+                    }
+                }
+                _ => emit(out, &json!({ "rules": rows }))?,
+            }
+        }
+        Cmd::Conntrack {
+            op: Some(ConntrackOp::Flush { filter }),
+            ..
+        } => {
+            let r = c
+                .flush_flows(pb::FlushFlowsRequest {
+                    filter: Some(filter.pb()),
+                })
+                .await
+                .map_err(rpc_error)?
+                .into_inner();
+            match out {
+                Format::Table => outln!("flush sent ({} flows tracked before)", r.flows_before),
+                _ => emit(out, &json!({ "flows_before": r.flows_before }))?,
+            }
+        }
+        Cmd::Conntrack {
+            op: None,
+            filter,
+            limit,
+        } => {
+            let r = c
+                .list_flows(pb::ListFlowsRequest {
+                    filter: Some(filter.pb()),
+                    limit: *limit,
+                })
+                .await
+                .map_err(rpc_error)?
+                .into_inner();
+            let tuple = |t: &Option<pb::Tuple>| {
+                t.as_ref().map_or(
+                    json!(null),
+                    |t| json!({"src": t.src, "dst": t.dst, "sport": t.sport, "dport": t.dport}),
+                )
+            };
+            let rows: Vec<Value> = r
+                .flows
+                .iter()
+                .map(|f| {
+                    json!({"protocol": f.protocol, "state": f.state, "expires_s": f.expires_s,
+                    "worker": f.worker, "rule": f.rule, "original": tuple(&f.original),
+                    "reply": tuple(&f.reply)})
+                })
+                .collect();
+            match out {
+                Format::Table => {
+                    let t = |t: &Option<pb::Tuple>| {
+                        t.as_ref().map_or(String::new(), |t| {
+                            format!(
+                                "src={} dst={} sport={} dport={}",
+                                t.src, t.dst, t.sport, t.dport
+                            )
+                        })
+                    };
+                    for f in &r.flows {
+                        // As `conntrack -L` prints them.
+                        outln!(
+                            "{:<6} {:<11} {:>6}s {}  {}  worker={} rule={}",
+                            f.protocol,
+                            f.state,
+                            f.expires_s,
+                            t(&f.original),
+                            t(&f.reply),
+                            f.worker,
+                            f.rule
+                        );
+                    }
+                    if r.truncated {
+                        outln!("(more flows than --limit {limit} on a worker: not all shown)");
+                    }
+                }
+                _ => emit(out, &json!({ "flows": rows, "truncated": r.truncated }))?,
             }
         }
         Cmd::Stats {
