@@ -33,6 +33,14 @@
 
 use std::fmt;
 
+#[inline(always)]
+fn prefetch<T>(x: &T) {
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse"))]
+    safe_arch::prefetch_t0(x);
+    #[cfg(not(all(target_arch = "x86_64", target_feature = "sse")))]
+    let _ = x;
+}
+
 /// Slots of the timer wheel (ticks; a power of two).
 pub const WHEEL_SLOTS: usize = 4096;
 const NONE: u32 = u32::MAX;
@@ -295,7 +303,7 @@ impl<K: FlowKey> FlowTable<K> {
         // Four entries per flow (two keys: at most half full), any size: the home slot is
         // found by multiply-shift, not a mask, so 10M flows need not round up to 2^26.
         let slots = capacity * 4;
-        FlowTable {
+        let mut t = FlowTable {
             // Reserved, not written: the pages of flows never used are never touched (and
             // the zeroed index comes straight from the allocator), so a big table costs
             // memory only as it fills.
@@ -309,6 +317,31 @@ impl<K: FlowKey> FlowTable<K> {
             pending: NONE,
             resuming: false,
             len: 0,
+        };
+        // Random lookups over tens of MiB: huge pages, as the FIBs (fewer TLB misses).
+        crate::dpdk::advise_hugepages(&t.index);
+        crate::dpdk::advise_hugepages(t.flows.spare_capacity_mut());
+        t
+    }
+
+    /// Prefetch the index slot `key` starts at (a burst's lookups overlap their misses).
+    #[inline(always)]
+    pub fn prefetch_index(&self, key: &K) {
+        let i = self.home(key.hash(self.seed) as u32);
+        prefetch(&self.index[i]);
+    }
+
+    /// Prefetch the flow the first index slot of `key` points at, if its hash matches
+    /// (after [`FlowTable::prefetch_index`] brought the slot in).
+    #[inline(always)]
+    pub fn prefetch_flow(&self, key: &K) {
+        let h = key.hash(self.seed) as u32;
+        let e = self.index[self.home(h)];
+        if e != 0 && (e >> 32) as u32 == h {
+            let id = (((e as u32) - 1) >> 1) as usize;
+            if let Some(f) = self.flows.get(id) {
+                prefetch(f);
+            }
         }
     }
 
@@ -380,6 +413,20 @@ impl<K: FlowKey> FlowTable<K> {
         }
     }
 
+    /// [`FlowTable::insert`] for keys the caller has just looked up and not found (one
+    /// lookup fewer per key): a key that is tracked after all would be indexed twice.
+    pub fn insert_new(
+        &mut self,
+        orig: K,
+        reply: K,
+        state: State,
+        rule: u16,
+        now: u32,
+        timeout: u32,
+    ) -> Result<u32, InsertError> {
+        self.insert_inner(orig, reply, state, rule, now, timeout)
+    }
+
     /// Track a new flow with keys `orig` and `reply`, due at `now + timeout`.
     pub fn insert(
         &mut self,
@@ -393,6 +440,18 @@ impl<K: FlowKey> FlowTable<K> {
         if self.lookup(&orig).is_some() || self.lookup(&reply).is_some() {
             return Err(InsertError::Exists);
         }
+        self.insert_inner(orig, reply, state, rule, now, timeout)
+    }
+
+    fn insert_inner(
+        &mut self,
+        orig: K,
+        reply: K,
+        state: State,
+        rule: u16,
+        now: u32,
+        timeout: u32,
+    ) -> Result<u32, InsertError> {
         let id = match self.free.pop() {
             Some(id) => id,
             None if self.flows.len() < self.cap => {

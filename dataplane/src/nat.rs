@@ -332,6 +332,37 @@ impl NatState {
         self.len() == 0
     }
 
+    /// Prefetch, for a packet about to take the NAT stage (an untagged Ethernet frame), the
+    /// index slot of its flow (`second` false), or then the flow itself (`second` true):
+    /// the worker runs both passes over a burst before the packets, so that their misses
+    /// overlap instead of each packet waiting for its own.
+    #[inline]
+    pub fn prefetch(&self, frame: &[u8], second: bool) {
+        match frame.get(12..14) {
+            Some([0x08, 0x00]) => {
+                if let Some(p) = frame.get(14..).and_then(parse4) {
+                    let k = V4::key(p.src, p.dst, p.sport, p.dport, p.proto);
+                    if second {
+                        self.flows4.prefetch_flow(&k);
+                    } else {
+                        self.flows4.prefetch_index(&k);
+                    }
+                }
+            }
+            Some([0x86, 0xdd]) => {
+                if let Some(p) = frame.get(14..).and_then(parse6) {
+                    let k = V6::key(p.src, p.dst, p.sport, p.dport, p.proto);
+                    if second {
+                        self.flows6.prefetch_flow(&k);
+                    } else {
+                        self.flows6.prefetch_index(&k);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
     fn frag_slot(&self, key: u64) -> usize {
         (mix(key ^ self.seed) as usize) % FRAG_SLOTS
     }
@@ -694,10 +725,14 @@ fn addr_owner<F: Fam>(a: F::A, workers: u16) -> u16 {
 #[inline]
 fn classify<F: Fam>(n: &NatTables, p: &Parsed<F::A>) -> Option<Class> {
     let w = n.workers;
-    let dnat = F::dnat(n)
-        .get(&(p.dst, p.proto, p.dport))
-        .or_else(|| F::dnat(n).get(&(p.dst, p.proto, 0)))
-        .copied();
+    let dm = F::dnat(n);
+    let dnat = if dm.is_empty() {
+        None
+    } else {
+        dm.get(&(p.dst, p.proto, p.dport))
+            .or_else(|| dm.get(&(p.dst, p.proto, 0)))
+            .copied()
+    };
     let snat_src = n
         .snat
         .iter()
@@ -722,7 +757,9 @@ fn classify<F: Fam>(n: &NatTables, p: &Parsed<F::A>) -> Option<Class> {
         });
     }
     let back = F::back(n);
-    if back.contains(&(p.src, p.proto, p.sport)) || back.contains(&(p.src, p.proto, 0)) {
+    if !back.is_empty()
+        && (back.contains(&(p.src, p.proto, p.sport)) || back.contains(&(p.src, p.proto, 0)))
+    {
         return Some(Class {
             owner: addr_owner::<F>(p.dst, w),
             dnat,
@@ -951,14 +988,16 @@ fn map_endpoint<F: Fam>(
     let dnat = F::dnat(n);
     for i in 0..PORT_PROBES.min(len) {
         let port = (lo + (first + i) % len) as u16;
-        if dnat.contains_key(&(addr, proto, port)) || dnat.contains_key(&(addr, proto, 0)) {
+        if !dnat.is_empty()
+            && (dnat.contains_key(&(addr, proto, port)) || dnat.contains_key(&(addr, proto, 0)))
+        {
             continue;
         }
         let rk = F::key(z, addr, 0, port, proto);
         if F::maps(st).lookup(&rk).is_some() {
             continue;
         }
-        return match F::maps(st).insert(mk, rk, State::Established, r.id, now, life) {
+        return match F::maps(st).insert_new(mk, rk, State::Established, r.id, now, life) {
             Ok(_) => Ok((addr, port)),
             Err(InsertError::Full) => Err(DropReason::NatTableFull),
             Err(InsertError::Exists) => continue,
@@ -967,6 +1006,9 @@ fn map_endpoint<F: Fam>(
     Err(DropReason::NatPortsExhausted)
 }
 
+/// Make the flow of `p` (whose key the caller looked up and did not find). `checked`: the
+/// reply key may be tracked already (DNAT: two rules to one server); SNAT's is unique by
+/// its mapping.
 fn insert_flow<F: Fam>(
     st: &mut NatState,
     n: &NatTables,
@@ -974,11 +1016,18 @@ fn insert_flow<F: Fam>(
     p: &Parsed<F::A>,
     reply: F::K,
     rule: u16,
+    checked: bool,
 ) -> Result<u32, DropReason> {
     let key = F::key(p.src, p.dst, p.sport, p.dport, p.proto);
     let s = new_state(p.proto, p.tcp);
     let (now, to) = (st.now, n.timeouts.of(p.proto, s));
-    match F::flows(st).insert(key, reply, s, rule, now, to) {
+    let t = F::flows(st);
+    let r = if checked {
+        t.insert(key, reply, s, rule, now, to)
+    } else {
+        t.insert_new(key, reply, s, rule, now, to)
+    };
+    match r {
         Ok(id) => {
             st.by_state[s as usize] += 1;
             c.nat.created.add(1);
@@ -1017,7 +1066,7 @@ fn dnat_new<F: Fam>(
         None => (p.src, p.sport),
     };
     let reply = F::key(to, rdst, to_port, rdport, p.proto);
-    let id = insert_flow::<F>(st, n, c, p, reply, r.id)?;
+    let id = insert_flow::<F>(st, n, c, p, reply, r.id, true)?;
     let f = *F::flows(st).get(id);
     Ok(xlat_of::<F>(&f.orig, &f.reply, Dir::Original, p))
 }
@@ -1044,7 +1093,7 @@ pub fn snat_new<F: Fam>(
     // mapped identifier, as both "ports").
     let rsport = if p.proto == F::ECHO { port } else { p.dport };
     let reply = F::key(p.dst, addr, rsport, port, p.proto);
-    let id = insert_flow::<F>(st, n, c, p, reply, r.id)?;
+    let id = insert_flow::<F>(st, n, c, p, reply, r.id, false)?;
     let f = *F::flows(st).get(id);
     Ok(Some(xlat_of::<F>(&f.orig, &f.reply, Dir::Original, p)))
 }

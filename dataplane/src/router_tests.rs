@@ -3276,3 +3276,402 @@ fn back_to_back_packets_to_one_address_are_reported_once() {
     assert_eq!(reports.len(), 2000, "every address reported");
     assert!(reports.values().all(|n| *n == 1), "once each");
 }
+
+// ---------------------------------------------------------------------------------------------
+// NAT (issue 5): the router with NAT tables, one worker
+// ---------------------------------------------------------------------------------------------
+
+mod nat_path {
+    use super::*;
+    use crate::conntrack::Timeouts;
+    use crate::nat::{DnatRule, NatTables, SnatRule};
+
+    const EGRESS: u16 = 7;
+    const WEB: u16 = 9;
+
+    /// SNAT 10.10.1.0/24 and fd10:1::/64 out of port 1 to its own addresses (ports
+    /// `ports`); DNAT tcp 10.10.2.1:8080 to 10.10.1.2:80.
+    fn nat_tables(ports: (u16, u16), snat: bool) -> NatTables {
+        let s = SnatRule {
+            id: EGRESS,
+            name: "egress".into(),
+            from4: vec![(a4("10.10.1.0"), 24)],
+            from6: vec![(a6("fd10:1::"), 64)],
+            out: 1,
+            pool4: vec![(a4("10.10.2.1"), 32)],
+            pool6: vec![(a6("fd10:2::1"), 128)],
+            ports,
+        };
+        let d = DnatRule {
+            id: WEB,
+            name: "web".into(),
+            address: ip("10.10.2.1"),
+            protocol: 6,
+            port: Some(8080),
+            to: ip("10.10.1.2"),
+            to_port: Some(80),
+        };
+        let snat = if snat { vec![s] } else { vec![] };
+        NatTables::new(snat, vec![d], Timeouts::rfc7857(10), 1, 0b10)
+    }
+
+    impl Fx {
+        fn with_nat(ports: (u16, u16)) -> Fx {
+            let mut fx = Fx::new();
+            fx.t.nat = Some(Arc::new(nat_tables(ports, true)));
+            fx.t.index_fast();
+            fx
+        }
+    }
+
+    fn udp_sum4(ip: &[u8]) -> u16 {
+        let ihl = usize::from(ip[0] & 0x0f) * 4;
+        let l4 = &ip[ihl..];
+        let src: [u8; 4] = ip[12..16].try_into().unwrap();
+        let dst: [u8; 4] = ip[16..20].try_into().unwrap();
+        checksum::finish(checksum::pseudo_v4(src, dst, ip[9], l4.len() as u16) + checksum::sum(l4))
+    }
+
+    /// UDP over IPv4 with a valid checksum, in a frame to the port of `from`.
+    fn udp4(from: (&str, u16), to: (&str, u16), mac: (Mac, Mac), ttl: u8) -> Vec<u8> {
+        let mut ip = ipv4_pkt(v4(from.0), v4(to.0), 17, ttl, &udp(from.1, to.1, &data(24)));
+        let c = udp_sum4(&ip);
+        ip[26..28].copy_from_slice(&c.to_be_bytes());
+        assert_eq!(udp_sum4(&ip), 0);
+        eth(mac.0, mac.1, ET_IPV4, &ip)
+    }
+
+    fn tuple4(f: &[u8]) -> (String, u16, String, u16) {
+        let ip = &f[14..];
+        let a = |at: usize| Ipv4Addr::from(<[u8; 4]>::try_from(&ip[at..at + 4]).unwrap());
+        (
+            a(12).to_string(),
+            be16(ip, 20),
+            a(16).to_string(),
+            be16(ip, 22),
+        )
+    }
+
+    #[test]
+    fn snat_translates_out_and_the_reply_back_with_valid_checksums() {
+        // An inside host's UDP leaves from the pool address; the reply reaches the host.
+        let mut fx = Fx::with_nat((1024, 65535));
+        let (a, out) = fx.run(
+            0,
+            &udp4(("10.10.1.2", 5000), ("10.10.2.5", 53), (M0, H1_MAC), 64),
+        );
+        assert_eq!(a, Action::Tx(1));
+        let (s, sp, d, dp) = tuple4(&out);
+        assert_eq!((s.as_str(), d.as_str(), dp), ("10.10.2.1", "10.10.2.5", 53));
+        assert!(ipv4_header_valid(&out[14..]));
+        assert_eq!(udp_sum4(&out[14..]), 0, "UDP checksum after SNAT");
+        assert_eq!(out[14 + 8], 63, "TTL decremented");
+        let (a, back) = fx.run(
+            1,
+            &udp4(("10.10.2.5", 53), ("10.10.2.1", sp), (M1, H5_MAC), 64),
+        );
+        assert_eq!(a, Action::Tx(0));
+        assert_eq!(
+            tuple4(&back),
+            ("10.10.2.5".into(), 53, "10.10.1.2".into(), 5000)
+        );
+        assert_eq!(
+            udp_sum4(&back[14..]),
+            0,
+            "UDP checksum after the reply's translation"
+        );
+        assert_eq!(mac_at(&back, 0), H1_MAC);
+        assert_eq!(fx.c.nat.created.get(), 1);
+        assert_eq!(fx.s.nat.len(), 1);
+    }
+
+    #[test]
+    fn a_zero_udp_checksum_stays_zero() {
+        // UDP over IPv4 without a checksum is translated without inventing one.
+        let mut fx = Fx::with_nat((1024, 65535));
+        let (a, out) = fx.run(0, &udp4_from_h1("10.10.2.5", 64, 10));
+        assert_eq!(a, Action::Tx(1));
+        assert_eq!(be16(&out, 14 + 20 + 6), 0);
+        assert_eq!(tuple4(&out).0, "10.10.2.1");
+    }
+
+    #[test]
+    fn one_inside_endpoint_maps_to_one_outside_endpoint_whatever_the_destination() {
+        // Endpoint-independent mapping (RFC 4787 REQ-1): same pool port to two servers.
+        let mut fx = Fx::with_nat((1024, 65535));
+        let (_, o1) = fx.run(
+            0,
+            &udp4(("10.10.1.2", 5000), ("10.10.2.5", 53), (M0, H1_MAC), 64),
+        );
+        let (_, o2) = fx.run(
+            0,
+            &udp4(("10.10.1.2", 5000), ("10.20.0.7", 99), (M0, H1_MAC), 64),
+        );
+        assert_eq!(tuple4(&o1).1, tuple4(&o2).1);
+        let (_, o3) = fx.run(
+            0,
+            &udp4(("10.10.1.2", 5001), ("10.10.2.5", 53), (M0, H1_MAC), 64),
+        );
+        assert_ne!(
+            tuple4(&o1).1,
+            tuple4(&o3).1,
+            "another inside port, another mapping"
+        );
+        assert_eq!(fx.s.nat.len(), 3);
+    }
+
+    #[test]
+    fn dnat_reaches_the_inside_server_and_its_reply_comes_from_the_public_address() {
+        // tcp 10.10.2.1:8080 -> 10.10.1.2:80, client address untouched, and back.
+        let mut fx = Fx::with_nat((1024, 65535));
+        let syn = eth(
+            M1,
+            H5_MAC,
+            ET_IPV4,
+            &ipv4_pkt(
+                v4("10.10.2.5"),
+                v4("10.10.2.1"),
+                6,
+                64,
+                &tcp_syn(40000, 8080),
+            ),
+        );
+        let (a, out) = fx.run(1, &syn);
+        assert_eq!(a, Action::Tx(0));
+        assert_eq!(
+            tuple4(&out),
+            ("10.10.2.5".into(), 40000, "10.10.1.2".into(), 80)
+        );
+        let mut sa = tcp_syn(80, 40000);
+        sa[13] = 0x12;
+        let back = eth(
+            M0,
+            H1_MAC,
+            ET_IPV4,
+            &ipv4_pkt(v4("10.10.1.2"), v4("10.10.2.5"), 6, 64, &sa),
+        );
+        let (a, out) = fx.run(0, &back);
+        assert_eq!(a, Action::Tx(1));
+        assert_eq!(
+            tuple4(&out),
+            ("10.10.2.1".into(), 8080, "10.10.2.5".into(), 40000)
+        );
+        let f = fx.s.nat.record(false, 0).expect("the flow");
+        assert_eq!(f.state, crate::conntrack::State::SynRecv);
+    }
+
+    #[test]
+    fn hairpin_gives_the_inside_server_the_clients_outside_mapping() {
+        // An inside host reaching an inside server by its public address (RFC 4787 REQ-9).
+        let mut fx = Fx::with_nat((1024, 65535));
+        let syn = eth(
+            M0,
+            H1_MAC,
+            ET_IPV4,
+            &ipv4_pkt(
+                v4("10.10.1.7"),
+                v4("10.10.2.1"),
+                6,
+                64,
+                &tcp_syn(41000, 8080),
+            ),
+        );
+        let (a, out) = fx.run(0, &syn);
+        assert_eq!(a, Action::Tx(0));
+        let (s, sp, d, dp) = tuple4(&out);
+        assert_eq!((s.as_str(), d.as_str(), dp), ("10.10.2.1", "10.10.1.2", 80));
+        let mut sa = tcp_syn(80, sp);
+        sa[13] = 0x12;
+        let back = eth(
+            M0,
+            H1_MAC,
+            ET_IPV4,
+            &ipv4_pkt(v4("10.10.1.2"), v4("10.10.2.1"), 6, 64, &sa),
+        );
+        let (a, out) = fx.run(0, &back);
+        assert_eq!(
+            a,
+            Action::Hold,
+            "to 10.10.1.7, not resolved in the fixture: held, translated later"
+        );
+        let _ = out;
+    }
+
+    #[test]
+    fn an_icmp_error_about_a_translated_packet_reaches_the_host_quoting_its_own_packet() {
+        // Port unreachable from the server about the SNAT'd datagram (RFC 5508).
+        let mut fx = Fx::with_nat((1024, 65535));
+        let sent = udp4(("10.10.1.2", 5000), ("10.10.2.5", 53), (M0, H1_MAC), 64);
+        let (_, out) = fx.run(0, &sent);
+        let quote = &out[14..14 + 28];
+        let err = eth(
+            M1,
+            H5_MAC,
+            ET_IPV4,
+            &ipv4_pkt(
+                v4("10.10.2.5"),
+                v4("10.10.2.1"),
+                1,
+                64,
+                &icmp4(3, 3, 0, quote),
+            ),
+        );
+        let (a, back) = fx.run(1, &err);
+        assert_eq!(a, Action::Tx(0));
+        let ip = &back[14..];
+        assert!(ipv4_header_valid(ip));
+        assert_eq!(&ip[16..20], &v4("10.10.1.2"), "to the inside host");
+        assert_eq!(checksum::checksum(&ip[20..]), 0, "ICMP checksum");
+        let q = &ip[28..];
+        assert_eq!(&q[12..16], &v4("10.10.1.2"), "quoted source");
+        assert_eq!(be16(q, 20), 5000, "quoted source port");
+        // What the host sent, but for the TTL its packet had when it was quoted.
+        let mut expect = sent[14..14 + 28].to_vec();
+        expect[8] = 63;
+        let mut got = q[..28].to_vec();
+        got[10..12].copy_from_slice(&[0, 0]);
+        expect[10..12].copy_from_slice(&[0, 0]);
+        assert_eq!(got, expect);
+    }
+
+    #[test]
+    fn ttl_expiry_on_the_way_out_is_reported_untranslated() {
+        // Traceroute's first hop: the error quotes the packet as the host sent it.
+        let mut fx = Fx::with_nat((1024, 65535));
+        let (a, out) = fx.run(
+            0,
+            &udp4(("10.10.1.2", 5000), ("10.10.2.5", 53), (M0, H1_MAC), 1),
+        );
+        assert_eq!(a, Action::Tx(0));
+        let body = check_icmp4_error(&out, H1_MAC, M0, "10.10.1.1", "10.10.1.2");
+        assert_eq!(&body[8 + 12..8 + 16], &v4("10.10.1.2"));
+    }
+
+    #[test]
+    fn ports_run_out_and_new_flows_are_dropped_by_reason() {
+        // A one-port pool: the second inside endpoint has no port; the first keeps working.
+        let mut fx = Fx::with_nat((2000, 2000));
+        let (a, _) = fx.run(
+            0,
+            &udp4(("10.10.1.2", 5000), ("10.10.2.5", 53), (M0, H1_MAC), 64),
+        );
+        assert_eq!(a, Action::Tx(1));
+        let (a, _) = fx.run(
+            0,
+            &udp4(("10.10.1.2", 5001), ("10.10.2.5", 53), (M0, H1_MAC), 64),
+        );
+        assert_eq!(a, Action::Free);
+        assert_eq!(fx.dropped(DropReason::NatPortsExhausted), 1);
+        let (a, o) = fx.run(
+            0,
+            &udp4(("10.10.1.2", 5000), ("10.10.2.5", 53), (M0, H1_MAC), 64),
+        );
+        assert_eq!((a, tuple4(&o).1), (Action::Tx(1), 2000));
+    }
+
+    #[test]
+    fn a_full_table_drops_new_flows_only() {
+        // 1024 flows fill the fixture's table; the 1025th is dropped, the first still goes.
+        let mut fx = Fx::with_nat((1024, 65535));
+        for p in 0..1024u16 {
+            let (a, _) = fx.run(
+                0,
+                &udp4(
+                    ("10.10.1.2", 10000 + p),
+                    ("10.10.2.5", 53),
+                    (M0, H1_MAC),
+                    64,
+                ),
+            );
+            assert_eq!(a, Action::Tx(1));
+        }
+        let (a, _) = fx.run(
+            0,
+            &udp4(("10.10.1.2", 30000), ("10.10.2.5", 53), (M0, H1_MAC), 64),
+        );
+        assert_eq!(a, Action::Free);
+        assert_eq!(fx.dropped(DropReason::NatTableFull), 1);
+        let (a, _) = fx.run(
+            0,
+            &udp4(("10.10.1.2", 10000), ("10.10.2.5", 53), (M0, H1_MAC), 64),
+        );
+        assert_eq!(a, Action::Tx(1));
+    }
+
+    #[test]
+    fn deleting_a_rule_ends_its_flows() {
+        // The SNAT rule goes: its flow is not used again, and the packet routes untranslated.
+        let mut fx = Fx::with_nat((1024, 65535));
+        let pkt = udp4(("10.10.1.2", 5000), ("10.10.2.5", 53), (M0, H1_MAC), 64);
+        let (_, o) = fx.run(0, &pkt);
+        assert_eq!(tuple4(&o).0, "10.10.2.1");
+        fx.t.nat = Some(Arc::new(nat_tables((1024, 65535), false)));
+        let (a, o) = fx.run(0, &pkt);
+        assert_eq!(a, Action::Tx(1));
+        assert_eq!(tuple4(&o).0, "10.10.1.2", "no rule: routed as it is");
+        // The worker's sweep after the switch (worker::nat_chores) ends the rule's flows.
+        let n = fx.t.nat.clone().unwrap();
+        let next = fx.s.nat.sweep(0, 4096, &fx.c, |r| !n.is_live(r.rule));
+        assert_eq!(next, None, "one slice covers the table");
+        assert_eq!(fx.c.nat.removed.get(), 1);
+        assert_eq!(fx.s.nat.len(), 0);
+    }
+
+    #[test]
+    fn nat66_translates_icmpv6_echo_and_back() {
+        // Stateful NAT66: an echo request leaves from fd10:2::1; the reply comes back.
+        let mut fx = Fx::with_nat((1024, 65535));
+        let (src, dst) = (v6("fd10:1::2"), v6("fd10:2::5"));
+        let req = icmp6(&src, &dst, 128, 0, 0x1234_0001, b"ping");
+        let (a, out) = fx.run(
+            0,
+            &eth(M0, H1_MAC, ET_IPV6, &ipv6_pkt(src, dst, 58, 64, &req)),
+        );
+        assert_eq!(a, Action::Tx(1));
+        let ip = &out[14..];
+        assert_eq!(&ip[8..24], &v6("fd10:2::1"));
+        let pool = v6("fd10:2::1");
+        assert_eq!(icmp6_sum(&pool, &dst, &ip[40..]), 0, "ICMPv6 checksum");
+        let id = be16(ip, 44);
+        let rep = icmp6(&dst, &pool, 129, 0, (u32::from(id) << 16) | 1, b"ping");
+        let (a, back) = fx.run(
+            1,
+            &eth(M1, H5_MAC, ET_IPV6, &ipv6_pkt(dst, pool, 58, 64, &rep)),
+        );
+        assert_eq!(a, Action::Tx(0));
+        let ip = &back[14..];
+        assert_eq!(&ip[24..40], &src);
+        assert_eq!(be16(ip, 44), 0x1234, "the host's own identifier");
+        assert_eq!(icmp6_sum(&dst, &src, &ip[40..]), 0);
+    }
+
+    proptest! {
+        #[test]
+        fn malformed_packets_through_nat_never_panic_and_drops_are_counted(
+            dst in prop_oneof![Just(v4("10.10.2.1")), Just(v4("10.10.2.5")), any::<[u8; 4]>()],
+            proto in prop_oneof![Just(1u8), Just(6), Just(17), any::<u8>()],
+            flags in any::<u16>(),
+            tail in proptest::collection::vec(any::<u8>(), 0..120),
+            from_outside in any::<bool>(),
+        ) {
+            // Any header (valid checksum) with any transport bytes, both directions.
+            let mut fx = Fx::with_nat((1024, 65535));
+            let src = if from_outside { v4("10.10.2.5") } else { v4("10.10.1.2") };
+            let mut ip = ipv4_pkt(src, dst, proto, 64, &tail);
+            ip[6..8].copy_from_slice(&flags.to_be_bytes());
+            ip[10..12].copy_from_slice(&[0, 0]);
+            let c = checksum::checksum(&ip[..20]);
+            ip[10..12].copy_from_slice(&c.to_be_bytes());
+            let (port, mac) = if from_outside { (1, H5_MAC) } else { (0, H1_MAC) };
+            let frame = eth(if from_outside { M1 } else { M0 }, mac, ET_IPV4, &ip);
+            let before = fx.total_drops();
+            let (a, _) = fx.run(port, &frame);
+            prop_assert!(action_in_range(a, 2), "{a:?}");
+            if a == Action::Free {
+                // Dropped packets are counted (consumed ones are not drops).
+                prop_assert!(fx.total_drops() > before || fx.c.consumed.get() > 0 || fx.c.echo_replies.get() > 0 || fx.c.icmp_errors.get() > 0);
+            }
+            check_any(&mut fx, &frame)?;
+        }
+    }
+}

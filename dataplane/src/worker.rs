@@ -474,6 +474,7 @@ impl Worker {
         let mut dumping: Option<(u32, nat::FlowFilter, u32)> = None;
         let mut last_tick = 0u32;
         let mut burst = RxBurst::default();
+        let mut slow: [Option<Mbuf>; BURST] = std::array::from_fn(|_| None);
         let mut out = Out {
             pool: &pool,
             tx,
@@ -627,6 +628,14 @@ impl Worker {
                     c,
                 };
                 ctx.s.nat.handed = true;
+                if let Ok(chunk) = r.read_chunk(n) {
+                    let (a, b) = chunk.as_slices();
+                    for second in [false, true] {
+                        for Handed(m, _) in a.iter().chain(b) {
+                            ctx.s.nat.prefetch(m.data(), second);
+                        }
+                    }
+                }
                 for _ in 0..n {
                     let Ok(Handed(mut m, in_port)) = r.pop() else {
                         break;
@@ -664,6 +673,10 @@ impl Worker {
                     c,
                 };
                 stages.nic_cksum = q.rx_ip_cksum;
+                // With NAT, the slow packets wait for the end of the burst: their flows are
+                // prefetched together first (the NAT stage's lookups miss the cache).
+                let nat_on = tables.nat.is_some() && !q.from_kernel;
+                let mut n_slow = 0;
                 let done = fastpath::burst(
                     tables,
                     fast_port,
@@ -672,6 +685,13 @@ impl Worker {
                     |fast, mut m| {
                         if let Some(port) = fast {
                             return out.queue_tx(port, m);
+                        }
+                        if nat_on && m.is_contiguous() {
+                            if let Some(slot) = slow.get_mut(n_slow) {
+                                *slot = Some(m);
+                                n_slow += 1;
+                                return;
+                            }
                         }
                         let action = if !m.is_contiguous() {
                             c.drop(DropReason::MultiSegment);
@@ -687,6 +707,18 @@ impl Worker {
                 );
                 if let fastpath::Done::AllTo(port) = done {
                     out.queue_burst(port, &mut burst);
+                }
+                if n_slow > 0 {
+                    let slow = &mut slow[..n_slow];
+                    for second in [false, true] {
+                        for m in slow.iter().flatten() {
+                            ctx.s.nat.prefetch(m.data(), second);
+                        }
+                    }
+                    for mut m in slow.iter_mut().filter_map(Option::take) {
+                        let action = router::process(&mut ctx, q.port, &mut m);
+                        out.dispatch(action, m, q.port, t0, ctx.s);
+                    }
                 }
                 out.side_effects(&mut scratch, &mut events, &control);
                 out.flush();
