@@ -54,3 +54,6 @@ luac5.3 -p perf/pktgen-dpdk/ferry.lua
 echo "== namespace tests (release ferryd)"
 ./ci/netns-tests.sh target/release/ferryd 1
 ./ci/netns-tests.sh target/release/ferryd 2
+
+echo "== NAT against Linux nftables (the same packets through both, compared field by field)"
+./ci/nat-diff.sh target/release/ferryd

@@ -578,8 +578,11 @@ pub struct Xlat<A> {
     pub dst: Option<(A, u16)>,
     /// The destination to route by.
     pub route_dst: A,
-    /// An ICMP error: its own source, and the source of the tuple it travels by.
-    pub error: Option<(A, A)>,
+    /// An ICMP error about the flow (the quote is translated too).
+    pub error: bool,
+    /// An error whose tuple's source address changes (it goes out from the public
+    /// address, whoever inside sent it); false when only a port or identifier changes.
+    pub new_source: bool,
 }
 
 /// What the pre-routing hook decided.
@@ -614,7 +617,8 @@ fn be128(d: &[u8], at: usize) -> Option<u128> {
 #[inline(always)]
 fn transport(proto: u8, echo: u8, l4: &[u8]) -> Option<(u16, u16, u8)> {
     match proto {
-        TCP => Some((be16(l4, 0)?, be16(l4, 2)?, *l4.get(13)?)),
+        // (An ICMP error may quote only 8 bytes of TCP: no flags then.)
+        TCP => Some((be16(l4, 0)?, be16(l4, 2)?, l4.get(13).copied().unwrap_or(0))),
         UDP => Some((be16(l4, 0)?, be16(l4, 2)?, 0)),
         p if p == echo => {
             let id = be16(l4, 4)?;
@@ -687,14 +691,35 @@ pub fn parse4(ip: &[u8]) -> Option<Parsed<u32>> {
 }
 
 /// Parse an IPv6 packet whose transport header follows the fixed header (extension
-/// headers: not NAT's yet). ICMPv6 errors are not translated yet either.
+/// headers: not NAT's yet), ICMPv6 errors included (their quote's transport header must
+/// follow its fixed header too).
 #[inline]
 pub fn parse6(ip: &[u8]) -> Option<Parsed<u128>> {
     let proto = *ip.get(6)?;
     let (src, dst) = (be128(ip, 8)?, be128(ip, 24)?);
     let l4 = ip.get(40..)?;
-    if proto == ICMPV6 && !matches!(l4.first(), Some(128 | 129)) {
-        return None;
+    if proto == ICMPV6 {
+        match *l4.first()? {
+            128 | 129 => {}
+            1..=4 => {
+                // An error: the quoted packet, reversed (as for IPv4).
+                let q = l4.get(8..)?;
+                let qp = *q.get(6)?;
+                let (qs, qd) = (be128(q, 8)?, be128(q, 24)?);
+                let (sp, dp, _) = transport(qp, ICMPV6, q.get(40..)?)?;
+                return Some(Parsed {
+                    src: qd,
+                    dst: qs,
+                    sport: dp,
+                    dport: sp,
+                    proto: qp,
+                    tcp: 0,
+                    error: Some(src),
+                    frag: None,
+                });
+            }
+            _ => return None,
+        }
     }
     let (sport, dport, tcp) = transport(proto, ICMPV6, l4)?;
     Some(Parsed {
@@ -784,7 +809,8 @@ fn xlat_of<F: Fam>(orig: &F::K, reply: &F::K, dir: Dir, p: &Parsed<F::A>) -> Xla
         src: (src != (p.src, p.sport)).then_some(src),
         dst: (dst != (p.dst, p.dport)).then_some(dst),
         route_dst: dst.0,
-        error: p.error.map(|e| (e, p.src)),
+        error: p.error.is_some(),
+        new_source: src.0 != p.src,
     }
 }
 
@@ -1103,7 +1129,7 @@ impl Xlat<u32> {
     pub fn apply4(&self, ip: &mut [u8]) -> Result<(), RewriteError> {
         let b = |a: u32| a.to_be_bytes();
         match self.error {
-            None => {
+            false => {
                 if let Some((a, p)) = self.src {
                     translate::rewrite_v4(ip, End::Source, b(a), p)?;
                 }
@@ -1111,10 +1137,12 @@ impl Xlat<u32> {
                     translate::rewrite_v4(ip, End::Destination, b(a), p)?;
                 }
             }
-            Some((outer_src, tuple_src)) => {
+            true => {
                 // The quoted packet is the reverse of the tuple: its source is the tuple's
-                // destination. The error goes to the new destination; it comes from the
-                // new source only if the endpoint itself sent it (not a router on the way).
+                // destination. The error goes to the new destination; on its way out it
+                // comes from the new source, whoever inside sent it (RFC 5508 REQ-4: an
+                // inside router's address does not leak); on its way in, from whoever sent
+                // it (an outside router stays visible to traceroute).
                 if let Some((a, p)) = self.dst {
                     translate::rewrite_icmp_error_v4(
                         ip,
@@ -1126,14 +1154,18 @@ impl Xlat<u32> {
                     )?;
                 }
                 if let Some((a, p)) = self.src {
-                    let o = if outer_src == tuple_src { a } else { outer_src };
+                    let outer = if self.new_source {
+                        b(a)
+                    } else {
+                        [ip[12], ip[13], ip[14], ip[15]]
+                    };
                     translate::rewrite_icmp_error_v4(
                         ip,
                         End::Destination,
                         b(a),
                         p,
                         End::Source,
-                        b(o),
+                        outer,
                     )?;
                 }
             }
@@ -1146,14 +1178,42 @@ impl Xlat<u128> {
     /// Rewrite an IPv6 packet (`ip` from its header).
     pub fn apply6(&self, ip: &mut [u8]) -> Result<(), RewriteError> {
         let b = |a: u128| a.to_be_bytes();
-        if self.error.is_some() {
-            return Err(RewriteError::Unsupported);
-        }
-        if let Some((a, p)) = self.src {
-            translate::rewrite_v6(ip, End::Source, b(a), p)?;
-        }
-        if let Some((a, p)) = self.dst {
-            translate::rewrite_v6(ip, End::Destination, b(a), p)?;
+        match self.error {
+            false => {
+                if let Some((a, p)) = self.src {
+                    translate::rewrite_v6(ip, End::Source, b(a), p)?;
+                }
+                if let Some((a, p)) = self.dst {
+                    translate::rewrite_v6(ip, End::Destination, b(a), p)?;
+                }
+            }
+            true => {
+                // As for IPv4 (RFC 4443 errors, the quote translated back).
+                if let Some((a, p)) = self.dst {
+                    translate::rewrite_icmp_error_v6(
+                        ip,
+                        End::Source,
+                        b(a),
+                        p,
+                        End::Destination,
+                        b(a),
+                    )?;
+                }
+                if let Some((a, p)) = self.src {
+                    let mut outer = b(a);
+                    if !self.new_source {
+                        outer.copy_from_slice(&ip[8..24]);
+                    }
+                    translate::rewrite_icmp_error_v6(
+                        ip,
+                        End::Destination,
+                        b(a),
+                        p,
+                        End::Source,
+                        outer,
+                    )?;
+                }
+            }
         }
         Ok(())
     }

@@ -3645,6 +3645,127 @@ mod nat_path {
         assert_eq!(icmp6_sum(&dst, &src, &ip[40..]), 0);
     }
 
+    fn udp_sum6(ip: &[u8]) -> u16 {
+        let l4 = &ip[40..];
+        let src: [u8; 16] = ip[8..24].try_into().unwrap();
+        let dst: [u8; 16] = ip[24..40].try_into().unwrap();
+        checksum::finish(checksum::pseudo_v6(&src, &dst, 17, l4.len() as u32) + checksum::sum(l4))
+    }
+
+    #[test]
+    fn an_icmpv6_error_about_a_nat66_flow_is_translated_back() {
+        // Packet too big about an SNAT'd UDP datagram (RFC 4443): the host sees its own.
+        let mut fx = Fx::with_nat((1024, 65535));
+        let (src, dst, pool) = (v6("fd10:1::2"), v6("fd10:2::5"), v6("fd10:2::1"));
+        let mut ip = ipv6_pkt(src, dst, 17, 64, &udp(5000, 53, &data(40)));
+        let c = udp_sum6(&ip);
+        ip[46..48].copy_from_slice(&c.to_be_bytes());
+        let (a, out) = fx.run(0, &eth(M0, H1_MAC, ET_IPV6, &ip));
+        assert_eq!(a, Action::Tx(1));
+        assert_eq!(udp_sum6(&out[14..]), 0, "UDP checksum after NAT66");
+        let err = icmp6(&dst, &pool, 2, 0, 1280, &out[14..]);
+        let (a, back) = fx.run(
+            1,
+            &eth(M1, H5_MAC, ET_IPV6, &ipv6_pkt(dst, pool, 58, 64, &err)),
+        );
+        assert_eq!(a, Action::Tx(0));
+        let e = &back[14..];
+        assert_eq!(&e[24..40], &src, "to the inside host");
+        assert_eq!(icmp6_sum(&dst, &src, &e[40..]), 0, "ICMPv6 checksum");
+        let q = &e[48..];
+        assert_eq!(&q[8..24], &src, "quoted source");
+        assert_eq!(be16(q, 40), 5000, "quoted port");
+        assert_eq!(udp_sum6(q), 0, "quoted UDP checksum");
+        // As the host sent it, but for the hop limit.
+        let mut sent = ip.clone();
+        sent[7] = 63;
+        assert_eq!(q, &sent[..]);
+    }
+
+    #[test]
+    fn an_error_from_an_inside_router_leaves_from_the_public_address() {
+        // RFC 5508 REQ-4: a host unreachable from an inside router about a reply to an
+        // inside host goes out from the pool address, quoting the packet as it came in.
+        let mut fx = Fx::with_nat((1024, 65535));
+        let (_, out) = fx.run(
+            0,
+            &udp4(("10.10.1.2", 5000), ("10.10.2.5", 53), (M0, H1_MAC), 64),
+        );
+        let sp = tuple4(&out).1;
+        let (_, reply) = fx.run(
+            1,
+            &udp4(("10.10.2.5", 53), ("10.10.2.1", sp), (M1, H5_MAC), 64),
+        );
+        let quote = reply[14..14 + 28].to_vec();
+        let err = eth(
+            M0,
+            H1_MAC,
+            ET_IPV4,
+            &ipv4_pkt(
+                v4("10.10.1.77"),
+                v4("10.10.2.5"),
+                1,
+                64,
+                &icmp4(3, 1, 0, &quote),
+            ),
+        );
+        let (a, e) = fx.run(0, &err);
+        assert_eq!(a, Action::Tx(1));
+        let ip = &e[14..];
+        assert!(ipv4_header_valid(ip));
+        assert_eq!(&ip[12..16], &v4("10.10.2.1"), "from the public address");
+        assert_eq!(&ip[16..20], &v4("10.10.2.5"));
+        assert_eq!(checksum::checksum(&ip[20..]), 0);
+        assert_eq!(
+            &ip[28 + 16..28 + 20],
+            &v4("10.10.2.1"),
+            "quoted destination"
+        );
+        assert_eq!(be16(ip, 28 + 22), sp, "quoted destination port");
+    }
+
+    #[test]
+    fn an_error_quoting_eight_bytes_of_tcp_is_translated() {
+        // RFC 792's minimum quote: no TCP flags, still the flow's.
+        let mut fx = Fx::with_nat((1024, 65535));
+        let syn = eth(
+            M0,
+            H1_MAC,
+            ET_IPV4,
+            &ipv4_pkt(
+                v4("10.10.1.2"),
+                v4("10.10.2.5"),
+                6,
+                64,
+                &tcp_syn(40001, 7100),
+            ),
+        );
+        let (_, out) = fx.run(0, &syn);
+        let err = eth(
+            M1,
+            H5_MAC,
+            ET_IPV4,
+            &ipv4_pkt(
+                v4("10.10.2.77"),
+                v4("10.10.2.1"),
+                1,
+                64,
+                &icmp4(3, 4, 1400, &out[14..14 + 28]),
+            ),
+        );
+        let (a, e) = fx.run(1, &err);
+        assert_eq!(a, Action::Tx(0));
+        let ip = &e[14..];
+        assert_eq!(&ip[16..20], &v4("10.10.1.2"));
+        assert_eq!(
+            &ip[12..16],
+            &v4("10.10.2.77"),
+            "an outside router stays visible"
+        );
+        assert_eq!(be16(ip, 28 + 20), 40001);
+        assert_eq!(checksum::checksum(&ip[20..]), 0);
+    }
+
     proptest! {
         #[test]
         fn malformed_packets_through_nat_never_panic_and_drops_are_counted(

@@ -236,6 +236,74 @@ pub fn rewrite_icmp_error_v4(
     Ok(())
 }
 
+/// [`rewrite_icmp_error_v4`] for ICMPv6 errors (destination unreachable, packet too big,
+/// time exceeded, parameter problem; RFC 4443), about a quoted packet whose transport
+/// header follows its fixed header: the quoted address and port (or echo identifier) at
+/// `inner` and the quoted transport checksum, the ICMPv6 checksum (quote and
+/// pseudo-header), and the error's own address at `outer`.
+pub fn rewrite_icmp_error_v6(
+    ip: &mut [u8],
+    inner: End,
+    addr: [u8; 16],
+    port: u16,
+    outer: End,
+    outer_addr: [u8; 16],
+) -> Result<(), RewriteError> {
+    if ip.len() < 40 + 8 + 40 + 8 {
+        return Err(RewriteError::Truncated);
+    }
+    if ip[6] != ICMPV6 || !(1..=4).contains(&ip[40]) {
+        return Err(RewriteError::Unsupported);
+    }
+    let o = if outer == End::Source { 8 } else { 24 };
+    let mut old_outer = [0u8; 16];
+    old_outer.copy_from_slice(&ip[o..o + 16]);
+    let (_, icmp) = ip.split_at_mut(40);
+    let q_next = icmp[8 + 6];
+    let q = &mut icmp[8..];
+    // Where the port (or identifier) and the quoted transport checksum are, if quoted.
+    let (port_at, csum_at) = match q_next {
+        TCP => (if inner == End::Source { 40 } else { 42 }, 40 + 16),
+        UDP => (if inner == End::Source { 40 } else { 42 }, 40 + 6),
+        ICMPV6 if matches!(q[40], 128 | 129) => (44, 42),
+        _ => return Err(RewriteError::Unsupported),
+    };
+    let at = if inner == End::Source { 8 } else { 24 };
+    // Old and new of every changed byte the ICMPv6 checksum covers: quoted address, port,
+    // quoted checksum, and the outer address (pseudo-header).
+    let mut old = [0u8; 36];
+    let mut new = [0u8; 36];
+    old[..16].copy_from_slice(&q[at..at + 16]);
+    old[16..18].copy_from_slice(&q[port_at..port_at + 2]);
+    new[..16].copy_from_slice(&addr);
+    new[16..18].copy_from_slice(&port.to_be_bytes());
+    let quoted_sum = q.len() >= csum_at + 2;
+    if quoted_sum {
+        let c = u16::from_be_bytes([q[csum_at], q[csum_at + 1]]);
+        old[18..20].copy_from_slice(&c.to_be_bytes());
+        let c2 = update_bytes(c, &old[..18], &new[..18]);
+        new[18..20].copy_from_slice(&c2.to_be_bytes());
+        q[csum_at..csum_at + 2].copy_from_slice(&c2.to_be_bytes());
+    }
+    q[at..at + 16].copy_from_slice(&addr);
+    q[port_at..port_at + 2].copy_from_slice(&port.to_be_bytes());
+    old[20..36].copy_from_slice(&old_outer);
+    new[20..36].copy_from_slice(&outer_addr);
+    let c = u16::from_be_bytes([icmp[2], icmp[3]]);
+    let c = if quoted_sum {
+        update_bytes(c, &old, &new)
+    } else {
+        update_bytes(
+            update_bytes(c, &old[..18], &new[..18]),
+            &old[20..],
+            &new[20..],
+        )
+    };
+    icmp[2..4].copy_from_slice(&c.to_be_bytes());
+    ip[o..o + 16].copy_from_slice(&outer_addr);
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
