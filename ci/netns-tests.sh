@@ -611,6 +611,8 @@ t_reload_restart_only() {
 
 # shellcheck source=ci/netns-api.sh
 . "$ROOT/ci/netns-api.sh"
+# shellcheck source=ci/netns-nat.sh
+. "$ROOT/ci/netns-nat.sh"
 
 # ---- run ----
 "$ROOT/hack/netns.sh" up "$P" || { echo "cannot build the namespaces"; exit 1; }
@@ -659,6 +661,7 @@ if start_ferry; then
     if [ "$rx1" -gt 0 ]; then ok "second worker received traffic from its own queues ($rx1 packets)"
     else fail "second worker" "rx $rx1"; fi
   fi
+  run_nat_tests
 else
   fail "start ferryd" "see log above"
 fi

@@ -166,6 +166,26 @@ fn nat_tables(
         })
         .collect();
     let mut dnat_ports = 0u64;
+    // The ports towards SNAT sources are stateful too: a connection from outside to an
+    // inside host is tracked (untranslated), so that the host's answers are not taken for
+    // new outgoing flows.
+    let port_of = |a: IpAddr| -> Option<usize> {
+        crate::config::connected_port(&cfg.ports, a).or_else(|| {
+            cfg.routes
+                .iter()
+                .filter(|(p, _)| p.contains(a))
+                .max_by_key(|(p, _)| p.len)
+                .and_then(|(_, via)| via.first())
+                .and_then(|gw| crate::config::connected_port(&cfg.ports, *gw))
+        })
+    };
+    for r in &n.snat {
+        for p in &r.from {
+            if let Some(port) = port_of(p.addr) {
+                dnat_ports |= 1u64 << (port % 64);
+            }
+        }
+    }
     let dnat = n
         .dnat
         .iter()

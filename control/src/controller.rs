@@ -939,8 +939,10 @@ routes:
         let t = c.tables();
         let n = t.nat.as_ref().expect("NAT tables in the snapshot");
         let id = n.snat[0].id;
-        // The pool (the port's own address) routes as local, and port b's hops are slow.
-        assert_eq!(n.stateful_ports, 0b10);
+        // The pool (the port's own address) routes as local; hops out of port b (the
+        // egress) and port a (towards the sources: connections from outside are tracked)
+        // take the slow path.
+        assert_eq!(n.stateful_ports, 0b11);
         assert!(t.ports[1].has_v4([10, 0, 2, 1]));
         // A rule added before it: the old rule keeps its id, the new one gets another.
         let two = "nat:\n  snat:\n    - {name: new, match: {from: [10.0.9.0/24], out: b}}\n    - {name: out, match: {from: [10.0.1.0/24], out: b}, to: {addresses: [10.0.2.50]}}\n";

@@ -324,6 +324,23 @@ impl<K: FlowKey> FlowTable<K> {
         t
     }
 
+    /// Commit the table's memory now (every flow slot and index page written once), so that
+    /// no page fault lands on the packet path later: call it on the worker's own core
+    /// before it forwards (the memory is then local to it).
+    pub fn prefault(&mut self) {
+        let used = self.flows.len() as u32;
+        while self.flows.len() < self.cap {
+            self.flows.push(Flow::default());
+        }
+        // Ids never used are free now (after those freed before, taken lowest first).
+        let before: Vec<u32> = std::mem::take(&mut self.free);
+        self.free.extend((used..self.cap as u32).rev());
+        self.free.extend(before);
+        for x in self.index.iter_mut().step_by(512) {
+            *x = 0;
+        }
+    }
+
     /// Prefetch the index slot `key` starts at (a burst's lookups overlap their misses).
     #[inline(always)]
     pub fn prefetch_index(&self, key: &K) {
@@ -332,9 +349,10 @@ impl<K: FlowKey> FlowTable<K> {
     }
 
     /// Prefetch the flow the first index slot of `key` points at, if its hash matches
-    /// (after [`FlowTable::prefetch_index`] brought the slot in).
+    /// (after [`FlowTable::prefetch_index`] brought the slot in); false if the slot is
+    /// empty (the key is not tracked).
     #[inline(always)]
-    pub fn prefetch_flow(&self, key: &K) {
+    pub fn prefetch_flow(&self, key: &K) -> bool {
         let h = key.hash(self.seed) as u32;
         let e = self.index[self.home(h)];
         if e != 0 && (e >> 32) as u32 == h {
@@ -343,6 +361,7 @@ impl<K: FlowKey> FlowTable<K> {
                 prefetch(f);
             }
         }
+        e != 0
     }
 
     pub fn len(&self) -> usize {

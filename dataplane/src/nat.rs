@@ -224,8 +224,17 @@ impl NatState {
         }
     }
 
+    /// Commit every table's memory now (see [`FlowTable::prefault`]).
+    pub fn prefault(&mut self) {
+        self.flows4.prefault();
+        self.flows6.prefault();
+        self.maps4.prefault();
+        self.maps6.prefault();
+    }
+
     /// Expire what is due (at most `budget` flows looked at per table).
-    pub fn expire(&mut self, now: u32, budget: usize, c: &WorkerCounters) {
+    /// Returns how many flows expired.
+    pub fn expire(&mut self, now: u32, budget: usize, c: &WorkerCounters) -> usize {
         self.now = now;
         let by_state = &mut self.by_state;
         let mut gone = |s: State| {
@@ -234,8 +243,9 @@ impl NatState {
         let n = self.flows4.expire(now, budget, |_, f| gone(f.state))
             + self.flows6.expire(now, budget, |_, f| gone(f.state));
         c.nat.expired.add(n as u64);
-        self.maps4.expire(now, budget, |_, _| {});
-        self.maps6.expire(now, budget, |_, _| {});
+        let m =
+            self.maps4.expire(now, budget, |_, _| {}) + self.maps6.expire(now, budget, |_, _| {});
+        n + m
     }
 
     /// Remove flows `[from, from + budget)` (by id) that `remove` selects; returns the next
@@ -342,20 +352,23 @@ impl NatState {
             Some([0x08, 0x00]) => {
                 if let Some(p) = frame.get(14..).and_then(parse4) {
                     let k = V4::key(p.src, p.dst, p.sport, p.dport, p.proto);
-                    if second {
-                        self.flows4.prefetch_flow(&k);
-                    } else {
+                    if !second {
                         self.flows4.prefetch_index(&k);
+                    } else if !self.flows4.prefetch_flow(&k) {
+                        // Likely a new flow: its mapping is looked up next.
+                        self.maps4
+                            .prefetch_index(&V4::key(p.src, 0, p.sport, 0, p.proto));
                     }
                 }
             }
             Some([0x86, 0xdd]) => {
                 if let Some(p) = frame.get(14..).and_then(parse6) {
                     let k = V6::key(p.src, p.dst, p.sport, p.dport, p.proto);
-                    if second {
-                        self.flows6.prefetch_flow(&k);
-                    } else {
+                    if !second {
                         self.flows6.prefetch_index(&k);
+                    } else if !self.flows6.prefetch_flow(&k) {
+                        self.maps6
+                            .prefetch_index(&V6::key(p.src, 0, p.sport, 0, p.proto));
                     }
                 }
             }
@@ -567,6 +580,13 @@ pub struct Parsed<A> {
     pub error: Option<A>,
     /// A fragment: (identification, more fragments follow / this is not the first).
     pub frag: Option<(u32, bool)>,
+    /// May start an SNAT flow: not an echo reply nor a SYN-ACK (answers to a connection
+    /// from outside, routed untranslated).
+    pub initiates: bool,
+    /// A packet NAT cannot translate (a protocol other than TCP, UDP and ICMP echo, an
+    /// IPv6 routing header): dropped if an SNAT rule would take it, never sent with its
+    /// inside address.
+    pub opaque: bool,
 }
 
 /// How to translate a packet (applied after the router's checks).
@@ -637,17 +657,20 @@ pub fn parse4(ip: &[u8]) -> Option<Parsed<u32>> {
     let ff = be16(ip, 6)?;
     let (offset, more) = (ff & 0x1fff, ff & 0x2000 != 0);
     let frag = (offset != 0 || more).then(|| (u32::from(be16(ip, 4).unwrap_or(0)), offset != 0));
+    let bare = Parsed {
+        src,
+        dst,
+        sport: 0,
+        dport: 0,
+        proto,
+        tcp: 0,
+        error: None,
+        frag,
+        initiates: true,
+        opaque: false,
+    };
     if offset != 0 {
-        return Some(Parsed {
-            src,
-            dst,
-            sport: 0,
-            dport: 0,
-            proto,
-            tcp: 0,
-            error: None,
-            frag,
-        });
+        return Some(bare);
     }
     let l4 = ip.get(ihl..)?;
     if proto == ICMP {
@@ -669,39 +692,82 @@ pub fn parse4(ip: &[u8]) -> Option<Parsed<u32>> {
                     sport: dp,
                     dport: sp,
                     proto: qp,
-                    tcp: 0,
                     error: Some(src),
                     frag: None,
+                    initiates: false,
+                    ..bare
                 });
             }
-            _ => return None,
+            _ => {
+                return Some(Parsed {
+                    opaque: true,
+                    ..bare
+                })
+            }
         }
     }
-    let (sport, dport, tcp) = transport(proto, ICMP, l4)?;
+    let Some((sport, dport, tcp)) = transport(proto, ICMP, l4) else {
+        return Some(Parsed {
+            opaque: true,
+            ..bare
+        });
+    };
     Some(Parsed {
-        src,
-        dst,
         sport,
         dport,
-        proto,
         tcp,
-        error: None,
-        frag,
+        initiates: initiates(proto, tcp, l4),
+        ..bare
     })
 }
 
-/// Parse an IPv6 packet whose transport header follows the fixed header (extension
-/// headers: not NAT's yet), ICMPv6 errors included (their quote's transport header must
-/// follow its fixed header too).
+/// Whether a packet may start a flow (see [`Parsed::initiates`]).
+#[inline(always)]
+fn initiates(proto: u8, tcp: u8, l4: &[u8]) -> bool {
+    match proto {
+        TCP => tcp & (tcp_flags::SYN | tcp_flags::ACK) != tcp_flags::SYN | tcp_flags::ACK,
+        ICMP => l4.first() == Some(&8),
+        ICMPV6 => l4.first() == Some(&128),
+        _ => true,
+    }
+}
+
+/// Parse an IPv6 packet: its transport header past hop-by-hop, destination options and
+/// fragment headers ([`translate::ipv6_transport`]), ICMPv6 errors included (their quote's
+/// transport header must follow its fixed header).
 #[inline]
 pub fn parse6(ip: &[u8]) -> Option<Parsed<u128>> {
-    let proto = *ip.get(6)?;
     let (src, dst) = (be128(ip, 8)?, be128(ip, 24)?);
-    let l4 = ip.get(40..)?;
+    let bare = Parsed {
+        src,
+        dst,
+        sport: 0,
+        dport: 0,
+        proto: *ip.get(6)?,
+        tcp: 0,
+        error: None,
+        frag: None,
+        initiates: true,
+        opaque: true,
+    };
+    let Some((proto, off, fh)) = translate::ipv6_transport(ip) else {
+        return Some(bare);
+    };
+    let frag = fh.map(|(id, offset, _)| (id, offset != 0));
+    let bare = Parsed {
+        proto,
+        frag,
+        opaque: false,
+        ..bare
+    };
+    if fh.is_some_and(|(_, offset, _)| offset != 0) {
+        return Some(bare);
+    }
+    let l4 = ip.get(off..)?;
     if proto == ICMPV6 {
         match *l4.first()? {
             128 | 129 => {}
-            1..=4 => {
+            1..=4 if fh.is_none() => {
                 // An error: the quoted packet, reversed (as for IPv4).
                 let q = l4.get(8..)?;
                 let qp = *q.get(6)?;
@@ -713,24 +779,31 @@ pub fn parse6(ip: &[u8]) -> Option<Parsed<u128>> {
                     sport: dp,
                     dport: sp,
                     proto: qp,
-                    tcp: 0,
                     error: Some(src),
-                    frag: None,
+                    initiates: false,
+                    ..bare
                 });
             }
-            _ => return None,
+            _ => {
+                return Some(Parsed {
+                    opaque: true,
+                    ..bare
+                })
+            }
         }
     }
-    let (sport, dport, tcp) = transport(proto, ICMPV6, l4)?;
+    let Some((sport, dport, tcp)) = transport(proto, ICMPV6, l4) else {
+        return Some(Parsed {
+            opaque: true,
+            ..bare
+        });
+    };
     Some(Parsed {
-        src,
-        dst,
         sport,
         dport,
-        proto,
         tcp,
-        error: None,
-        frag: None,
+        initiates: initiates(proto, tcp, l4),
+        ..bare
     })
 }
 
@@ -740,6 +813,10 @@ struct Class {
     owner: u16,
     dnat: Option<u16>,
     snat_src: bool,
+    /// From outside (by an SNAT rule's egress port) to an inside host, by the rule with
+    /// this id: tracked as it is (no translation), so that the host's answers are not
+    /// taken for new outgoing flows.
+    inbound: Option<u16>,
 }
 
 #[inline]
@@ -748,8 +825,14 @@ fn addr_owner<F: Fam>(a: F::A, workers: u16) -> u16 {
 }
 
 #[inline]
-fn classify<F: Fam>(n: &NatTables, p: &Parsed<F::A>) -> Option<Class> {
+fn classify<F: Fam>(n: &NatTables, p: &Parsed<F::A>, in_port: u16) -> Option<Class> {
     let w = n.workers;
+    let inbound = || {
+        n.snat
+            .iter()
+            .find(|r| r.out == in_port && F::from(r).iter().any(|&f| F::contains(f, p.dst)))
+            .map(|r| r.id)
+    };
     let dm = F::dnat(n);
     let dnat = if dm.is_empty() {
         None
@@ -770,6 +853,7 @@ fn classify<F: Fam>(n: &NatTables, p: &Parsed<F::A>) -> Option<Class> {
                     owner,
                     dnat,
                     snat_src,
+                    inbound: None,
                 });
             }
         }
@@ -779,6 +863,7 @@ fn classify<F: Fam>(n: &NatTables, p: &Parsed<F::A>) -> Option<Class> {
             owner: addr_owner::<F>(p.src, w),
             dnat,
             snat_src,
+            inbound: None,
         });
     }
     let back = F::back(n);
@@ -789,12 +874,26 @@ fn classify<F: Fam>(n: &NatTables, p: &Parsed<F::A>) -> Option<Class> {
             owner: addr_owner::<F>(p.dst, w),
             dnat,
             snat_src,
+            inbound: None,
         });
     }
-    snat_src.then(|| Class {
-        owner: addr_owner::<F>(p.src, w),
+    if snat_src {
+        return Some(Class {
+            owner: addr_owner::<F>(p.src, w),
+            dnat,
+            snat_src,
+            inbound: None,
+        });
+    }
+    // Owned as the inside host's answers are: by the host's address, but by the client's
+    // if the host's endpoint is a DNAT target (its answers are owned as DNAT replies).
+    let to_back = !back.is_empty()
+        && (back.contains(&(p.dst, p.proto, p.dport)) || back.contains(&(p.dst, p.proto, 0)));
+    inbound().map(|id| Class {
+        owner: addr_owner::<F>(if to_back { p.src } else { p.dst }, w),
         dnat,
         snat_src,
+        inbound: Some(id),
     })
 }
 
@@ -838,9 +937,17 @@ pub fn pre<F: Fam>(
             return later_fragment::<F>(st, n, c, p, id);
         }
     }
-    let Some(class) = classify::<F>(n, p) else {
+    let Some(class) = classify::<F>(n, p, in_port) else {
         return Pre::Pass;
     };
+    if p.opaque {
+        // Not translatable: the post-routing hook refuses it if an SNAT rule takes it.
+        return if class.snat_src {
+            Pre::MaybeSnat
+        } else {
+            Pre::Pass
+        };
+    }
     if class.owner != st.me && !st.handed {
         if let Some((id, _)) = p.frag {
             note_fragment::<F>(st, p, id, class.owner + 1, 0, false);
@@ -884,8 +991,19 @@ pub fn pre<F: Fam>(
             Err(r) => Pre::Drop(r),
         };
     }
-    if class.snat_src {
+    if class.snat_src && p.initiates {
         return Pre::MaybeSnat;
+    }
+    if let Some(rule) = class.inbound {
+        // Tracked untranslated: the reply key is the original reversed.
+        let reply = F::key(p.dst, p.src, p.dport, p.sport, p.proto);
+        return match insert_flow::<F>(st, n, c, p, reply, rule, true) {
+            Ok(id) => {
+                let f = *F::flows(st).get(id);
+                Pre::Xlat(xlat_of::<F>(&f.orig, &f.reply, Dir::Original, p))
+            }
+            Err(r) => Pre::Drop(r),
+        };
     }
     Pre::Pass
 }
@@ -935,6 +1053,7 @@ fn later_fragment<F: Fam>(
                 dport: 0,
                 ..*p
             },
+            u16::MAX,
         )
         .is_some();
         if natted {
@@ -1114,6 +1233,9 @@ pub fn snat_new<F: Fam>(
     else {
         return Ok(None);
     };
+    if p.opaque {
+        return Err(DropReason::NatUntranslatable);
+    }
     let (addr, port) = map_endpoint::<F>(st, n, r, p.src, p.sport, p.proto)?;
     // The reply comes from the destination to the mapping (an echo reply carries the
     // mapped identifier, as both "ports").

@@ -3766,6 +3766,119 @@ mod nat_path {
         assert_eq!(checksum::checksum(&ip[20..]), 0);
     }
 
+    #[test]
+    fn a_connection_from_outside_to_an_inside_host_is_answered_untranslated() {
+        // The host's echo reply is not a new outgoing flow: the request was tracked as is.
+        let mut fx = Fx::with_nat((1024, 65535));
+        let req = icmp4(8, 0, 0x0777_0001, b"hi");
+        let (a, out) = fx.run(
+            1,
+            &eth(
+                M1,
+                H5_MAC,
+                ET_IPV4,
+                &ipv4_pkt(v4("10.10.2.5"), v4("10.10.1.2"), 1, 64, &req),
+            ),
+        );
+        assert_eq!(a, Action::Tx(0));
+        assert_eq!(
+            &out[14 + 12..14 + 20],
+            &[v4("10.10.2.5"), v4("10.10.1.2")].concat()[..]
+        );
+        let rep = icmp4(0, 0, 0x0777_0001, b"hi");
+        let (a, out) = fx.run(
+            0,
+            &eth(
+                M0,
+                H1_MAC,
+                ET_IPV4,
+                &ipv4_pkt(v4("10.10.1.2"), v4("10.10.2.5"), 1, 64, &rep),
+            ),
+        );
+        assert_eq!(a, Action::Tx(1));
+        assert_eq!(&out[14 + 12..14 + 16], &v4("10.10.1.2"), "not SNAT'd");
+        assert_eq!(be16(&out, 14 + 24), 0x0777);
+        // An echo reply or a SYN-ACK with no flow does not start one either.
+        let (_, out) = fx.run(
+            0,
+            &eth(
+                M0,
+                H1_MAC,
+                ET_IPV4,
+                &ipv4_pkt(
+                    v4("10.10.1.2"),
+                    v4("10.10.2.6"),
+                    1,
+                    64,
+                    &icmp4(0, 0, 0x0999_0001, b""),
+                ),
+            ),
+        );
+        assert_eq!(&out[14 + 12..14 + 16], &v4("10.10.1.2"));
+        let mut sa = tcp_syn(80, 40000);
+        sa[13] = 0x12;
+        let (_, out) = fx.run(
+            0,
+            &eth(
+                M0,
+                H1_MAC,
+                ET_IPV4,
+                &ipv4_pkt(v4("10.10.1.2"), v4("10.10.2.5"), 6, 64, &sa),
+            ),
+        );
+        assert_eq!(&out[14 + 12..14 + 16], &v4("10.10.1.2"));
+        assert_eq!(fx.c.nat.created.get(), 1, "only the tracked request");
+    }
+
+    #[test]
+    fn what_nat_cannot_translate_is_dropped_not_leaked() {
+        // GRE from an inside host out of the SNAT port: dropped and counted, never sent
+        // with the inside address; to another port it routes as usual.
+        let mut fx = Fx::with_nat((1024, 65535));
+        let gre = eth(
+            M0,
+            H1_MAC,
+            ET_IPV4,
+            &ipv4_pkt(v4("10.10.1.2"), v4("10.10.2.5"), 47, 64, &data(20)),
+        );
+        let (a, _) = fx.run(0, &gre);
+        assert_eq!(a, Action::Free);
+        assert_eq!(fx.dropped(DropReason::NatUntranslatable), 1);
+    }
+
+    #[test]
+    fn nat66_translates_fragments_first_and_later() {
+        // An IPv6 datagram in two fragments: the first carries the ports, the second is
+        // matched by its identification and gets the same source.
+        let mut fx = Fx::with_nat((1024, 65535));
+        let (src, dst) = (v6("fd10:1::2"), v6("fd10:2::5"));
+        let u = udp(5000, 53, &data(64));
+        let frag = |offset: u16, more: bool, body: &[u8]| {
+            let mut h = vec![17u8, 0];
+            h.extend_from_slice(&((offset << 3) | u16::from(more)).to_be_bytes());
+            h.extend_from_slice(&0xabcd_0001u32.to_be_bytes());
+            h.extend_from_slice(body);
+            eth(M0, H1_MAC, ET_IPV6, &ipv6_pkt(src, dst, 44, 64, &h))
+        };
+        let (a, first) = fx.run(0, &frag(0, true, &u[..40]));
+        assert_eq!(a, Action::Tx(1));
+        assert_eq!(&first[14 + 8..14 + 24], &v6("fd10:2::1"));
+        let (a, later) = fx.run(0, &frag(5, false, &u[40..]));
+        assert_eq!(a, Action::Tx(1));
+        assert_eq!(
+            &later[14 + 8..14 + 24],
+            &v6("fd10:2::1"),
+            "the later fragment too"
+        );
+        assert_eq!(fx.c.nat.fragments.get(), 1);
+        // A later fragment of a datagram never seen: dropped, counted.
+        let mut other = frag(5, false, &u[40..]);
+        other[14 + 40 + 4..14 + 40 + 8].copy_from_slice(&7u32.to_be_bytes());
+        let (a, _) = fx.run(0, &other);
+        assert_eq!(a, Action::Free);
+        assert_eq!(fx.dropped(DropReason::NatFragment), 1);
+    }
+
     proptest! {
         #[test]
         fn malformed_packets_through_nat_never_panic_and_drops_are_counted(

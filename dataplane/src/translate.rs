@@ -107,8 +107,15 @@ pub fn rewrite_v6(ip: &mut [u8], end: End, addr: [u8; 16], port: u16) -> Result<
     let at = if end == End::Source { 8 } else { 24 };
     let mut old_addr = [0u8; 16];
     old_addr.copy_from_slice(&ip[at..at + 16]);
-    let proto = ip[6];
-    let l4 = &mut ip[40..];
+    let (proto, off, frag) = ipv6_transport(ip).ok_or(RewriteError::Unsupported)?;
+    if frag.is_some_and(|(_, offset, _)| offset != 0) {
+        // A later fragment: the transport header (and its checksum, which covers the
+        // addresses) is in the first; only the address changes here (IPv6 has no header
+        // checksum).
+        ip[at..at + 16].copy_from_slice(&addr);
+        return Ok(());
+    }
+    let l4 = &mut ip[off..];
     let (csum_at, port_at) = match proto {
         TCP => (16, if end == End::Source { 0 } else { 2 }),
         UDP => (6, if end == End::Source { 0 } else { 2 }),
@@ -234,6 +241,41 @@ pub fn rewrite_icmp_error_v4(
     ip[10..12].copy_from_slice(&update_bytes(c, &old_outer, &outer_addr).to_be_bytes());
     ip[o..o + 4].copy_from_slice(&outer_addr);
     Ok(())
+}
+
+/// An IPv6 fragment header's identification, offset (bytes) and more-fragments flag.
+pub type FragmentHeader = (u32, u16, bool);
+
+/// Where an IPv6 packet's transport header is: its protocol and offset, past hop-by-hop,
+/// destination options and fragment headers, and the fragment header's (identification,
+/// offset in bytes, more fragments) if there is one. None for a routing header (the
+/// destination would be another) or a chain cut short.
+pub fn ipv6_transport(ip: &[u8]) -> Option<(u8, usize, Option<FragmentHeader>)> {
+    let mut next = *ip.get(6)?;
+    let mut off = 40;
+    let mut frag = None;
+    for _ in 0..8 {
+        match next {
+            0 | 60 => {
+                let len = (usize::from(*ip.get(off + 1)?) + 1) * 8;
+                next = *ip.get(off)?;
+                off += len;
+            }
+            44 => {
+                let h = ip.get(off..off + 8)?;
+                let fo = u16::from_be_bytes([h[2], h[3]]);
+                let id = u32::from_be_bytes([h[4], h[5], h[6], h[7]]);
+                frag = Some((id, fo & 0xfff8, fo & 1 != 0));
+                next = h[0];
+                off += 8;
+            }
+            _ => break,
+        }
+    }
+    if matches!(next, 0 | 60 | 44 | 43) || off > ip.len() {
+        return None;
+    }
+    Some((next, off, frag))
 }
 
 /// [`rewrite_icmp_error_v4`] for ICMPv6 errors (destination unreachable, packet too big,

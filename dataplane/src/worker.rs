@@ -467,12 +467,16 @@ impl Worker {
         let mut scratch = Scratch::new(hz, icmp_rate);
         let tick_len = (hz / u64::from(nat::TICKS_PER_S)).max(1);
         scratch.nat = nat::NatState::new(nat_capacity, index as u16, dpdk::tsc() | 1);
+        // Preallocated for real: every page written now, on this core, not on the packet
+        // path (a first touch there is a page fault, and a huge page's is ~100 us).
+        scratch.nat.prefault();
         scratch.nat.now = (dpdk::tsc() / tick_len) as u32;
         let mut nat_tables: Option<Arc<nat::NatTables>> = None;
         // A flush (or the end of deleted rules' flows) in progress, and a dump.
         let mut sweep: Option<(u32, Option<nat::FlowFilter>)> = None;
         let mut dumping: Option<(u32, nat::FlowFilter, u32)> = None;
         let mut last_tick = 0u32;
+        let mut next_expiry = 0u64;
         let mut burst = RxBurst::default();
         let mut slow: [Option<Mbuf>; BURST] = std::array::from_fn(|_| None);
         let mut out = Out {
@@ -597,21 +601,25 @@ impl Worker {
             // packets is busy from its start (before the rx calls: the PMD's copy is work
             // too) to the start of the next round.
             let t0 = dpdk::tsc();
-            if !scratch.nat.is_empty() {
-                // Expiry: what is due, within a budget per round.
+            if scratch.nat.is_empty() {
+                if c.nat.flows.get() != 0 {
+                    c.nat.flows.set(0);
+                    for g in &c.nat.by_state {
+                        g.set(0);
+                    }
+                }
+            } else if t0 >= next_expiry {
+                // Expiry: what is due, within a budget per round, looked at every 1/64 of a
+                // tick (sooner while a pass has more than its budget to do).
                 let tick = (t0 / tick_len) as u32;
-                scratch.nat.expire(tick, EXPIRE_BUDGET, c);
+                let gone = scratch.nat.expire(tick, EXPIRE_BUDGET, c);
+                next_expiry = if gone > 0 { t0 } else { t0 + tick_len / 64 };
                 if tick != last_tick {
                     last_tick = tick;
                     c.nat.flows.set(scratch.nat.len() as u64);
                     for (g, v) in c.nat.by_state.iter().zip(scratch.nat.by_state) {
                         g.set(v);
                     }
-                }
-            } else if c.nat.flows.get() != 0 {
-                c.nat.flows.set(0);
-                for g in &c.nat.by_state {
-                    g.set(0);
                 }
             }
             // Packets other workers handed over: their NAT flows are this worker's.
