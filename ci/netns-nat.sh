@@ -641,6 +641,88 @@ nat_stop() { # what
   cat "$LOG" "$OUT" >> "$WORK/nat-ferryd.log"
 }
 
+# Operators' views: ferryctl nat (hits), ferryctl conntrack (filtered, JSON), a bad
+# filter refused naming its field, Prometheus' NAT metrics, and a flush.
+t_nat_views() {
+  local o c m e rc err
+  CTL nat -o json > "$WORK/nat-rules.json" 2>&1
+  CTL conntrack --address 10.10.1.2 --protocol tcp -o json > "$WORK/nat-flows.json" 2>&1
+  m=$(N curl -s "http://127.0.0.1:$METRICS_PORT/metrics" 2>&1)
+  if err=$($PY - "$WORK/nat-rules.json" "$WORK/nat-flows.json" 2>&1 <<'PYEOF'
+import json, sys
+rules = {r["name"]: r for r in json.load(open(sys.argv[1]))["rules"]}
+assert rules["egress"]["kind"] == "snat" and rules["egress"]["hits"] > 0, rules
+assert rules["web"]["kind"] == "dnat" and rules["web"]["hits"] > 0, rules
+flows = json.load(open(sys.argv[2]))["flows"]
+assert flows, "no TCP flows of 10.10.1.2"
+# (Hairpin flows go to 10.10.2.1: the DNAT rule's.)
+snat = [f for f in flows if f["original"]["src"] == "10.10.1.2" and f["reply"]["dst"] == "10.10.2.100"
+        and f["original"]["dst"] != "10.10.2.1"]
+assert snat and all(f["rule"] == "egress" and f["protocol"] == "tcp" for f in snat), flows[:3]
+assert all(f["worker"] >= 0 and f["expires_s"] >= 0 and f["state"] for f in flows)
+PYEOF
+  ); then ok "NAT: ferryctl nat shows both rules with hits; ferryctl conntrack lists 10.10.1.2's TCP flows with their reply tuples (pool address), rule, state, worker"
+  else fail "NAT: ferryctl views" "$(tail -1 <<<"$err")"; fi
+  rc=0
+  e=$(CTL conntrack --address 10.10.1 2>&1) || rc=$?
+  if [ "$rc" != 0 ] && grep -q "filter.address" <<<"$e"; then ok "NAT: a bad conntrack filter is refused, naming filter.address"
+  else fail "NAT: bad filter" "rc=$rc $e"; fi
+  if grep -q '^ferry_nat_flows{.*state="established"' <<<"$m" &&
+     grep -Eq '^ferry_nat_rule_flows_total\{kind="snat",rule="egress"\} [1-9]' <<<"$m" &&
+     grep -q '^ferry_nat_flow_events_total{.*event="created"' <<<"$m"; then
+    ok "NAT: Prometheus metrics: flows by state, flow events, flows by rule"
+  else fail "NAT: metrics" "$(grep -m5 nat <<<"$m")"; fi
+  o=$(CTL conntrack flush --protocol icmp 2>&1)
+  sleep 0.3
+  c=$(CTL conntrack --protocol icmp -o json 2>&1)
+  if grep -q "flush sent" <<<"$o" &&
+     $PY -c "import json,sys; sys.exit(len(json.loads(sys.argv[1])['flows']) != 0)" "$c"; then
+    ok "NAT: ferryctl conntrack flush --protocol icmp ends the ICMP flows"
+  else fail "NAT: flush" "$o / ${c:0:200}"; fi
+}
+
+# Rule changes under load: an established TCP connection keeps its mapping when the pool
+# changes (a new connection gets the new pool), and ends when its rule is deleted.
+t_nat_rule_change() {
+  local o pool2=10.10.2.101 removed0 removed1
+  sed "s/addresses: \[$NAT_POOL4,/addresses: [$pool2,/" "$CFG" > "$WORK/nat-pool2.yaml"
+  awk '/^  snat:/ { skip = 1; next } /^  dnat:/ { skip = 0 } !skip' "$CFG" > "$WORK/nat-nosnat.yaml"
+  cat > "$WORK/natchange.py" <<'PYEOF'
+# One connection through SNAT to the peer server; between echoes, ferryctl applies configs.
+import socket, subprocess, sys
+ctl, sock, cfg2, cfg0 = sys.argv[1:5]
+def apply(f):
+    subprocess.run([ctl, "--socket", sock, "apply", "-f", f], check=True, capture_output=True)
+def echo(s, f, what):
+    s.sendall(what + b"\n")
+    return f.readline().strip()
+def connect():
+    s = socket.create_connection(("10.10.2.2", 9200), timeout=2)
+    f = s.makefile("rb")
+    return s, f, f.readline().decode().split()
+s, f, peer = connect()
+ok1 = echo(s, f, b"before") == b"before"
+apply(cfg2)
+ok2 = echo(s, f, b"after-pool-change") == b"after-pool-change"
+s2, f2, peer2 = connect()
+apply(cfg0)
+try:
+    s.settimeout(1.5)
+    ok3 = echo(s, f, b"after-delete") != b"after-delete"
+except OSError:
+    ok3 = True
+print(peer[0], ok1, ok2, peer2[0], ok3)
+PYEOF
+  removed0=$(stat nat_removed)
+  o=$(C "$PY" "$WORK/natchange.py" "$FERRYCTL" "$SOCK" "$WORK/nat-pool2.yaml" "$WORK/nat-nosnat.yaml" 2>&1)
+  sleep 1.1
+  removed1=$(stat nat_removed)
+  CTL apply -f "$CFG" >/dev/null 2>&1
+  if [ "$o" = "$NAT_POOL4 True True $pool2 True" ] && [ "$removed1" -gt "$removed0" ]; then
+    ok "NAT: rule changes under load: a pool change keeps the established connection on $NAT_POOL4 (a new one gets $pool2); deleting the rule ends its flows (nat_removed +$((removed1 - removed0)))"
+  else fail "NAT: rule changes" "got '$o' (want '$NAT_POOL4 True True $pool2 True'), nat_removed $removed0 -> $removed1"; fi
+}
+
 run_nat_tests() {
   local t0 o
   t0=$(date +%s)
@@ -668,6 +750,8 @@ run_nat_tests() {
     t_nat_inbound_routed
     t_nat_handoffs
     t_nat_no_drops
+    t_nat_views
+    t_nat_rule_change
     nat_stop "rules"
   fi
   rm -rf "$NAT_WWW"

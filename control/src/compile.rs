@@ -116,6 +116,7 @@ fn nat_tables(
     cfg: &Config,
     ids: &HashMap<(bool, String), u16>,
     ports: &mut [PortTable],
+    previous: Option<&NatTables>,
 ) -> Option<Arc<NatTables>> {
     let n = &cfg.nat;
     if n.is_empty() {
@@ -153,14 +154,39 @@ fn nat_tables(
             for p in &r.pool {
                 push(r.out, p.addr, p.len);
             }
+            // Addresses the rule's pool had before and has no more: kept for the flows
+            // made with them (routed as local, answered in ARP/ND, their replies matched)
+            // until the rule is deleted or ferryd restarts.
+            let (pool4, pool6) = (split4(&r.pool), split6(&r.pool));
+            let old = previous.and_then(|o| o.snat.iter().find(|o| o.name == r.name));
+            let retired4: Vec<(u32, u8)> = old
+                .map(|o| o.pool4.iter().chain(&o.retired4).copied())
+                .into_iter()
+                .flatten()
+                .filter(|a| !pool4.contains(a))
+                .collect();
+            let retired6: Vec<(u128, u8)> = old
+                .map(|o| o.pool6.iter().chain(&o.retired6).copied())
+                .into_iter()
+                .flatten()
+                .filter(|a| !pool6.contains(a))
+                .collect();
+            for &(a, l) in &retired4 {
+                push(r.out, IpAddr::from(a.to_be_bytes()), l);
+            }
+            for &(a, l) in &retired6 {
+                push(r.out, IpAddr::from(a.to_be_bytes()), l);
+            }
             nat::SnatRule {
                 id: ids.get(&(true, r.name.clone())).copied().unwrap_or(0),
                 name: r.name.clone(),
                 from4: split4(&r.from),
                 from6: split6(&r.from),
                 out: r.out as u16,
-                pool4: split4(&r.pool),
-                pool6: split6(&r.pool),
+                pool4,
+                pool6,
+                retired4,
+                retired6,
                 ports: r.ports,
             }
         })
@@ -277,7 +303,12 @@ impl Plan {
         }
 
         let rule_ids = nat_ids(cfg, previous.map(|p| &p.rule_ids));
-        let nat = nat_tables(cfg, &rule_ids, &mut ports);
+        let nat = nat_tables(
+            cfg,
+            &rule_ids,
+            &mut ports,
+            previous.and_then(|p| p.nat.as_deref()),
+        );
         let mut hops: Vec<Hop> = Vec::new();
         let mut ecmp: Vec<NextHop> = Vec::new();
         let mut gateways: HashMap<IpAddr, NextHop> = HashMap::new();

@@ -343,17 +343,17 @@ impl<K: FlowKey> FlowTable<K> {
 
     /// Prefetch the index slot `key` starts at (a burst's lookups overlap their misses).
     #[inline(always)]
-    pub fn prefetch_index(&self, key: &K) {
-        let i = self.home(key.hash(self.seed) as u32);
-        prefetch(&self.index[i]);
+    pub fn prefetch_index(&self, key: &K) -> u32 {
+        let h = self.hash_of(key);
+        prefetch(&self.index[self.home(h)]);
+        h
     }
 
-    /// Prefetch the flow the first index slot of `key` points at, if its hash matches
-    /// (after [`FlowTable::prefetch_index`] brought the slot in); false if the slot is
-    /// empty (the key is not tracked).
+    /// Prefetch the flow the first index slot of hash `h` points at, if its hash matches
+    /// (after [`FlowTable::prefetch_index`] brought the slot in and gave `h`); false if the
+    /// slot is empty (the key is not tracked).
     #[inline(always)]
-    pub fn prefetch_flow(&self, key: &K) -> bool {
-        let h = key.hash(self.seed) as u32;
+    pub fn prefetch_flow(&self, h: u32) -> bool {
         let e = self.index[self.home(h)];
         if e != 0 && (e >> 32) as u32 == h {
             let id = (((e as u32) - 1) >> 1) as usize;
@@ -407,7 +407,18 @@ impl<K: FlowKey> FlowTable<K> {
     /// The flow and the direction `key` matched, if tracked.
     #[inline]
     pub fn lookup(&self, key: &K) -> Option<(u32, Dir)> {
-        let h = key.hash(self.seed) as u32;
+        self.lookup_hashed(key, self.hash_of(key))
+    }
+
+    /// The hash [`FlowTable::lookup_hashed`] wants for `key`.
+    #[inline(always)]
+    pub fn hash_of(&self, key: &K) -> u32 {
+        key.hash(self.seed) as u32
+    }
+
+    /// [`FlowTable::lookup`] with the key's hash already computed ([`FlowTable::hash_of`]).
+    #[inline]
+    pub fn lookup_hashed(&self, key: &K, h: u32) -> Option<(u32, Dir)> {
         let mut i = self.home(h);
         loop {
             let e = self.index[i];

@@ -63,6 +63,10 @@ pub struct SnatRule {
     pub out: u16,
     pub pool4: Vec<(u32, u8)>,
     pub pool6: Vec<(u128, u8)>,
+    /// Pool addresses an earlier version of the rule had: no new mapping takes them, but
+    /// the flows made with them carry on (their replies are still this rule's).
+    pub retired4: Vec<(u32, u8)>,
+    pub retired6: Vec<(u128, u8)>,
     /// Pool port range, inclusive.
     pub ports: (u16, u16),
 }
@@ -204,6 +208,8 @@ pub struct NatState {
     pub by_state: [u64; 8],
     /// Set while a handed-over packet is processed: never hand it over again.
     pub handed: bool,
+    /// The next IPv4 lookup's key and hash, if already computed (0: none).
+    hint4: (Key4, u32),
     seed: u64,
 }
 
@@ -220,6 +226,7 @@ impl NatState {
             now: 0,
             by_state: [0; 8],
             handed: false,
+            hint4: (Key4::default(), 0),
             seed,
         }
     }
@@ -342,38 +349,50 @@ impl NatState {
         self.len() == 0
     }
 
-    /// Prefetch, for a packet about to take the NAT stage (an untagged Ethernet frame), the
-    /// index slot of its flow (`second` false), or then the flow itself (`second` true):
-    /// the worker runs both passes over a burst before the packets, so that their misses
-    /// overlap instead of each packet waiting for its own.
-    #[inline]
-    pub fn prefetch(&self, frame: &[u8], second: bool) {
-        match frame.get(12..14) {
-            Some([0x08, 0x00]) => {
-                if let Some(p) = frame.get(14..).and_then(parse4) {
-                    let k = V4::key(p.src, p.dst, p.sport, p.dport, p.proto);
-                    if !second {
-                        self.flows4.prefetch_index(&k);
-                    } else if !self.flows4.prefetch_flow(&k) {
-                        // Likely a new flow: its mapping is looked up next.
-                        self.maps4
-                            .prefetch_index(&V4::key(p.src, 0, p.sport, 0, p.proto));
+    /// Prefetch, for the packets of a burst about to take the NAT stage (untagged Ethernet
+    /// frames), the index slot of each one's flow, then the flow itself (or, for a likely
+    /// new flow, its mapping's slot): the worker runs this before the packets, so that
+    /// their misses overlap instead of each packet waiting for its own. `hashes` keeps each
+    /// key's hash for the lookup ([`NatState::hint`]).
+    pub fn prefetch_burst<'a>(
+        &mut self,
+        frames: impl Iterator<Item = &'a [u8]> + Clone,
+        hashes: &mut [(Key4, u32)],
+    ) {
+        let mut n = 0;
+        for f in frames.clone() {
+            let Some(slot) = hashes.get_mut(n) else { break };
+            n += 1;
+            *slot = (Key4::default(), 0);
+            match f.get(12..14) {
+                Some([0x08, 0x00]) => {
+                    if let Some(p) = f.get(14..).and_then(parse4) {
+                        let k = V4::key(p.src, p.dst, p.sport, p.dport, p.proto);
+                        *slot = (k, self.flows4.prefetch_index(&k));
                     }
                 }
-            }
-            Some([0x86, 0xdd]) => {
-                if let Some(p) = frame.get(14..).and_then(parse6) {
-                    let k = V6::key(p.src, p.dst, p.sport, p.dport, p.proto);
-                    if !second {
-                        self.flows6.prefetch_index(&k);
-                    } else if !self.flows6.prefetch_flow(&k) {
-                        self.maps6
-                            .prefetch_index(&V6::key(p.src, 0, p.sport, 0, p.proto));
+                Some([0x86, 0xdd]) => {
+                    if let Some(p) = f.get(14..).and_then(parse6) {
+                        self.flows6
+                            .prefetch_index(&V6::key(p.src, p.dst, p.sport, p.dport, p.proto));
                     }
                 }
+                _ => {}
             }
-            _ => {}
         }
+        for (k, h) in hashes[..n].iter() {
+            if *h != 0 && !self.flows4.prefetch_flow(*h) {
+                // Likely a new flow: its mapping is looked up next.
+                self.maps4
+                    .prefetch_index(&V4::key(k.src, 0, k.sport, 0, k.proto));
+            }
+        }
+    }
+
+    /// Give the next [`pre`] the hash of its IPv4 key (from [`NatState::prefetch_burst`]).
+    #[inline(always)]
+    pub fn hint(&mut self, h: (Key4, u32)) {
+        self.hint4 = h;
     }
 
     fn frag_slot(&self, key: u64) -> usize {
@@ -412,6 +431,7 @@ pub trait Fam {
     fn maps(st: &mut NatState) -> &mut FlowTable<Self::K>;
     fn from(r: &SnatRule) -> &[(Self::A, u8)];
     fn pool(r: &SnatRule) -> &[(Self::A, u8)];
+    fn retired(r: &SnatRule) -> &[(Self::A, u8)];
     fn dnat(n: &NatTables) -> &FastMap<(Self::A, u8, u16), u16>;
     fn back(n: &NatTables) -> &FastSet<(Self::A, u8, u16)>;
     fn contains(p: (Self::A, u8), a: Self::A) -> bool;
@@ -420,6 +440,8 @@ pub trait Fam {
     fn nth(pool: &[(Self::A, u8)], i: u64) -> Option<Self::A>;
     fn ip(a: Self::A) -> IpAddr;
     fn from_ip(a: IpAddr) -> Option<Self::A>;
+    /// The hash of `k` if the worker computed it already (taken: used once).
+    fn hinted(st: &mut NatState, k: &Self::K) -> Option<u32>;
 }
 
 pub struct V4;
@@ -455,6 +477,9 @@ impl Fam for V4 {
     fn pool(r: &SnatRule) -> &[(u32, u8)] {
         &r.pool4
     }
+    fn retired(r: &SnatRule) -> &[(u32, u8)] {
+        &r.retired4
+    }
     fn dnat(n: &NatTables) -> &FastMap<(u32, u8, u16), u16> {
         &n.dnat4
     }
@@ -482,6 +507,11 @@ impl Fam for V4 {
     }
     fn ip(a: u32) -> IpAddr {
         IpAddr::from(a.to_be_bytes())
+    }
+    #[inline(always)]
+    fn hinted(st: &mut NatState, k: &Key4) -> Option<u32> {
+        let (hk, h) = std::mem::take(&mut st.hint4);
+        (h != 0 && hk == *k).then_some(h)
     }
     fn from_ip(a: IpAddr) -> Option<u32> {
         match a {
@@ -527,6 +557,9 @@ impl Fam for V6 {
     fn pool(r: &SnatRule) -> &[(u128, u8)] {
         &r.pool6
     }
+    fn retired(r: &SnatRule) -> &[(u128, u8)] {
+        &r.retired6
+    }
     fn dnat(n: &NatTables) -> &FastMap<(u128, u8, u16), u16> {
         &n.dnat6
     }
@@ -555,6 +588,10 @@ impl Fam for V6 {
     }
     fn ip(a: u128) -> IpAddr {
         IpAddr::from(a.to_be_bytes())
+    }
+    #[inline(always)]
+    fn hinted(_: &mut NatState, _: &Key6) -> Option<u32> {
+        None
     }
     fn from_ip(a: IpAddr) -> Option<u128> {
         match a {
@@ -847,7 +884,8 @@ fn classify<F: Fam>(n: &NatTables, p: &Parsed<F::A>, in_port: u16) -> Option<Cla
         .any(|r| F::from(r).iter().any(|&f| F::contains(f, p.src)));
     // A reply to an SNAT mapping: by the pool port's share.
     for r in &n.snat {
-        if F::pool(r).iter().any(|&q| F::contains(q, p.dst)) {
+        let to_pool = |v: &[(F::A, u8)]| v.iter().any(|&q| F::contains(q, p.dst));
+        if to_pool(F::pool(r)) || (!F::retired(r).is_empty() && to_pool(F::retired(r))) {
             if let Some(owner) = snat_owner(p.dport, r.ports.0, r.ports.1, w) {
                 return Some(Class {
                     owner,
@@ -956,7 +994,11 @@ pub fn pre<F: Fam>(
     }
     let key = F::key(p.src, p.dst, p.sport, p.dport, p.proto);
     let (now, t) = (st.now, n.timeouts);
-    if let Some((id, dir)) = F::flows(st).lookup(&key) {
+    let found = match F::hinted(st, &key) {
+        Some(h) => F::flows(st).lookup_hashed(&key, h),
+        None => F::flows(st).lookup(&key),
+    };
+    if let Some((id, dir)) = found {
         let f = *F::flows(st).get(id);
         if n.is_live(f.rule) {
             if p.error.is_none() {

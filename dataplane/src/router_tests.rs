@@ -3300,6 +3300,8 @@ mod nat_path {
             out: 1,
             pool4: vec![(a4("10.10.2.1"), 32)],
             pool6: vec![(a6("fd10:2::1"), 128)],
+            retired4: vec![],
+            retired6: vec![],
             ports,
         };
         let d = DnatRule {

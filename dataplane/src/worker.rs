@@ -479,6 +479,7 @@ impl Worker {
         let mut next_expiry = 0u64;
         let mut burst = RxBurst::default();
         let mut slow: [Option<Mbuf>; BURST] = std::array::from_fn(|_| None);
+        let mut hashes = [(crate::conntrack::Key4::default(), 0u32); BURST];
         let mut out = Out {
             pool: &pool,
             tx,
@@ -638,16 +639,16 @@ impl Worker {
                 ctx.s.nat.handed = true;
                 if let Ok(chunk) = r.read_chunk(n) {
                     let (a, b) = chunk.as_slices();
-                    for second in [false, true] {
-                        for Handed(m, _) in a.iter().chain(b) {
-                            ctx.s.nat.prefetch(m.data(), second);
-                        }
-                    }
+                    ctx.s.nat.prefetch_burst(
+                        a.iter().chain(b).map(|Handed(m, _)| m.data()),
+                        &mut hashes,
+                    );
                 }
-                for _ in 0..n {
+                for h in hashes.iter().take(n) {
                     let Ok(Handed(mut m, in_port)) = r.pop() else {
                         break;
                     };
+                    ctx.s.nat.hint(*h);
                     c.nat.handoffs_in.add(1);
                     let action = router::process(&mut ctx, in_port, &mut m);
                     out.dispatch(action, m, in_port, t0, ctx.s);
@@ -718,12 +719,11 @@ impl Worker {
                 }
                 if n_slow > 0 {
                     let slow = &mut slow[..n_slow];
-                    for second in [false, true] {
-                        for m in slow.iter().flatten() {
-                            ctx.s.nat.prefetch(m.data(), second);
-                        }
-                    }
-                    for mut m in slow.iter_mut().filter_map(Option::take) {
+                    ctx.s
+                        .nat
+                        .prefetch_burst(slow.iter().flatten().map(|m| m.data()), &mut hashes);
+                    for (mut m, h) in slow.iter_mut().filter_map(Option::take).zip(hashes) {
+                        ctx.s.nat.hint(h);
                         let action = router::process(&mut ctx, q.port, &mut m);
                         out.dispatch(action, m, q.port, t0, ctx.s);
                     }
