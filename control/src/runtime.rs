@@ -359,6 +359,7 @@ pub fn run(opts: Options) -> Result<(), StartError> {
             icmp_rate: cfg.tuning.icmp_rate,
             hold: hold_config(&cfg.tuning),
             nat_capacity,
+            nat_prefault: !cfg.nat.is_empty(),
             handoff_tx: handoff_tx.next().unwrap_or_default(),
             handoff_rx: handoff_rx.next().unwrap_or_default(),
             dump: dtx,

@@ -2147,6 +2147,13 @@ proptest! {
         ip[4..6].copy_from_slice(&plen.to_be_bytes());
         let frame = eth(M0, H1_MAC, ET_IPV6, &ip);
         check_any(&mut fx, &frame)?;
+        // And through NAT66 (SNAT of fd10:1::/64, both directions).
+        let mut nat = Fx::with_nat((1024, 65535));
+        Arc::make_mut(&mut nat.t.ports)[1].mtu = mtu;
+        check_any(&mut nat, &frame)?;
+        let mut back = ipv6_pkt(dst, v6("fd10:2::1"), next, hop_limit, &payload);
+        back[4..6].copy_from_slice(&plen.to_be_bytes());
+        check_any(&mut nat, &eth(M1, H5_MAC, ET_IPV6, &back))?;
     }
 
     #[test]
@@ -3318,7 +3325,7 @@ mod nat_path {
     }
 
     impl Fx {
-        fn with_nat(ports: (u16, u16)) -> Fx {
+        pub(super) fn with_nat(ports: (u16, u16)) -> Fx {
             let mut fx = Fx::new();
             fx.t.nat = Some(Arc::new(nat_tables(ports, true)));
             fx.t.index_fast();

@@ -235,6 +235,9 @@ pub struct Worker {
     pub hold: HoldConfig,
     /// NAT (issue 5): flows this worker's tables hold, of each family.
     pub nat_capacity: usize,
+    /// Commit the NAT tables' memory at start (the config has NAT rules); else it is
+    /// committed as flows come (rules added later pay their first page faults then).
+    pub nat_prefault: bool,
     /// Rings to the other workers, by worker index (None: this one), for packets whose
     /// NAT flow another worker owns; and the rings from them.
     pub handoff_tx: Vec<Option<rtrb::Producer<Handed>>>,
@@ -455,6 +458,7 @@ impl Worker {
             control,
             hold,
             nat_capacity,
+            nat_prefault,
             handoff_tx,
             mut handoff_rx,
             mut dump,
@@ -469,7 +473,9 @@ impl Worker {
         scratch.nat = nat::NatState::new(nat_capacity, index as u16, dpdk::tsc() | 1);
         // Preallocated for real: every page written now, on this core, not on the packet
         // path (a first touch there is a page fault, and a huge page's is ~100 us).
-        scratch.nat.prefault();
+        if nat_prefault {
+            scratch.nat.prefault();
+        }
         scratch.nat.now = (dpdk::tsc() / tick_len) as u32;
         let mut nat_tables: Option<Arc<nat::NatTables>> = None;
         // A flush (or the end of deleted rules' flows) in progress, and a dump.
