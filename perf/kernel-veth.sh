@@ -39,7 +39,7 @@
 #        PROFILE=DIR in the environment)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-NAT= ARGS=()
+NAT='' ARGS=()
 for a in "$@"; do
   case "$a" in
     --nat) NAT=1 ;;
