@@ -2,7 +2,8 @@
 # The demo: installs what is needed, builds ferryd, and routes real traffic between a client
 # and a server namespace through it: ping, a traceroute hop, an HTTP download, IPv6, a TCP
 # connection to the node's own kernel over the exception path; then ferryctl (status, a route
-# added while traffic runs), a Prometheus server scraping ferryd's metrics, Ferry's counters
+# added while traffic runs), a Prometheus server scraping ferryd's metrics, NAT rules applied
+# live (SNAT, DNAT, traceroute through NAT, ferryctl nat and conntrack), Ferry's counters
 # and a clean stop. Run as root on Debian 12.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -76,6 +77,40 @@ echo "\$ curl -s http://127.0.0.1:9477/metrics | grep -E '^ferry_(rx_packets|gen
 ip netns exec $P-node curl -s http://127.0.0.1:9477/metrics | grep -E '^ferry_(rx_packets|generation)' || true
 kill $PROM_PID 2>/dev/null; wait $PROM_PID 2>/dev/null || true
 
+echo; echo "== NAT: SNAT and DNAT rules applied while ferryd runs (ferryctl apply -f)"
+cp configs/demo.yaml "$WORK/demo-nat.yaml"
+cat >> "$WORK/demo-nat.yaml" <<'YAML'
+nat:
+  snat:
+    - name: egress
+      match: {from: [10.10.1.0/24, "fd10:1::/64"], out: outside}
+      to: {addresses: [10.10.2.100, "fd10:2::100"]}
+  dnat:
+    - name: web
+      match: {address: 10.10.2.1, protocol: tcp, port: 8088}
+      to: {address: 10.10.1.2, port: 8088}
+YAML
+run ferryctl apply -f "$WORK/demo-nat.yaml" --wait
+# A server that says whom it sees: the client's SNAT'd address from the server side; the
+# server's real address through DNAT from the client side.
+peer_server() { # ns addr port
+  ip netns exec "$1" /usr/bin/python3 -c "
+import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(('$2', $3)); s.listen(4); s.settimeout(10)
+c, a = s.accept(); c.sendall(('you are %s port %d\\n' % a).encode()); c.close()" &
+  PEERS+=($!)
+}
+PEERS=()
+peer_server $P-server 10.10.2.2 9000; sleep 0.5
+run ip netns exec $P-client /usr/bin/python3 -c "import socket; print('server 10.10.2.2:9000 says:', socket.create_connection(('10.10.2.2', 9000), timeout=3).recv(100).decode().strip())"
+peer_server $P-client 10.10.1.2 8088; sleep 0.5
+run ip netns exec $P-server /usr/bin/python3 -c "import socket; print('10.10.2.1:8088 (DNAT to 10.10.1.2) says:', socket.create_connection(('10.10.2.1', 8088), timeout=3).recv(100).decode().strip())"
+run ip netns exec $P-client traceroute -n -q 1 -w 1 -m 3 10.10.2.2
+run ferryctl nat
+run ferryctl conntrack
+wait "${PEERS[@]}" 2>/dev/null || true
+
 sleep 1.2
 echo; echo "== ferryd counters (stats file)"
 /usr/bin/python3 - "$WORK/stats.json" <<'PY'
@@ -83,7 +118,7 @@ import json, sys
 s = json.load(open(sys.argv[1]))
 t = s["total"]
 print(f"generation {s['generation']}, neighbours {s['neighbors']}")
-for k in ["rx", "tx", "to_kernel", "from_kernel", "arp_replies", "nd_adverts", "echo_replies", "icmp_errors", "solicits"]:
+for k in ["rx", "tx", "to_kernel", "from_kernel", "arp_replies", "nd_adverts", "echo_replies", "icmp_errors", "solicits", "nat_created", "nat_flows"]:
     print(f"  {k:14} {t[k]}")
 print(f"  cycles/packet  {t['cycles_per_packet']:.0f}")
 for k, v in t.items():

@@ -376,6 +376,21 @@ pub fn run(opts: Options) -> Result<(), StartError> {
         events_rx.push(erx);
         commands_tx.push(ctx);
     }
+    // A worker sets its generation when it enters its loop, after writing its NAT tables
+    // (which takes seconds for millions of flows): "forwarding" means every worker polls.
+    let ready = Instant::now();
+    while counters.iter().any(|c| c.generation.get() == 0)
+        && ready.elapsed() < Duration::from_secs(120)
+    {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    if !cfg.nat.is_empty() {
+        tracing::info!(
+            flows = cfg.nat.max_flows,
+            ms = ready.elapsed().as_millis() as u64,
+            "NAT tables written"
+        );
+    }
     tracing::info!(
         workers,
         generation = ctl.generations().published,
