@@ -72,7 +72,7 @@ pub struct Key6 {
 }
 
 #[inline(always)]
-fn mix(mut x: u64) -> u64 {
+pub(crate) fn mix(mut x: u64) -> u64 {
     // The finaliser of MurmurHash3 / splitmix64: every input bit reaches every output bit.
     x ^= x >> 33;
     x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);

@@ -15,7 +15,7 @@
 //!   address and port, whatever the destination: RFC 4787 REQ-1) from a paired pool
 //!   address (one per inside address, REQ-2).
 //!
-//! Translation ([`Xlat::apply4`], [`Xlat::apply6`]) happens after the router's own checks
+//! Translation ([`Xlat::apply`]) happens after the router's own checks
 //! (TTL, MTU, neighbour), so an ICMP error the router makes quotes the packet as its sender
 //! sent it. An ICMP error about a translated flow is matched by the flow of the packet it
 //! quotes, and translated back whole ([`translate::rewrite_icmp_error_v4`]).
@@ -29,8 +29,8 @@
 use std::hash::Hash;
 use std::net::IpAddr;
 
+use crate::conntrack::{mix, InsertError, CALLER_FLAGS};
 use crate::conntrack::{tcp_flags, Dir, FlowKey, FlowTable, Key4, Key6, State, Timeouts};
-use crate::conntrack::{InsertError, CALLER_FLAGS};
 use crate::counters::{DropReason, WorkerCounters};
 use crate::rss::{port_share, snat_owner};
 use crate::tables::{FastMap, FastSet};
@@ -411,15 +411,6 @@ impl FlowFilter {
     }
 }
 
-#[inline(always)]
-fn mix(mut x: u64) -> u64 {
-    x ^= x >> 33;
-    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    x ^= x >> 33;
-    x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    x ^ (x >> 33)
-}
-
 /// One address family, for the code both share.
 pub trait Fam {
     type A: Copy + Eq + Hash + Default + std::fmt::Debug;
@@ -440,8 +431,23 @@ pub trait Fam {
     fn nth(pool: &[(Self::A, u8)], i: u64) -> Option<Self::A>;
     fn ip(a: Self::A) -> IpAddr;
     fn from_ip(a: IpAddr) -> Option<Self::A>;
+    /// [`parse4`] / [`parse6`].
+    fn parse(ip: &[u8]) -> Option<Parsed<Self::A>>;
     /// The hash of `k` if the worker computed it already (taken: used once).
     fn hinted(st: &mut NatState, k: &Self::K) -> Option<u32>;
+    /// The packet's source address (`ip` from its network header).
+    fn source(ip: &[u8]) -> Option<Self::A>;
+    /// [`translate::rewrite_v4`] / [`translate::rewrite_v6`].
+    fn rewrite(ip: &mut [u8], end: End, a: Self::A, port: u16) -> Result<(), RewriteError>;
+    /// [`translate::rewrite_icmp_error_v4`] / [`translate::rewrite_icmp_error_v6`].
+    fn rewrite_error(
+        ip: &mut [u8],
+        inner: End,
+        a: Self::A,
+        port: u16,
+        outer: End,
+        outer_addr: Self::A,
+    ) -> Result<(), RewriteError>;
 }
 
 pub struct V4;
@@ -512,6 +518,32 @@ impl Fam for V4 {
     fn hinted(st: &mut NatState, k: &Key4) -> Option<u32> {
         let (hk, h) = std::mem::take(&mut st.hint4);
         (h != 0 && hk == *k).then_some(h)
+    }
+    fn parse(ip: &[u8]) -> Option<Parsed<u32>> {
+        parse4(ip)
+    }
+    fn source(ip: &[u8]) -> Option<u32> {
+        be32(ip, 12)
+    }
+    fn rewrite(ip: &mut [u8], end: End, a: u32, port: u16) -> Result<(), RewriteError> {
+        translate::rewrite_v4(ip, end, a.to_be_bytes(), port)
+    }
+    fn rewrite_error(
+        ip: &mut [u8],
+        inner: End,
+        a: u32,
+        port: u16,
+        outer: End,
+        outer_addr: u32,
+    ) -> Result<(), RewriteError> {
+        translate::rewrite_icmp_error_v4(
+            ip,
+            inner,
+            a.to_be_bytes(),
+            port,
+            outer,
+            outer_addr.to_be_bytes(),
+        )
     }
     fn from_ip(a: IpAddr) -> Option<u32> {
         match a {
@@ -592,6 +624,32 @@ impl Fam for V6 {
     #[inline(always)]
     fn hinted(_: &mut NatState, _: &Key6) -> Option<u32> {
         None
+    }
+    fn parse(ip: &[u8]) -> Option<Parsed<u128>> {
+        parse6(ip)
+    }
+    fn source(ip: &[u8]) -> Option<u128> {
+        be128(ip, 8)
+    }
+    fn rewrite(ip: &mut [u8], end: End, a: u128, port: u16) -> Result<(), RewriteError> {
+        translate::rewrite_v6(ip, end, a.to_be_bytes(), port)
+    }
+    fn rewrite_error(
+        ip: &mut [u8],
+        inner: End,
+        a: u128,
+        port: u16,
+        outer: End,
+        outer_addr: u128,
+    ) -> Result<(), RewriteError> {
+        translate::rewrite_icmp_error_v6(
+            ip,
+            inner,
+            a.to_be_bytes(),
+            port,
+            outer,
+            outer_addr.to_be_bytes(),
+        )
     }
     fn from_ip(a: IpAddr) -> Option<u128> {
         match a {
@@ -1288,96 +1346,33 @@ pub fn snat_new<F: Fam>(
     Ok(Some(xlat_of::<F>(&f.orig, &f.reply, Dir::Original, p)))
 }
 
-impl Xlat<u32> {
-    /// Rewrite an IPv4 packet (`ip` from its header).
-    pub fn apply4(&self, ip: &mut [u8]) -> Result<(), RewriteError> {
-        let b = |a: u32| a.to_be_bytes();
-        match self.error {
-            false => {
-                if let Some((a, p)) = self.src {
-                    translate::rewrite_v4(ip, End::Source, b(a), p)?;
-                }
-                if let Some((a, p)) = self.dst {
-                    translate::rewrite_v4(ip, End::Destination, b(a), p)?;
-                }
+impl<A: Copy + PartialEq> Xlat<A> {
+    /// Rewrite a packet of family `F` (`ip` from its network header).
+    pub fn apply<F: Fam<A = A>>(&self, ip: &mut [u8]) -> Result<(), RewriteError> {
+        if !self.error {
+            if let Some((a, p)) = self.src {
+                F::rewrite(ip, End::Source, a, p)?;
             }
-            true => {
-                // The quoted packet is the reverse of the tuple: its source is the tuple's
-                // destination. The error goes to the new destination; on its way out it
-                // comes from the new source, whoever inside sent it (RFC 5508 REQ-4: an
-                // inside router's address does not leak); on its way in, from whoever sent
-                // it (an outside router stays visible to traceroute).
-                if let Some((a, p)) = self.dst {
-                    translate::rewrite_icmp_error_v4(
-                        ip,
-                        End::Source,
-                        b(a),
-                        p,
-                        End::Destination,
-                        b(a),
-                    )?;
-                }
-                if let Some((a, p)) = self.src {
-                    let outer = if self.new_source {
-                        b(a)
-                    } else {
-                        [ip[12], ip[13], ip[14], ip[15]]
-                    };
-                    translate::rewrite_icmp_error_v4(
-                        ip,
-                        End::Destination,
-                        b(a),
-                        p,
-                        End::Source,
-                        outer,
-                    )?;
-                }
+            if let Some((a, p)) = self.dst {
+                F::rewrite(ip, End::Destination, a, p)?;
             }
+            return Ok(());
         }
-        Ok(())
-    }
-}
-
-impl Xlat<u128> {
-    /// Rewrite an IPv6 packet (`ip` from its header).
-    pub fn apply6(&self, ip: &mut [u8]) -> Result<(), RewriteError> {
-        let b = |a: u128| a.to_be_bytes();
-        match self.error {
-            false => {
-                if let Some((a, p)) = self.src {
-                    translate::rewrite_v6(ip, End::Source, b(a), p)?;
-                }
-                if let Some((a, p)) = self.dst {
-                    translate::rewrite_v6(ip, End::Destination, b(a), p)?;
-                }
-            }
-            true => {
-                // As for IPv4 (RFC 4443 errors, the quote translated back).
-                if let Some((a, p)) = self.dst {
-                    translate::rewrite_icmp_error_v6(
-                        ip,
-                        End::Source,
-                        b(a),
-                        p,
-                        End::Destination,
-                        b(a),
-                    )?;
-                }
-                if let Some((a, p)) = self.src {
-                    let mut outer = b(a);
-                    if !self.new_source {
-                        outer.copy_from_slice(&ip[8..24]);
-                    }
-                    translate::rewrite_icmp_error_v6(
-                        ip,
-                        End::Destination,
-                        b(a),
-                        p,
-                        End::Source,
-                        outer,
-                    )?;
-                }
-            }
+        // An ICMP error. The quoted packet is the reverse of the tuple: its source is the
+        // tuple's destination. The error goes to the new destination; on its way out it
+        // comes from the new source, whoever inside sent it (RFC 5508 REQ-4: an inside
+        // router's address does not leak); on its way in, from whoever sent it (an outside
+        // router stays visible to traceroute).
+        if let Some((a, p)) = self.dst {
+            F::rewrite_error(ip, End::Source, a, p, End::Destination, a)?;
+        }
+        if let Some((a, p)) = self.src {
+            let outer = if self.new_source {
+                a
+            } else {
+                F::source(ip).ok_or(RewriteError::Truncated)?
+            };
+            F::rewrite_error(ip, End::Destination, a, p, End::Source, outer)?;
         }
         Ok(())
     }

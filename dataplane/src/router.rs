@@ -569,23 +569,11 @@ fn ipv4_in<B: PacketBuf>(
     }
     // The NAT stage, before the FIB: the flow's owner, its lookup, DNAT. The translation
     // itself waits for the router's checks (an ICMP error quotes what the sender sent).
-    let mut xlat = None;
-    let mut snat = None;
-    let mut route_dst = dst;
-    if let Some(n) = t.nat.as_deref() {
-        if let Some(p) = nat::parse4(&b.data()[l3..]) {
-            match nat::pre::<nat::V4>(&mut ctx.s.nat, n, ctx.c, &p, in_port) {
-                Pre::Pass => {}
-                Pre::Handoff(w) => return Action::Handoff(w),
-                Pre::Drop(r) => return ctx.drop(r),
-                Pre::Xlat(x) => {
-                    route_dst = x.route_dst;
-                    xlat = Some(x);
-                }
-                Pre::MaybeSnat => snat = Some(p),
-            }
-        }
-    }
+    let (mut xlat, snat) = match nat_pre::<nat::V4>(ctx, in_port, &b.data()[l3..]) {
+        Ok(x) => x,
+        Err(a) => return a,
+    };
+    let route_dst = xlat.map_or(dst, |x| x.route_dst);
     let Some(hop) = t.fib4.lookup(route_dst) else {
         if l2_multicast {
             // No ICMP error about a link-layer broadcast (RFC 1812 4.3.2.7).
@@ -677,18 +665,8 @@ fn ipv4_in<B: PacketBuf>(
             )
         }
     };
-    if let Some(n) = t.nat.as_deref() {
-        if let Some(p) = snat {
-            match nat::snat_new::<nat::V4>(&mut ctx.s.nat, n, ctx.c, &p, out) {
-                Ok(x) => xlat = x,
-                Err(r) => return ctx.drop(r),
-            }
-        }
-        if let Some(x) = xlat {
-            if x.apply4(&mut b.data_mut()[l3..]).is_err() {
-                return ctx.drop(DropReason::NatUntranslatable);
-            }
-        }
+    if let Err(r) = nat_post::<nat::V4>(ctx, snat, &mut xlat, out, &mut b.data_mut()[l3..]) {
+        return ctx.drop(r);
     }
     {
         let d = b.data_mut();
@@ -706,6 +684,56 @@ fn ipv4_in<B: PacketBuf>(
         };
     }
     Action::Tx(out)
+}
+
+/// The NAT stage before the FIB ([`nat::pre`]), if the snapshot has NAT rules: the
+/// translation to apply after the router's checks (its destination is the one to route
+/// by) and the packet to offer the post-routing hook, or the action that ends the packet
+/// here (handed over, dropped).
+#[inline]
+fn nat_pre<F: nat::Fam>(
+    ctx: &mut Ctx,
+    in_port: u16,
+    ip: &[u8],
+) -> Result<NatPending<F::A>, Action> {
+    let Some(n) = ctx.t.nat.as_deref() else {
+        return Ok((None, None));
+    };
+    let Some(p) = F::parse(ip) else {
+        return Ok((None, None));
+    };
+    match nat::pre::<F>(&mut ctx.s.nat, n, ctx.c, &p, in_port) {
+        Pre::Pass => Ok((None, None)),
+        Pre::Handoff(w) => Err(Action::Handoff(w)),
+        Pre::Drop(r) => Err(ctx.drop(r)),
+        Pre::Xlat(x) => Ok((Some(x), None)),
+        Pre::MaybeSnat => Ok((None, Some(p))),
+    }
+}
+
+/// What [`nat_pre`] leaves for after the router's checks.
+type NatPending<A> = (Option<nat::Xlat<A>>, Option<nat::Parsed<A>>);
+
+/// The NAT stage after the router's checks, egress `out` known: SNAT for a new flow
+/// ([`nat::snat_new`]), then the translation, in place (`ip` from the network header).
+#[inline]
+fn nat_post<F: nat::Fam>(
+    ctx: &mut Ctx,
+    snat: Option<nat::Parsed<F::A>>,
+    xlat: &mut Option<nat::Xlat<F::A>>,
+    out: u16,
+    ip: &mut [u8],
+) -> Result<(), DropReason> {
+    let Some(n) = ctx.t.nat.as_deref() else {
+        return Ok(());
+    };
+    if let Some(p) = snat {
+        *xlat = nat::snat_new::<F>(&mut ctx.s.nat, n, ctx.c, &p, out)?;
+    }
+    match xlat {
+        Some(x) => x.apply::<F>(ip).map_err(|_| DropReason::NatUntranslatable),
+        None => Ok(()),
+    }
 }
 
 fn ipv4_local<B: PacketBuf>(
@@ -920,23 +948,11 @@ fn ipv6_in<B: PacketBuf>(
         return ctx.drop(DropReason::Martian);
     }
     // The NAT stage (stateful NAT66), as for IPv4.
-    let mut xlat = None;
-    let mut snat = None;
-    let mut route_dst = dst128;
-    if let Some(n) = t.nat.as_deref() {
-        if let Some(p) = nat::parse6(&b.data()[l3..]) {
-            match nat::pre::<nat::V6>(&mut ctx.s.nat, n, ctx.c, &p, in_port) {
-                Pre::Pass => {}
-                Pre::Handoff(w) => return Action::Handoff(w),
-                Pre::Drop(r) => return ctx.drop(r),
-                Pre::Xlat(x) => {
-                    route_dst = x.route_dst;
-                    xlat = Some(x);
-                }
-                Pre::MaybeSnat => snat = Some(p),
-            }
-        }
-    }
+    let (mut xlat, snat) = match nat_pre::<nat::V6>(ctx, in_port, &b.data()[l3..]) {
+        Ok(x) => x,
+        Err(a) => return a,
+    };
+    let route_dst = xlat.map_or(dst128, |x| x.route_dst);
     let Some(hop) = t.fib6.lookup(route_dst) else {
         if crate::tables::is_link_local(&dst) || l2_multicast {
             return ctx.drop(DropReason::NotRouted);
@@ -1042,18 +1058,8 @@ fn ipv6_in<B: PacketBuf>(
             )
         }
     };
-    if let Some(n) = t.nat.as_deref() {
-        if let Some(p) = snat {
-            match nat::snat_new::<nat::V6>(&mut ctx.s.nat, n, ctx.c, &p, out) {
-                Ok(x) => xlat = x,
-                Err(r) => return ctx.drop(r),
-            }
-        }
-        if let Some(x) = xlat {
-            if x.apply6(&mut b.data_mut()[l3..]).is_err() {
-                return ctx.drop(DropReason::NatUntranslatable);
-            }
-        }
+    if let Err(r) = nat_post::<nat::V6>(ctx, snat, &mut xlat, out, &mut b.data_mut()[l3..]) {
+        return ctx.drop(r);
     }
     {
         let d = b.data_mut();
