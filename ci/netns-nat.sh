@@ -715,8 +715,11 @@ print(peer[0], ok1, ok2, peer2[0], ok3)
 PYEOF
   removed0=$(stat nat_removed)
   o=$(C "$PY" "$WORK/natchange.py" "$FERRYCTL" "$SOCK" "$WORK/nat-pool2.yaml" "$WORK/nat-nosnat.yaml" 2>&1)
-  sleep 1.1
-  removed1=$(stat nat_removed)
+  for _ in $(seq 1 25); do
+    sleep 0.2
+    removed1=$(stat nat_removed)
+    [ "$removed1" -gt "$removed0" ] && break
+  done
   CTL apply -f "$CFG" >/dev/null 2>&1
   if [ "$o" = "$NAT_POOL4 True True $pool2 True" ] && [ "$removed1" -gt "$removed0" ]; then
     ok "NAT: rule changes under load: a pool change keeps the established connection on $NAT_POOL4 (a new one gets $pool2); deleting the rule ends its flows (nat_removed +$((removed1 - removed0)))"

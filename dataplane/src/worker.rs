@@ -536,8 +536,10 @@ impl Worker {
                 };
                 if changed {
                     nat_tables = now_nat;
-                    if !scratch.nat.is_empty() && sweep.is_none() {
-                        sweep = Some((0, None));
+                    if !scratch.nat.is_empty() {
+                        // From the start again (a sweep under way keeps its flush filter):
+                        // the flows it has passed may belong to a rule deleted just now.
+                        sweep = Some((0, sweep.and_then(|(_, f)| f)));
                     }
                 }
             }
