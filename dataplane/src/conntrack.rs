@@ -443,20 +443,6 @@ impl<K: FlowKey> FlowTable<K> {
         }
     }
 
-    /// [`FlowTable::insert`] for keys the caller has just looked up and not found (one
-    /// lookup fewer per key): a key that is tracked after all would be indexed twice.
-    pub fn insert_new(
-        &mut self,
-        orig: K,
-        reply: K,
-        state: State,
-        rule: u16,
-        now: u32,
-        timeout: u32,
-    ) -> Result<u32, InsertError> {
-        self.insert_inner(orig, reply, state, rule, now, timeout)
-    }
-
     /// Track a new flow with keys `orig` and `reply`, due at `now + timeout`.
     pub fn insert(
         &mut self,
@@ -470,10 +456,12 @@ impl<K: FlowKey> FlowTable<K> {
         if self.lookup(&orig).is_some() || self.lookup(&reply).is_some() {
             return Err(InsertError::Exists);
         }
-        self.insert_inner(orig, reply, state, rule, now, timeout)
+        self.insert_new(orig, reply, state, rule, now, timeout)
     }
 
-    fn insert_inner(
+    /// [`FlowTable::insert`] for keys the caller has just looked up and not found (one
+    /// lookup fewer per key): a key that is tracked after all would be indexed twice.
+    pub fn insert_new(
         &mut self,
         orig: K,
         reply: K,

@@ -289,40 +289,10 @@ impl NatState {
 
     /// Flow `id` of a family as operators see it, if live.
     pub fn record(&self, v6: bool, id: u32) -> Option<FlowRecord> {
-        let tup4 = |k: &Key4| {
-            (
-                IpAddr::from(k.src.to_be_bytes()),
-                IpAddr::from(k.dst.to_be_bytes()),
-                k.sport,
-                k.dport,
-            )
-        };
-        let tup6 = |k: &Key6| (IpAddr::from(k.src), IpAddr::from(k.dst), k.sport, k.dport);
-        let left = |e: u32| e.wrapping_sub(self.now).min(i32::MAX as u32) / TICKS_PER_S;
         if v6 {
-            self.flows6.is_live(id).then(|| {
-                let f = self.flows6.get(id);
-                FlowRecord {
-                    orig: tup6(&f.orig),
-                    reply: tup6(&f.reply),
-                    proto: f.orig.proto,
-                    state: f.state,
-                    expires_s: left(f.expires),
-                    rule: f.rule,
-                }
-            })
+            record_of::<V6>(&self.flows6, id, self.now)
         } else {
-            self.flows4.is_live(id).then(|| {
-                let f = self.flows4.get(id);
-                FlowRecord {
-                    orig: tup4(&f.orig),
-                    reply: tup4(&f.reply),
-                    proto: f.orig.proto,
-                    state: f.state,
-                    expires_s: left(f.expires),
-                    rule: f.rule,
-                }
-            })
+            record_of::<V4>(&self.flows4, id, self.now)
         }
     }
 
@@ -398,6 +368,25 @@ impl NatState {
     fn frag_slot(&self, key: u64) -> usize {
         (mix(key ^ self.seed) as usize) % FRAG_SLOTS
     }
+}
+
+/// Flow `id` of table `t` as operators see it, if live (`now`: the current tick).
+fn record_of<F: Fam>(t: &FlowTable<F::K>, id: u32, now: u32) -> Option<FlowRecord> {
+    let tuple = |k: &F::K| {
+        let (s, d, sp, dp, _) = F::parts(k);
+        (F::ip(s), F::ip(d), sp, dp)
+    };
+    t.is_live(id).then(|| {
+        let f = t.get(id);
+        FlowRecord {
+            orig: tuple(&f.orig),
+            reply: tuple(&f.reply),
+            proto: F::parts(&f.orig).4,
+            state: f.state,
+            expires_s: f.expires.wrapping_sub(now).min(i32::MAX as u32) / TICKS_PER_S,
+            rule: f.rule,
+        }
+    })
 }
 
 impl FlowFilter {

@@ -80,13 +80,6 @@ pub fn snat_owner(port: u16, lo: u16, hi: u16, workers: u16) -> Option<u16> {
     Some((u32::from(port - lo) / per).min(u32::from(workers.max(1)) - 1) as u16)
 }
 
-/// The owner of a DNAT flow without RSS: a hash of the client's address and port, which
-/// both directions carry untranslated (source of the request, destination of the reply).
-pub fn dnat_owner(client: u32, client_port: u16, workers: u16) -> u16 {
-    let x = (u64::from(client) << 16 | u64::from(client_port)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    ((x >> 32) % u64::from(workers.max(1))) as u16
-}
-
 /// Where an SNAT port is wanted: the reply `server:server_port -> pool:port` must reach
 /// `worker`'s queue among `queues`, with a port of `share`.
 #[derive(Clone, Debug)]
@@ -199,11 +192,5 @@ mod tests {
         }
         assert_eq!(snat_owner(80, 1024, 65535, 2), None);
         assert!(port_share(10, 11, 4, 0).is_empty());
-        // The DNAT owner depends only on the client's endpoint.
-        assert_eq!(
-            dnat_owner(0x0a00_0001, 5555, 4),
-            dnat_owner(0x0a00_0001, 5555, 4)
-        );
-        assert!((0..4).contains(&dnat_owner(0x0a00_0001, 5555, 4)));
     }
 }
