@@ -55,5 +55,8 @@ echo "== namespace tests (release ferryd)"
 ./ci/netns-tests.sh target/release/ferryd 1
 ./ci/netns-tests.sh target/release/ferryd 2
 
+echo "== virtual services (real HTTP backends, health checks, every forwarding mode)"
+./ci/netns-lb.sh target/release/ferryd 2
+
 echo "== NAT against Linux nftables (the same packets through both, compared field by field)"
 ./ci/nat-diff.sh target/release/ferryd

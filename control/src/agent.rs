@@ -120,6 +120,8 @@ pub enum Request {
         pb::FlushFlowsRequest,
         oneshot::Sender<Result<pb::FlushFlowsResponse, String>>,
     ),
+    /// Services with their backends (by name; empty: all).
+    Services(String, oneshot::Sender<pb::ServiceList>),
     /// The Prometheus exposition.
     Metrics(oneshot::Sender<String>),
 }
@@ -592,6 +594,16 @@ impl Ferry for Service {
         Ok(Response::new(self.h.ask(Request::Neighbors).await?))
     }
 
+    async fn list_services(
+        &self,
+        req: tonic::Request<pb::ListServicesRequest>,
+    ) -> Result<Response<pb::ServiceList>, Status> {
+        let name = req.into_inner().name;
+        Ok(Response::new(
+            self.h.ask(|tx| Request::Services(name, tx)).await?,
+        ))
+    }
+
     async fn list_nat_rules(
         &self,
         _: tonic::Request<pb::ListNatRulesRequest>,
@@ -755,7 +767,95 @@ pub fn change_from_pb(c: pb::Change) -> Option<Change> {
             port: a.port,
             address: a.address,
         },
+        Op::UpsertService(s) => Change::UpsertService(Box::new(raw_service(s))),
+        Op::DeleteService(n) => Change::DeleteService(n),
+        Op::UpsertBackend(b) => Change::UpsertBackend {
+            service: b.service,
+            backend: raw_backend(b.backend.unwrap_or_default()),
+        },
+        Op::DeleteBackend(b) => {
+            let be = b.backend.unwrap_or_default();
+            Change::DeleteBackend {
+                service: b.service,
+                address: be.address,
+                port: be.port,
+            }
+        }
     })
+}
+
+fn raw_backend(b: pb::Backend) -> crate::service::RawBackend {
+    crate::service::RawBackend {
+        address: b.address,
+        port: b.port,
+        weight: b.weight,
+        drain: b.drain,
+    }
+}
+
+fn pb_backend(b: &crate::service::RawBackend) -> pb::Backend {
+    pb::Backend {
+        address: b.address.clone(),
+        port: b.port,
+        weight: b.weight,
+        drain: b.drain,
+    }
+}
+
+fn raw_service(s: pb::Service) -> crate::service::RawService {
+    crate::service::RawService {
+        name: s.name,
+        vip: s.vip,
+        port: s.port,
+        protocol: s.protocol,
+        scheduler: s.scheduler,
+        forward: s.forward,
+        local_addresses: s.local_addresses,
+        persistence_s: s.persistence_s,
+        table_size: s.table_size,
+        when_down: s.when_down,
+        slow_start_s: s.slow_start_s,
+        gue_port: s.gue_port,
+        backends: s.backends.into_iter().map(raw_backend).collect(),
+        health: s.health.map(|h| crate::service::RawHealth {
+            kind: h.r#type,
+            port: h.port,
+            path: h.path,
+            expect: h.expect,
+            interval_ms: h.interval_ms,
+            timeout_ms: h.timeout_ms,
+            rise: h.rise,
+            fall: h.fall,
+        }),
+    }
+}
+
+fn pb_service(s: &crate::service::RawService) -> pb::Service {
+    pb::Service {
+        name: s.name.clone(),
+        vip: s.vip.clone(),
+        port: s.port,
+        protocol: s.protocol.clone(),
+        scheduler: s.scheduler.clone(),
+        forward: s.forward.clone(),
+        local_addresses: s.local_addresses.clone(),
+        persistence_s: s.persistence_s,
+        table_size: s.table_size,
+        when_down: s.when_down.clone(),
+        slow_start_s: s.slow_start_s,
+        gue_port: s.gue_port,
+        backends: s.backends.iter().map(pb_backend).collect(),
+        health: s.health.as_ref().map(|h| pb::HealthCheck {
+            r#type: h.kind.clone(),
+            port: h.port,
+            path: h.path.clone(),
+            expect: h.expect,
+            interval_ms: h.interval_ms,
+            timeout_ms: h.timeout_ms,
+            rise: h.rise,
+            fall: h.fall,
+        }),
+    }
 }
 
 pub fn pb_from_change(c: &Change) -> pb::Change {
@@ -775,6 +875,24 @@ pub fn pb_from_change(c: &Change) -> pb::Change {
         Change::DeleteAddress { port, address } => Op::DeleteAddress(pb::PortAddress {
             port: port.clone(),
             address: address.clone(),
+        }),
+        Change::UpsertService(s) => Op::UpsertService(pb_service(s)),
+        Change::DeleteService(n) => Op::DeleteService(n.clone()),
+        Change::UpsertBackend { service, backend } => Op::UpsertBackend(pb::BackendChange {
+            service: service.clone(),
+            backend: Some(pb_backend(backend)),
+        }),
+        Change::DeleteBackend {
+            service,
+            address,
+            port,
+        } => Op::DeleteBackend(pb::BackendChange {
+            service: service.clone(),
+            backend: Some(pb::Backend {
+                address: address.clone(),
+                port: *port,
+                ..Default::default()
+            }),
         }),
     };
     pb::Change { op: Some(op) }
@@ -850,6 +968,7 @@ pub fn raw_from_pb(c: pb::Config) -> RawConfig {
             unres_qlen_bytes: t.unres_qlen_bytes.map(|v| v as usize),
         },
         nat: c.nat.map(raw_nat),
+        services: c.services.into_iter().map(raw_service).collect(),
     }
 }
 
@@ -1000,6 +1119,7 @@ pub fn pb_from_raw(r: &RawConfig) -> pb::Config {
             unres_qlen_bytes: t.unres_qlen_bytes.map(|v| v as u64),
         }),
         nat: r.nat.as_ref().map(pb_nat),
+        services: r.services.iter().map(pb_service).collect(),
     }
 }
 

@@ -67,8 +67,12 @@ pub struct Plan {
     /// Prefixes changed since the last commit.
     staged4: Vec<(u32, u8)>,
     staged6: Vec<(u128, u8)>,
-    /// The NAT rules compiled for workers, if any.
+    /// The NAT rules and services compiled for workers, if any.
     pub nat: Option<Arc<NatTables>>,
+    /// The NAT rules alone (what `nat` is made from with the services).
+    nat_rules: Option<Arc<NatTables>>,
+    /// The services (issue 6).
+    pub svc: crate::svcplan::SvcPlan,
     /// Stable rule ids (flows name their rule by id): by kind and name, kept across builds.
     pub rule_ids: HashMap<(bool, String), u16>,
 }
@@ -119,7 +123,7 @@ fn nat_tables(
     previous: Option<&NatTables>,
 ) -> Option<Arc<NatTables>> {
     let n = &cfg.nat;
-    if n.is_empty() {
+    if n.is_empty() && cfg.services.is_empty() {
         return None;
     }
     let split4 = |v: &[Prefix]| -> Vec<(u32, u8)> {
@@ -253,6 +257,20 @@ fn nat_tables(
     )))
 }
 
+/// The workers' NAT tables: the rules with the services.
+fn combine(
+    rules: Option<&Arc<NatTables>>,
+    svc: &crate::svcplan::SvcPlan,
+) -> Option<Arc<NatTables>> {
+    let r = rules?;
+    if svc.services.is_empty() {
+        return Some(r.clone());
+    }
+    Some(Arc::new(
+        (**r).clone().with_services(svc.services.clone(), svc.ports),
+    ))
+}
+
 /// What [`Plan::commit_fibs`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Commit {
@@ -303,12 +321,28 @@ impl Plan {
         }
 
         let rule_ids = nat_ids(cfg, previous.map(|p| &p.rule_ids));
-        let nat = nat_tables(
+        let nat_rules = nat_tables(
             cfg,
             &rule_ids,
             &mut ports,
-            previous.and_then(|p| p.nat.as_deref()),
+            previous.and_then(|p| p.nat_rules.as_deref()),
         );
+        // VIPs and FullNAT local addresses route as local and are answered in ARP/ND.
+        for (port, a) in crate::svcplan::local_addresses(cfg) {
+            if let Some(p) = ports.get_mut(port) {
+                match a {
+                    IpAddr::V4(x) if !p.nat4.contains(&(x.into(), 32)) => {
+                        p.nat4.push((x.into(), 32))
+                    }
+                    IpAddr::V6(x) if !p.nat6.contains(&(x.into(), 128)) => {
+                        p.nat6.push((x.into(), 128))
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let svc = crate::svcplan::SvcPlan::build(cfg, previous.map(|p| &p.svc));
+        let nat = combine(nat_rules.as_ref(), &svc);
         let mut hops: Vec<Hop> = Vec::new();
         let mut ecmp: Vec<NextHop> = Vec::new();
         let mut gateways: HashMap<IpAddr, NextHop> = HashMap::new();
@@ -470,8 +504,20 @@ impl Plan {
             staged4: Vec::new(),
             staged6: Vec::new(),
             nat,
+            nat_rules,
+            svc,
             rule_ids,
         })
+    }
+
+    /// Apply a backend's new health verdict (up, effective weight): its service is
+    /// rebuilt alone. True if the tables changed (publish them).
+    pub fn set_health(&mut self, cfg: &Config, key: &crate::health::Key, v: (bool, u32)) -> bool {
+        if !self.svc.set_health(cfg, key, v) {
+            return false;
+        }
+        self.nat = combine(self.nat_rules.as_ref(), &self.svc);
+        true
     }
 
     /// The hop id for next hops `via` (a gateway, or an ECMP group of them), added to the

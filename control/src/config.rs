@@ -176,6 +176,8 @@ pub struct RawConfig {
     pub tuning: RawTuning,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nat: Option<crate::nat::RawNat>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<crate::service::RawService>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
@@ -269,6 +271,7 @@ pub struct Config {
     pub neighbors: Vec<StaticNeighbor>,
     pub tuning: Tuning,
     pub nat: crate::nat::NatConfig,
+    pub services: Vec<crate::service::Service>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -345,6 +348,7 @@ impl Config {
             neighbors: Vec::new(),
             tuning,
             nat: Default::default(),
+            services: Vec::new(),
         };
         let mut errors = Vec::new();
         let note = |errors: &mut Vec<ConfigError>, e: ConfigError| {
@@ -414,6 +418,14 @@ impl Config {
             MAX_ERRORS - errors.len().min(MAX_ERRORS),
         ) {
             Ok(nat) => cfg.nat = nat,
+            Err(e) => errors.extend(e),
+        }
+        match crate::service::validate(
+            &raw.services,
+            &cfg.ports,
+            MAX_ERRORS - errors.len().min(MAX_ERRORS),
+        ) {
+            Ok(s) => cfg.services = s,
             Err(e) => errors.extend(e),
         }
         if errors.is_empty() {
@@ -875,6 +887,7 @@ impl Config {
                 unres_qlen_bytes: Some(t.unres_qlen_bytes),
             },
             nat: self.nat.to_raw(&self.ports),
+            services: self.services.iter().map(|s| s.to_raw()).collect(),
         }
     }
 
@@ -1047,6 +1060,10 @@ impl Config {
                             }
                         })
                 }
+                Change::UpsertService(_)
+                | Change::DeleteService(_)
+                | Change::UpsertBackend { .. }
+                | Change::DeleteBackend { .. } => cfg.service_change(c, &at),
                 Change::AddAddress { port, address } | Change::DeleteAddress { port, address } => {
                     let add = matches!(c, Change::AddAddress { .. });
                     let f = format!("{at}.address");
@@ -1119,6 +1136,98 @@ impl Config {
             return Config::validate_all(cfg.to_raw());
         }
         Ok(cfg)
+    }
+
+    /// Apply one service or backend change (checked as the file's services are).
+    fn service_change(&mut self, c: &Change, at: &str) -> Result<(), ConfigError> {
+        use crate::service as sv;
+        let find = |cfg: &Config, name: &str, f: String| {
+            cfg.services
+                .iter()
+                .position(|s| s.name == name)
+                .ok_or_else(|| err_v(f, name, format!("no service named {name:?}")))
+        };
+        match c {
+            Change::UpsertService(r) => {
+                let s = sv::check(r, at, &self.ports)?;
+                let clash = self.services.iter().position(|o| {
+                    o.name != s.name && (o.vip, o.protocol, o.port) == (s.vip, s.protocol, s.port)
+                });
+                if let Some(o) = clash {
+                    return Err(err_v(
+                        format!("{at}.vip"),
+                        &r.vip,
+                        format!("service {:?} already listens there", self.services[o].name),
+                    ));
+                }
+                match self.services.iter().position(|o| o.name == s.name) {
+                    Some(i) => self.services[i] = s,
+                    None if self.services.len() >= ferry_dataplane::service::MAX_SERVICES - 1 => {
+                        return Err(err_v(format!("{at}.name"), &r.name, "too many services"))
+                    }
+                    None => self.services.push(s),
+                }
+            }
+            Change::DeleteService(name) => {
+                let i = find(self, name, at.to_string())?;
+                self.services.remove(i);
+            }
+            Change::UpsertBackend { service, backend } => {
+                let i = find(self, service, format!("{at}.service"))?;
+                let s = &self.services[i];
+                let b = sv::check_backend(
+                    backend,
+                    &format!("{at}.backend"),
+                    s.vip,
+                    s.port,
+                    s.forward,
+                    &self.ports,
+                )?;
+                let s = &mut self.services[i];
+                match s
+                    .backends
+                    .iter()
+                    .position(|o| (o.address, o.port) == (b.address, b.port))
+                {
+                    Some(j) => s.backends[j] = b,
+                    None if s.backends.len() >= sv::MAX_BACKENDS_PER_SERVICE => {
+                        return Err(err_v(
+                            format!("{at}.backend"),
+                            &backend.address,
+                            "the service has the most backends it may",
+                        ))
+                    }
+                    None => s.backends.push(b),
+                }
+            }
+            Change::DeleteBackend {
+                service,
+                address,
+                port,
+            } => {
+                let i = find(self, service, format!("{at}.service"))?;
+                let s = &mut self.services[i];
+                let ip: IpAddr = address.trim().parse().map_err(|_| {
+                    err_v(
+                        format!("{at}.address"),
+                        address,
+                        format!("{address:?} is not an IP address"),
+                    )
+                })?;
+                let port = port.map_or(s.port, |p| p as u16);
+                let before = s.backends.len();
+                s.backends.retain(|b| (b.address, b.port) != (ip, port));
+                if s.backends.len() == before {
+                    return Err(err_v(
+                        format!("{at}.address"),
+                        address,
+                        format!("service {service:?} has no backend {ip} port {port}"),
+                    ));
+                }
+            }
+            _ => {}
+        }
+        Ok(())
     }
 
     pub fn workers(&self) -> usize {
@@ -1200,6 +1309,22 @@ pub enum Change {
         port: String,
         address: String,
     },
+    /// Add a service, or replace the service with its name (backends and all).
+    UpsertService(Box<crate::service::RawService>),
+    /// Remove the service with this name.
+    DeleteService(String),
+    /// Add a backend to a service, or replace the one with its address and port (weight,
+    /// drain).
+    UpsertBackend {
+        service: String,
+        backend: crate::service::RawBackend,
+    },
+    /// Remove a service's backend (its port left out: the service's).
+    DeleteBackend {
+        service: String,
+        address: String,
+        port: Option<u32>,
+    },
 }
 
 impl Change {
@@ -1212,6 +1337,10 @@ impl Change {
             Change::DeleteNeighbor(_) => "delete_neighbor",
             Change::AddAddress { .. } => "add_address",
             Change::DeleteAddress { .. } => "delete_address",
+            Change::UpsertService(_) => "upsert_service",
+            Change::DeleteService(_) => "delete_service",
+            Change::UpsertBackend { .. } => "upsert_backend",
+            Change::DeleteBackend { .. } => "delete_backend",
         }
     }
 }

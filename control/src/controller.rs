@@ -28,6 +28,8 @@ pub enum Command {
     Apply(ApplyRequest),
     /// Something worker `worker` reported.
     Worker { worker: usize, event: WorkerEvent },
+    /// A health check's result.
+    Health(crate::health::Report),
 }
 
 /// An apply from the API: a whole desired state or a delta, with its conditions.
@@ -116,7 +118,15 @@ pub struct Controller {
     last_age: Instant,
     /// Solicitations a worker's full command ring refused (asked again later).
     pub commands_lost: u64,
+    /// Backends' health verdicts.
+    pub health: crate::health::HealthBook,
+    /// Health transitions so far (down, up).
+    pub health_transitions: (u64, u64),
+    last_ramp: Instant,
 }
+
+/// How often weights ramping up (slow start) are republished.
+pub const RAMP_EVERY: Duration = Duration::from_millis(500);
 
 /// Neighbour changes are published at most this often (a configuration change at once).
 pub const PUBLISH_EVERY: Duration = Duration::from_millis(10);
@@ -156,6 +166,9 @@ impl Controller {
             last_publish: now,
             last_age: now,
             commands_lost: 0,
+            health: Default::default(),
+            health_transitions: (0, 0),
+            last_ramp: now,
         };
         (c, subs)
     }
@@ -211,6 +224,67 @@ impl Controller {
                 self.worker_event(worker, event, now);
                 Ok(None)
             }
+            Command::Health(r) => {
+                self.health_report(r, now);
+                Ok(None)
+            }
+        }
+    }
+
+    /// Count a health check; a backend whose verdict changes is republished at once
+    /// (its service alone is rebuilt).
+    fn health_report(&mut self, r: crate::health::Report, now: Instant) {
+        let Some(s) = self.cfg.services.iter().find(|s| s.name == r.key.0) else {
+            return;
+        };
+        let Some(b) = s
+            .backends
+            .iter()
+            .find(|b| (b.address, b.port) == (r.key.1, r.key.2))
+        else {
+            return;
+        };
+        let (key, detail) = (r.key.clone(), r.detail.clone());
+        let Some(up) = self.health.report(r, s.health.rise, s.health.fall, now) else {
+            return;
+        };
+        if up {
+            self.health_transitions.1 += 1;
+            tracing::info!(service = %s.name, backend = %b.endpoint(), "backend up: {detail}");
+        } else {
+            self.health_transitions.0 += 1;
+            tracing::warn!(service = %s.name, backend = %b.endpoint(), "backend down: {detail}");
+        }
+        let v = self.health.state(s, b.address, b.port, b.weight, now);
+        if self.plan.set_health(&self.cfg, &key, v) {
+            self.changed = true;
+            self.urgent = true;
+            self.publish_if_due(now);
+        }
+    }
+
+    /// Slow start: republish the weights of backends still ramping up.
+    fn ramp(&mut self, now: Instant) {
+        if now.duration_since(self.last_ramp) < RAMP_EVERY
+            || !self.cfg.services.iter().any(|s| s.slow_start_s > 0)
+        {
+            return;
+        }
+        self.last_ramp = now;
+        let mut changed = false;
+        for s in self.cfg.services.iter().filter(|s| s.slow_start_s > 0) {
+            for b in &s.backends {
+                let key = (s.name.clone(), b.address, b.port);
+                if self.health.get(&key).is_none() {
+                    continue;
+                }
+                let v = self.health.state(s, b.address, b.port, b.weight, now);
+                changed |= self.plan.set_health(&self.cfg, &key, v);
+            }
+        }
+        if changed {
+            self.changed = true;
+            self.urgent = true;
         }
     }
 
@@ -416,6 +490,8 @@ impl Controller {
             tracing::debug!("freeing the old tables here: {e}");
         }
         self.version += 1;
+        let ids = &self.plan.svc.backend_ids;
+        self.health.retain(|k| ids.contains_key(k));
         self.changed = true;
         self.urgent = true;
         self.publish_if_due(now);
@@ -457,6 +533,7 @@ impl Controller {
             tracing::debug!(port, %ip, "neighbour resolution failed");
         }
         self.changed |= tick.changed;
+        self.ramp(now);
         if now.duration_since(self.last_age) >= AGE_EVERY {
             self.last_age = now;
             self.changed |= self.cache.age(now);

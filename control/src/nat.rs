@@ -177,7 +177,7 @@ impl Default for NatTimeouts {
 
 /// `max_flows` when not given.
 pub const DEFAULT_FLOWS: u64 = 1 << 20;
-/// The largest `max_flows` (88 bytes each: 1.4 GiB of flow tables at the limit).
+/// The largest `max_flows` (92 bytes each: 1.5 GiB of flow tables at the limit).
 pub const MAX_FLOWS: u64 = 16 << 20;
 /// Rules of each kind.
 pub const MAX_RULES: usize = 4096;

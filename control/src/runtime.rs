@@ -287,6 +287,9 @@ pub fn run(opts: Options) -> Result<(), StartError> {
     let apply_seconds = views::apply_histogram();
 
     let stop = Arc::new(AtomicBool::new(false));
+    // Service backends' connections, counted by every worker (lc, wlc, the views).
+    let backend_stats =
+        ferry_dataplane::service::BackendStats::new(ferry_dataplane::service::MAX_BACKENDS);
     let mut counters = Vec::new();
     let mut events_rx = Vec::new();
     let mut commands_tx = Vec::new();
@@ -359,10 +362,11 @@ pub fn run(opts: Options) -> Result<(), StartError> {
             icmp_rate: cfg.tuning.icmp_rate,
             hold: hold_config(&cfg.tuning),
             nat_capacity,
-            nat_prefault: !cfg.nat.is_empty(),
+            nat_prefault: !cfg.nat.is_empty() || !cfg.services.is_empty(),
             handoff_tx: handoff_tx.next().unwrap_or_default(),
             handoff_rx: handoff_rx.next().unwrap_or_default(),
             dump: dtx,
+            backend_stats: backend_stats.clone(),
         };
         if let Err(e) = eal.launch(lcore, move || worker.run()) {
             // Stop the workers already running before ports and EAL go away.
@@ -409,6 +413,15 @@ pub fn run(opts: Options) -> Result<(), StartError> {
         }
     }
 
+    // Health checks: the prober reports to this thread; it checks what the config asks.
+    let prober = match crate::health::Prober::start(std::thread::current()) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            tracing::error!("health checks cannot start: {e}; every backend counts as up");
+            None
+        }
+    };
+    let mut probed_version = 0;
     let mut last_stats = Instant::now();
     let mut last_log = Instant::now();
     const STATS_EVERY: Duration = Duration::from_secs(1);
@@ -449,6 +462,15 @@ pub fn run(opts: Options) -> Result<(), StartError> {
                 let _ = ctl.handle(controller::Command::Worker { worker, event }, now);
             }
         }
+        if let Some(p) = &prober {
+            if probed_version != ctl.version() {
+                probed_version = ctl.version();
+                p.set(crate::health::probes(ctl.config()));
+            }
+            while let Ok(r) = p.reports.try_recv() {
+                let _ = ctl.handle(controller::Command::Health(r), now);
+            }
+        }
         ctl.tick(now, &mut commands_tx);
         if hup.swap(false, Ordering::Relaxed) {
             let t = Instant::now();
@@ -480,6 +502,7 @@ pub fn run(opts: Options) -> Result<(), StartError> {
                 lcores: &lcores,
                 started,
                 apply_seconds: &apply_seconds,
+                backend_stats: &backend_stats,
             };
             match req {
                 Request::Apply { req, nonce, reply } => {
@@ -553,6 +576,9 @@ pub fn run(opts: Options) -> Result<(), StartError> {
                         }
                     });
                     let _ = reply.send(r);
+                }
+                Request::Services(name, reply) => {
+                    let _ = reply.send(views::services(&sources(&ctl), &name));
                 }
                 Request::Metrics(reply) => {
                     let _ = reply.send(views::metrics(&sources(&ctl)));

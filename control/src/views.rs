@@ -33,6 +33,7 @@ pub struct Sources<'a> {
     pub started: Instant,
     /// Seconds per apply, accepted or not.
     pub apply_seconds: &'a Histogram,
+    pub backend_stats: &'a ferry_dataplane::service::BackendStats,
 }
 
 /// The total of every worker's counters.
@@ -310,6 +311,7 @@ pub fn metrics(s: &Sources) -> String {
         }
     }
     nat_metrics(&mut reg, s);
+    service_metrics(&mut reg, s);
     let worker_gen = Family::<Labels, Gauge>::default();
     reg.register(
         "ferry_worker_generation",
@@ -657,6 +659,134 @@ fn flow_entry(r: &FlowRecord, worker: usize, names: &HashMap<u16, String>) -> pb
 
 /// NAT metrics: flows by state (gauges), flows created, expired and removed, handoffs,
 /// fragments, and flows created by rule.
+/// Services and backends (`ferryctl services`): configuration, health, weights, the
+/// compiled table's digest, connections from the shared per-backend counts.
+pub fn services(s: &Sources, name: &str) -> pb::ServiceList {
+    let ctl = s.ctl;
+    let plan = &ctl.plan().svc;
+    let proto = |p: u8| if p == 6 { "tcp" } else { "udp" };
+    let since = |t: Option<Instant>| {
+        t.map_or(0, |t| {
+            t.saturating_duration_since(s.started).as_millis() as u64
+        })
+    };
+    let mut out = Vec::new();
+    for c in ctl
+        .config()
+        .services
+        .iter()
+        .filter(|c| name.is_empty() || c.name == name)
+    {
+        let built = plan.get(&c.name);
+        let mut backends = Vec::with_capacity(c.backends.len());
+        let mut created = 0;
+        for (i, b) in c.backends.iter().enumerate() {
+            let key = (c.name.clone(), b.address, b.port);
+            let id = plan.backend_ids.get(&key).copied();
+            let compiled = built.and_then(|x| x.backends.get(i));
+            let h = ctl.health.get(&key);
+            let health = match (c.health.check, compiled) {
+                (crate::service::Check::None, _) => "unchecked",
+                (_, Some(d)) if !d.up => "down",
+                _ => "up",
+            };
+            let fc = id.map_or(0, |id| {
+                s.backend_stats
+                    .created
+                    .get(id as usize)
+                    .map_or(0, |v| v.load(std::sync::atomic::Ordering::Relaxed))
+            });
+            created += fc;
+            backends.push(pb::BackendEntry {
+                address: b.address.to_string(),
+                port: b.port.into(),
+                weight: b.weight,
+                effective_weight: compiled.map_or(b.weight, |d| d.effective),
+                drain: b.drain,
+                health: health.into(),
+                connections: id.map_or(0, |id| u64::from(s.backend_stats.conns(id))),
+                flows_created: fc,
+                changed_ms: since(h.and_then(|h| h.changed)),
+                last_check: h.map_or(String::new(), |h| h.last.clone()),
+            });
+        }
+        out.push(pb::ServiceEntry {
+            name: c.name.clone(),
+            vip: c.vip.to_string(),
+            port: c.port.into(),
+            protocol: proto(c.protocol).into(),
+            scheduler: c.scheduler.name().into(),
+            forward: c.forward.name().into(),
+            digest: built.map_or(String::new(), |x| {
+                if x.digest == 0 {
+                    String::new()
+                } else {
+                    format!("{:016x}", x.digest)
+                }
+            }),
+            table_size: c.table_size,
+            backends,
+            flows_created: created,
+        });
+    }
+    pb::ServiceList { services: out }
+}
+
+fn service_metrics(reg: &mut Registry, s: &Sources) {
+    if s.ctl.config().services.is_empty() {
+        return;
+    }
+    let up = Family::<Labels, Gauge>::default();
+    reg.register(
+        "ferry_backend_up",
+        "1 if the backend passes its health checks (or is not checked), else 0",
+        up.clone(),
+    );
+    let conns = Family::<Labels, Gauge>::default();
+    reg.register(
+        "ferry_backend_connections",
+        "Flows to the backend tracked now (all workers)",
+        conns.clone(),
+    );
+    let made = Family::<Labels, Counter>::default();
+    reg.register(
+        "ferry_backend_flows",
+        "Flows scheduled to the backend",
+        made.clone(),
+    );
+    let weight = Family::<Labels, Gauge>::default();
+    reg.register(
+        "ferry_backend_weight",
+        "The weight the backend is scheduled with now (slow start ramps it)",
+        weight.clone(),
+    );
+    for svc in services(s, "").services {
+        for b in &svc.backends {
+            let ep = std::net::SocketAddr::new(
+                b.address
+                    .parse()
+                    .unwrap_or(std::net::IpAddr::from([0, 0, 0, 0])),
+                b.port as u16,
+            )
+            .to_string();
+            let l = label(&[("service", &svc.name), ("backend", &ep)]);
+            up.get_or_create(&l).set(i64::from(b.health != "down"));
+            conns.get_or_create(&l).set(b.connections as i64);
+            made.get_or_create(&l).inc_by(b.flows_created);
+            weight.get_or_create(&l).set(i64::from(b.effective_weight));
+        }
+    }
+    let tr = Family::<Labels, Counter>::default();
+    reg.register(
+        "ferry_health_transitions",
+        "Backends' health changes, by direction",
+        tr.clone(),
+    );
+    let (down, upn) = s.ctl.health_transitions;
+    tr.get_or_create(&label(&[("to", "down")])).inc_by(down);
+    tr.get_or_create(&label(&[("to", "up")])).inc_by(upn);
+}
+
 fn nat_metrics(reg: &mut Registry, s: &Sources) {
     let flows = Family::<Labels, Gauge>::default();
     reg.register(

@@ -26,10 +26,10 @@
 //!   moves the flow at once. [`FlowTable::expire`] walks the slots up to now within a
 //!   budget of flows per call, so no call scans the whole table.
 //!
-//! Memory, IPv4 (`Key4`, 16 bytes): a flow is 52 bytes, its index share 32 (4 slots of 8)
-//! and its free-list entry 4: 88 bytes per tracked flow with both directions, at any size
-//! (the bound: 96; `cargo bench -p ferry-perf --bench conntrack`). IPv6 (`Key6`,
-//! 40 bytes): 100 + 36 = 136.
+//! Memory, IPv4 (`Key4`, 16 bytes): a flow is 56 bytes (4 of them a service flow's backend
+//! id), its index share 32 (4 slots of 8) and its free-list entry 4: 92 bytes per tracked
+//! flow with both directions, at any size (the bound: 96; `cargo bench -p
+//! ferry-perf --bench conntrack`). IPv6 (`Key6`, 40 bytes): 104 + 36 = 140.
 
 use std::fmt;
 
@@ -249,6 +249,8 @@ pub struct Flow<K> {
     /// The NAT rule (or service) that made the flow, by id.
     pub rule: u16,
     pub state: State,
+    /// A service flow's backend, by id (see [`FlowTable::set_backend`]).
+    pub backend: u32,
     /// [`FIN_ORIGINAL`], [`FIN_REPLY`].
     pub flags: u8,
 }
@@ -489,6 +491,7 @@ impl<K: FlowKey> FlowTable<K> {
             prev: NONE,
             rule,
             state,
+            backend: 0,
             flags: LIVE,
         };
         self.index_put(&orig, 2 * id + 1);
@@ -513,6 +516,14 @@ impl<K: FlowKey> FlowTable<K> {
             self.unlink(id);
             self.flows[id as usize].queued = expires;
             self.link(id);
+        }
+    }
+
+    /// Name the backend of a service flow just inserted.
+    #[inline]
+    pub fn set_backend(&mut self, id: u32, backend: u32) {
+        if let Some(f) = self.flows.get_mut(id as usize) {
+            f.backend = backend;
         }
     }
 
@@ -737,7 +748,7 @@ mod tests {
         let t: FlowTable<Key4> = FlowTable::new(1 << 20, 1, 0);
         let per_flow = t.memory_bytes() as f64 / t.capacity() as f64;
         assert!(per_flow <= 96.0, "{per_flow} bytes per IPv4 flow");
-        assert!(std::mem::size_of::<Flow<Key4>>() <= 52);
+        assert!(std::mem::size_of::<Flow<Key4>>() <= 56);
     }
 
     #[test]

@@ -115,9 +115,11 @@ pub enum DropReason {
     /// NAT: a packet the translation could not rewrite (short, or a protocol it does not
     /// translate).
     NatUntranslatable,
+    /// A service's new flow found no backend up (answered with ICMP port unreachable).
+    SvcNoBackend,
 }
 
-const SIMPLE: [DropReason; 23] = [
+const SIMPLE: [DropReason; 24] = [
     DropReason::NotForUs,
     DropReason::VlanMismatch,
     DropReason::UnknownEthertype,
@@ -141,6 +143,7 @@ const SIMPLE: [DropReason; 23] = [
     DropReason::NatFragment,
     DropReason::HandoffFull,
     DropReason::NatUntranslatable,
+    DropReason::SvcNoBackend,
 ];
 
 impl DropReason {
@@ -198,6 +201,7 @@ impl DropReason {
             DropReason::NatFragment => "nat_fragment".into(),
             DropReason::HandoffFull => "handoff_full".into(),
             DropReason::NatUntranslatable => "nat_untranslatable".into(),
+            DropReason::SvcNoBackend => "svc_no_backend".into(),
         }
     }
 }

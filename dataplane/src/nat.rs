@@ -28,11 +28,16 @@
 
 use std::hash::Hash;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use crate::conntrack::{mix, InsertError, CALLER_FLAGS};
-use crate::conntrack::{tcp_flags, Dir, FlowKey, FlowTable, Key4, Key6, State, Timeouts};
+use crate::conntrack::{tcp_flags, Dir, Flow, FlowKey, FlowTable, Key4, Key6, State, Timeouts};
 use crate::counters::{DropReason, WorkerCounters};
 use crate::rss::{port_share, snat_owner};
+use crate::service::{
+    BackendStats, FlowHash, Forward, NoBackend, Service, Services, SvcIndex, LOCAL_PORTS,
+    MAX_SERVICES, SVC_FLAG,
+};
 use crate::tables::{FastMap, FastSet};
 use crate::translate::{self, End, RewriteError};
 
@@ -83,8 +88,8 @@ pub struct DnatRule {
     pub to_port: Option<u16>,
 }
 
-/// The NAT part of a snapshot.
-#[derive(Debug)]
+/// The NAT part of a snapshot (with the virtual services, which the NAT stage runs).
+#[derive(Clone, Debug)]
 pub struct NatTables {
     pub snat: Vec<SnatRule>,
     pub dnat: Vec<DnatRule>,
@@ -100,6 +105,7 @@ pub struct NatTables {
     /// Ports (a bit each) whose outgoing hops are stateful: SNAT egress ports, and the
     /// ports that own a DNAT address (DNAT replies leave by them).
     pub stateful_ports: u64,
+    pub svc: Services,
 }
 
 impl NatTables {
@@ -121,6 +127,7 @@ impl NatTables {
             timeouts,
             workers: workers.max(1),
             stateful_ports: dnat_ports,
+            svc: Services::default(),
         };
         for r in &t.snat {
             t.live[usize::from(r.id) % MAX_RULE_IDS] = true;
@@ -144,14 +151,32 @@ impl NatTables {
         t
     }
 
+    /// With these services; `ports`: the ports their replies leave by (stateful).
+    pub fn with_services(mut self, svc: Services, ports: u64) -> NatTables {
+        self.svc = svc;
+        self.stateful_ports |= ports;
+        self
+    }
+
     /// Whether a rule with this id is in the snapshot (a flow of a deleted rule ends).
     #[inline]
     pub fn is_live(&self, id: u16) -> bool {
         self.live[usize::from(id) % MAX_RULE_IDS]
     }
 
+    /// Whether a flow of rule (or service) `rule` with backend `backend` carries on: its
+    /// rule, or its service and backend, are in the snapshot.
+    #[inline]
+    pub fn flow_live(&self, rule: u16, backend: u32) -> bool {
+        if rule & SVC_FLAG != 0 {
+            self.svc.service_live(rule & !SVC_FLAG) && self.svc.backend_live(backend)
+        } else {
+            self.is_live(rule)
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
-        self.snat.is_empty() && self.dnat.is_empty()
+        self.snat.is_empty() && self.dnat.is_empty() && self.svc.is_empty()
     }
 }
 
@@ -165,6 +190,8 @@ pub struct FlowRecord {
     /// Seconds until it expires.
     pub expires_s: u32,
     pub rule: u16,
+    /// A service flow's backend id.
+    pub backend: u32,
 }
 
 /// Which flows a dump or a flush selects.
@@ -211,6 +238,18 @@ pub struct NatState {
     /// The next IPv4 lookup's key and hash, if already computed (0: none).
     hint4: (Key4, u32),
     seed: u64,
+    /// Backends' live flows, shared with every worker (lc, wlc; operators' views).
+    pub stats: Arc<BackendStats>,
+    /// Round-robin cursors, by service id.
+    rr: Vec<u32>,
+}
+
+/// A flow ended: a service flow's backend has one fewer.
+#[inline]
+fn ended(stats: &BackendStats, rule: u16, backend: u32) {
+    if rule & SVC_FLAG != 0 {
+        stats.closed(backend);
+    }
 }
 
 impl NatState {
@@ -228,6 +267,8 @@ impl NatState {
             handed: false,
             hint4: (Key4::default(), 0),
             seed,
+            stats: BackendStats::new(0),
+            rr: vec![0; MAX_SERVICES],
         }
     }
 
@@ -244,11 +285,17 @@ impl NatState {
     pub fn expire(&mut self, now: u32, budget: usize, c: &WorkerCounters) -> usize {
         self.now = now;
         let by_state = &mut self.by_state;
-        let mut gone = |s: State| {
+        let stats = &*self.stats;
+        let mut gone = |s: State, rule: u16, backend: u32| {
             by_state[s as usize] = by_state[s as usize].saturating_sub(1);
+            ended(stats, rule, backend);
         };
-        let n = self.flows4.expire(now, budget, |_, f| gone(f.state))
-            + self.flows6.expire(now, budget, |_, f| gone(f.state));
+        let n = self
+            .flows4
+            .expire(now, budget, |_, f| gone(f.state, f.rule, f.backend))
+            + self
+                .flows6
+                .expire(now, budget, |_, f| gone(f.state, f.rule, f.backend));
         c.nat.expired.add(n as u64);
         let m =
             self.maps4.expire(now, budget, |_, _| {}) + self.maps6.expire(now, budget, |_, _| {});
@@ -281,6 +328,7 @@ impl NatState {
                 }
                 let s = r.state as usize;
                 self.by_state[s] = self.by_state[s].saturating_sub(1);
+                ended(&self.stats, r.rule, r.backend);
                 c.nat.removed.add(1);
             }
         }
@@ -385,6 +433,7 @@ fn record_of<F: Fam>(t: &FlowTable<F::K>, id: u32, now: u32) -> Option<FlowRecor
             state: f.state,
             expires_s: f.expires.wrapping_sub(now).min(i32::MAX as u32) / TICKS_PER_S,
             rule: f.rule,
+            backend: f.backend,
         }
     })
 }
@@ -413,6 +462,11 @@ pub trait Fam {
     fn pool(r: &SnatRule) -> &[(Self::A, u8)];
     fn retired(r: &SnatRule) -> &[(Self::A, u8)];
     fn dnat(n: &NatTables) -> &FastMap<(Self::A, u8, u16), u16>;
+    /// The service on (VIP, protocol, port), by index.
+    fn service(s: &Services, vip: Self::A, proto: u8, port: u16) -> Option<u32>;
+    /// NAT-mode backend endpoints; FullNAT local addresses.
+    fn svc_back(x: &SvcIndex) -> &FastSet<(Self::A, u8, u16)>;
+    fn svc_local(x: &SvcIndex) -> &FastSet<Self::A>;
     fn back(n: &NatTables) -> &FastSet<(Self::A, u8, u16)>;
     fn contains(p: (Self::A, u8), a: Self::A) -> bool;
     fn fold(a: Self::A) -> u64;
@@ -477,6 +531,16 @@ impl Fam for V4 {
     }
     fn dnat(n: &NatTables) -> &FastMap<(u32, u8, u16), u16> {
         &n.dnat4
+    }
+    #[inline(always)]
+    fn service(s: &Services, vip: u32, proto: u8, port: u16) -> Option<u32> {
+        s.find4(vip, proto, port)
+    }
+    fn svc_back(x: &SvcIndex) -> &FastSet<(u32, u8, u16)> {
+        &x.back4
+    }
+    fn svc_local(x: &SvcIndex) -> &FastSet<u32> {
+        &x.local4
     }
     fn back(n: &NatTables) -> &FastSet<(u32, u8, u16)> {
         &n.back4
@@ -584,6 +648,16 @@ impl Fam for V6 {
     fn dnat(n: &NatTables) -> &FastMap<(u128, u8, u16), u16> {
         &n.dnat6
     }
+    #[inline(always)]
+    fn service(s: &Services, vip: u128, proto: u8, port: u16) -> Option<u32> {
+        s.find6(vip, proto, port)
+    }
+    fn svc_back(x: &SvcIndex) -> &FastSet<(u128, u8, u16)> {
+        &x.back6
+    }
+    fn svc_local(x: &SvcIndex) -> &FastSet<u128> {
+        &x.local6
+    }
     fn back(n: &NatTables) -> &FastSet<(u128, u8, u16)> {
         &n.back6
     }
@@ -687,6 +761,22 @@ pub struct Xlat<A> {
     /// An error whose tuple's source address changes (it goes out from the public
     /// address, whoever inside sent it); false when only a port or identifier changes.
     pub new_source: bool,
+    /// A service's one-way forwarding (DR, IPIP, GUE): the packet goes to `route_dst`
+    /// unchanged, or encapsulated from `src`.
+    pub tunnel: Option<Tunnel<A>>,
+}
+
+/// How a one-way service flow's packets reach their backend (see [`Xlat::tunnel`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tunnel<A> {
+    pub kind: Forward,
+    /// The outer source (IPIP, GUE).
+    pub src: A,
+    /// GUE's UDP destination port.
+    pub port: u16,
+    /// GUE's UDP source port (from the flow's hash: spreads flows over the backend's
+    /// receive queues).
+    pub entropy: u16,
 }
 
 /// What the pre-routing hook decided.
@@ -700,6 +790,8 @@ pub enum Pre<A> {
     Xlat(Xlat<A>),
     /// Its source is an SNAT rule's: [`snat_new`] once the egress port is known.
     MaybeSnat,
+    /// A service's new flow and no backend can take it: ICMP port unreachable.
+    Reject,
 }
 
 /// The first `n` bytes at `at`, if there.
@@ -901,6 +993,8 @@ struct Class {
     /// this id: tracked as it is (no translation), so that the host's answers are not
     /// taken for new outgoing flows.
     inbound: Option<u16>,
+    /// To a service's VIP: the service, by index.
+    svc: Option<u32>,
 }
 
 #[inline]
@@ -939,8 +1033,43 @@ fn classify<F: Fam>(n: &NatTables, p: &Parsed<F::A>, in_port: u16) -> Option<Cla
                     dnat,
                     snat_src,
                     inbound: None,
+                    svc: None,
                 });
             }
+        }
+    }
+    if !n.svc.is_empty() {
+        let x = &*n.svc.index;
+        let nothing = Class {
+            owner: 0,
+            dnat,
+            snat_src,
+            inbound: None,
+            svc: None,
+        };
+        // A FullNAT reply: by the local port's share, as SNAT replies.
+        if !F::svc_local(x).is_empty() && F::svc_local(x).contains(&p.dst) {
+            if let Some(owner) = snat_owner(p.dport, LOCAL_PORTS.0, LOCAL_PORTS.1, w) {
+                return Some(Class { owner, ..nothing });
+            }
+        }
+        // To a VIP: by the client's address, which NAT leaves as it is.
+        if let Some(i) = F::service(&n.svc, p.dst, p.proto, p.dport) {
+            return Some(Class {
+                owner: addr_owner::<F>(p.src, w),
+                svc: Some(i),
+                ..nothing
+            });
+        }
+        // A NAT-mode reply: by the client's address.
+        let back = F::svc_back(x);
+        if !back.is_empty()
+            && (back.contains(&(p.src, p.proto, p.sport)) || back.contains(&(p.src, p.proto, 0)))
+        {
+            return Some(Class {
+                owner: addr_owner::<F>(p.dst, w),
+                ..nothing
+            });
         }
     }
     if dnat.is_some() {
@@ -949,6 +1078,7 @@ fn classify<F: Fam>(n: &NatTables, p: &Parsed<F::A>, in_port: u16) -> Option<Cla
             dnat,
             snat_src,
             inbound: None,
+            svc: None,
         });
     }
     let back = F::back(n);
@@ -960,6 +1090,7 @@ fn classify<F: Fam>(n: &NatTables, p: &Parsed<F::A>, in_port: u16) -> Option<Cla
             dnat,
             snat_src,
             inbound: None,
+            svc: None,
         });
     }
     if snat_src {
@@ -968,6 +1099,7 @@ fn classify<F: Fam>(n: &NatTables, p: &Parsed<F::A>, in_port: u16) -> Option<Cla
             dnat,
             snat_src,
             inbound: None,
+            svc: None,
         });
     }
     // Owned as the inside host's answers are: by the host's address, but by the client's
@@ -979,6 +1111,7 @@ fn classify<F: Fam>(n: &NatTables, p: &Parsed<F::A>, in_port: u16) -> Option<Cla
         dnat,
         snat_src,
         inbound: Some(id),
+        svc: None,
     })
 }
 
@@ -995,7 +1128,37 @@ fn xlat_of<F: Fam>(orig: &F::K, reply: &F::K, dir: Dir, p: &Parsed<F::A>) -> Xla
         route_dst: dst.0,
         error: p.error.is_some(),
         new_source: src.0 != p.src,
+        tunnel: None,
     }
+}
+
+/// The translation of a packet of flow `f` (direction `dir`): a service's one-way flow
+/// goes to its backend (the reply key's source) untranslated.
+#[inline]
+fn flow_xlat<F: Fam>(n: &NatTables, f: &Flow<F::K>, dir: Dir, p: &Parsed<F::A>) -> Xlat<F::A> {
+    if f.rule & SVC_FLAG != 0 {
+        if let Some(s) = n.svc.by_id(f.rule & !SVC_FLAG) {
+            if !s.forward.two_way() {
+                let (b, _, _, _, _) = F::parts(&f.reply);
+                let src = s.tunnel_src.and_then(F::from_ip).unwrap_or_default();
+                return Xlat {
+                    src: None,
+                    dst: None,
+                    route_dst: b,
+                    error: p.error.is_some(),
+                    new_source: false,
+                    tunnel: Some(Tunnel {
+                        kind: s.forward,
+                        src,
+                        port: s.gue_port,
+                        entropy: 0xc000
+                            | (mix(F::fold(p.src) ^ u64::from(p.sport)) as u16 & 0x3fff),
+                    }),
+                };
+            }
+        }
+    }
+    xlat_of::<F>(&f.orig, &f.reply, dir, p)
 }
 
 #[inline]
@@ -1047,7 +1210,14 @@ pub fn pre<F: Fam>(
     };
     if let Some((id, dir)) = found {
         let f = *F::flows(st).get(id);
-        if n.is_live(f.rule) {
+        // A new connection on the ports of a service flow that has closed is scheduled
+        // afresh (IPVS's conn_reuse_mode): its backend may be draining or gone.
+        let reused = f.rule & SVC_FLAG != 0
+            && dir == Dir::Original
+            && p.proto == TCP
+            && p.tcp & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN
+            && matches!(f.state, State::TimeWait | State::Close);
+        if !reused && n.flow_live(f.rule, f.backend) {
             if p.error.is_none() {
                 let mut fins = f.flags & CALLER_FLAGS;
                 let s = match (p.proto, dir) {
@@ -1064,15 +1234,19 @@ pub fn pre<F: Fam>(
             if let Some((fid, _)) = p.frag {
                 note_fragment::<F>(st, p, fid, 0, id, dir == Dir::Reply);
             }
-            return Pre::Xlat(xlat_of::<F>(&f.orig, &f.reply, dir, p));
+            return Pre::Xlat(flow_xlat::<F>(n, &f, dir, p));
         }
-        // Its rule was deleted: the flow ends, and the packet is new.
+        // Its rule (service, backend) was deleted: the flow ends, and the packet is new.
         F::flows(st).remove(id);
         st.by_state[f.state as usize] = st.by_state[f.state as usize].saturating_sub(1);
+        ended(&st.stats, f.rule, f.backend);
         c.nat.removed.add(1);
     }
     if p.error.is_some() {
         return Pre::Pass;
+    }
+    if let Some(i) = class.svc {
+        return svc_new::<F>(st, n, c, p, i);
     }
     if let Some(d) = class.dnat {
         return match dnat_new::<F>(st, n, c, p, usize::from(d), in_port) {
@@ -1171,7 +1345,7 @@ fn later_fragment<F: Fam>(
         return Pre::Drop(DropReason::NatFragment);
     }
     c.nat.fragments.add(1);
-    Pre::Xlat(xlat_of::<F>(&fl.orig, &fl.reply, dir, &q))
+    Pre::Xlat(flow_xlat::<F>(n, &fl, dir, &q))
 }
 
 /// An endpoint-independent mapping for inside `src:sport` under rule `r`: the existing
@@ -1256,17 +1430,35 @@ fn insert_flow<F: Fam>(
     let s = new_state(p.proto, p.tcp);
     let (now, to) = (st.now, n.timeouts.of(p.proto, s));
     let t = F::flows(st);
-    let r = if checked {
+    let mut r = if checked {
         t.insert(key, reply, s, rule, now, to)
     } else {
         t.insert_new(key, reply, s, rule, now, to)
     };
+    if r == Err(InsertError::Exists) && p.proto == TCP && s == State::SynSent {
+        // A new connection whose reply tuple a closed one still holds (TIME_WAIT, reset:
+        // a client port reused towards another VIP or DNAT rule to the same server): the
+        // closed one is over, the new one takes its place, as Linux's conntrack lets a
+        // SYN reopen a TIME_WAIT entry.
+        if let Some((old, _)) = t.lookup(&reply) {
+            let f = *t.get(old);
+            if matches!(f.state, State::TimeWait | State::Close) {
+                t.remove(old);
+                st.by_state[f.state as usize] = st.by_state[f.state as usize].saturating_sub(1);
+                ended(&st.stats, f.rule, f.backend);
+                c.nat.removed.add(1);
+                r = F::flows(st).insert(key, reply, s, rule, now, to);
+            }
+        }
+    }
     match r {
         Ok(id) => {
             st.by_state[s as usize] += 1;
             c.nat.created.add(1);
-            if let Some(h) = c.nat.rule_hits.get(usize::from(rule) % MAX_RULE_IDS) {
-                h.add(1);
+            if rule & SVC_FLAG == 0 {
+                if let Some(h) = c.nat.rule_hits.get(usize::from(rule) % MAX_RULE_IDS) {
+                    h.add(1);
+                }
             }
             if let Some((fid, _)) = p.frag {
                 note_fragment::<F>(st, p, fid, 0, id, false);
@@ -1303,6 +1495,104 @@ fn dnat_new<F: Fam>(
     let id = insert_flow::<F>(st, n, c, p, reply, r.id, true)?;
     let f = *F::flows(st).get(id);
     Ok(xlat_of::<F>(&f.orig, &f.reply, Dir::Original, p))
+}
+
+/// A service's new flow: schedule a backend, and track the flow (for FullNAT with a local
+/// address and a port of this worker's share, so that replies come back here).
+fn svc_new<F: Fam>(
+    st: &mut NatState,
+    n: &NatTables,
+    c: &WorkerCounters,
+    p: &Parsed<F::A>,
+    i: u32,
+) -> Pre<F::A> {
+    let Some(s) = n.svc.list.get(i as usize) else {
+        return Pre::Pass;
+    };
+    let s: &Service = s;
+    if p.opaque {
+        return Pre::Drop(DropReason::NatUntranslatable);
+    }
+    // Unseeded: every node (and worker) hashes a flow, a client, a VIP alike, so that
+    // nodes with the same table pick the same backend.
+    let (fs, fd) = (F::fold(p.src), F::fold(p.dst));
+    let ports = (u64::from(p.sport) << 24) | (u64::from(p.dport) << 8) | u64::from(p.proto);
+    let h = FlowHash {
+        tuple: mix(mix(fs ^ fd.rotate_left(32)) ^ ports),
+        src: mix(fs),
+        dst: mix(fd),
+    };
+    let cursor = &mut st.rr[usize::from(s.id) % MAX_SERVICES];
+    let bi = match Services::schedule(s, h, cursor, &st.stats) {
+        Ok(b) => b,
+        Err(NoBackend::Reject) => return Pre::Reject,
+    };
+    let b = &s.backends[bi];
+    let Some(baddr) = F::from_ip(b.addr) else {
+        return Pre::Drop(DropReason::NatClash);
+    };
+    let bport = if b.port == 0 { p.dport } else { b.port };
+    let rule = SVC_FLAG | s.id;
+    let id = if s.forward == Forward::FullNat {
+        match fullnat_flow::<F>(st, n, c, p, s, baddr, bport, h.src) {
+            Ok(id) => id,
+            Err(r) => return Pre::Drop(r),
+        }
+    } else {
+        // NAT: replies come from the backend to the client. DR and tunnels: the backend
+        // answers the client itself; the reply key keeps the backend's address.
+        let reply = F::key(baddr, p.src, bport, p.sport, p.proto);
+        match insert_flow::<F>(st, n, c, p, reply, rule, true) {
+            Ok(id) => id,
+            Err(r) => return Pre::Drop(r),
+        }
+    };
+    F::flows(st).set_backend(id, b.id);
+    st.stats.opened(b.id);
+    let f = *F::flows(st).get(id);
+    Pre::Xlat(flow_xlat::<F>(n, &f, Dir::Original, p))
+}
+
+/// A FullNAT flow: the backend sees a local address (picked by the client's hash) and a
+/// port of this worker's share of [`LOCAL_PORTS`].
+#[allow(clippy::too_many_arguments)]
+fn fullnat_flow<F: Fam>(
+    st: &mut NatState,
+    n: &NatTables,
+    c: &WorkerCounters,
+    p: &Parsed<F::A>,
+    s: &Service,
+    baddr: F::A,
+    bport: u16,
+    h: u64,
+) -> Result<u32, DropReason> {
+    let mut locals = s.local.iter().filter_map(|a| F::from_ip(*a));
+    let count = s.local.iter().filter(|a| F::from_ip(**a).is_some()).count();
+    if count == 0 {
+        return Err(DropReason::NatPortsExhausted);
+    }
+    let laddr = locals
+        .nth((h % count as u64) as usize)
+        .ok_or(DropReason::NatPortsExhausted)?;
+    let share = port_share(LOCAL_PORTS.0, LOCAL_PORTS.1, n.workers, st.me);
+    if share.is_empty() {
+        return Err(DropReason::NatPortsExhausted);
+    }
+    let (lo, len) = (
+        u32::from(*share.start()),
+        u32::from(*share.end()) - u32::from(*share.start()) + 1,
+    );
+    let first = (mix(h ^ u64::from(p.sport) ^ st.seed) % u64::from(len)) as u32;
+    for k in 0..PORT_PROBES.min(len) {
+        let lport = (lo + (first + k) % len) as u16;
+        let reply = F::key(baddr, laddr, bport, lport, p.proto);
+        match insert_flow::<F>(st, n, c, p, reply, SVC_FLAG | s.id, true) {
+            Ok(id) => return Ok(id),
+            Err(DropReason::NatClash) => continue,
+            Err(r) => return Err(r),
+        }
+    }
+    Err(DropReason::NatPortsExhausted)
 }
 
 /// The post-routing hook for a packet [`pre`] found to come from an SNAT rule's source

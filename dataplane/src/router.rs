@@ -13,6 +13,7 @@ use std::net::IpAddr;
 use crate::buf::PacketBuf;
 use crate::counters::{DropReason, Layer, WorkerCounters};
 use crate::nat::{self, Pre};
+use crate::service::Forward;
 use crate::tables::{Hop, Mac, PortTable, Tables};
 use crate::wire::{arp, checksum, ethernet, icmpv4, icmpv6, ipv4, ipv6, l4, WireError};
 
@@ -571,7 +572,19 @@ fn ipv4_in<B: PacketBuf>(
     // itself waits for the router's checks (an ICMP error quotes what the sender sent).
     let (mut xlat, snat) = match nat_pre::<nat::V4>(ctx, in_port, &b.data()[l3..]) {
         Ok(x) => x,
-        Err(a) => return a,
+        Err(NatStop::Act(a)) => return a,
+        Err(NatStop::Reject) => {
+            return icmp4_error(
+                ctx,
+                in_port,
+                l3,
+                b,
+                DropReason::SvcNoBackend,
+                icmpv4::TYPE_DEST_UNREACHABLE,
+                icmpv4::CODE_PORT_UNREACHABLE,
+                0,
+            )
+        }
     };
     let route_dst = xlat.map_or(dst, |x| x.route_dst);
     let Some(hop) = t.fib4.lookup(route_dst) else {
@@ -632,9 +645,12 @@ fn ipv4_in<B: PacketBuf>(
         return ctx.drop(DropReason::NoRoute);
     };
     let out_port = &t.ports[out as usize];
-    let too_big = total > out_port.mtu as usize;
+    let overhead = xlat
+        .and_then(|x| x.tunnel)
+        .map_or(0, |t| tunnel_overhead(t.kind, false));
+    let too_big = total + overhead > out_port.mtu as usize;
     if too_big && df {
-        let mtu = out_port.mtu as u32;
+        let mtu = (out_port.mtu as usize).saturating_sub(overhead) as u32;
         return icmp4_error(
             ctx,
             in_port,
@@ -673,6 +689,11 @@ fn ipv4_in<B: PacketBuf>(
         let mut p = ipv4::Packet::new_unchecked(&mut d[l3..]);
         p.decrement_ttl();
     }
+    if let Some(tun) = xlat.and_then(|x| x.tunnel) {
+        if !encap4(b, l3, &tun, route_dst) {
+            return ctx.drop(DropReason::Malformed(Layer::Ethernet, WireError::Truncated));
+        }
+    }
     let out_port = &t.ports[out as usize];
     if !rewrite_for_egress(b, l3, out_port, mac, ethernet::ETHERTYPE_IPV4) {
         return ctx.drop(DropReason::Malformed(Layer::Ethernet, WireError::Truncated));
@@ -695,7 +716,7 @@ fn nat_pre<F: nat::Fam>(
     ctx: &mut Ctx,
     in_port: u16,
     ip: &[u8],
-) -> Result<NatPending<F::A>, Action> {
+) -> Result<NatPending<F::A>, NatStop> {
     let Some(n) = ctx.t.nat.as_deref() else {
         return Ok((None, None));
     };
@@ -704,11 +725,130 @@ fn nat_pre<F: nat::Fam>(
     };
     match nat::pre::<F>(&mut ctx.s.nat, n, ctx.c, &p, in_port) {
         Pre::Pass => Ok((None, None)),
-        Pre::Handoff(w) => Err(Action::Handoff(w)),
-        Pre::Drop(r) => Err(ctx.drop(r)),
+        Pre::Handoff(w) => Err(NatStop::Act(Action::Handoff(w))),
+        Pre::Drop(r) => Err(NatStop::Act(ctx.drop(r))),
         Pre::Xlat(x) => Ok((Some(x), None)),
         Pre::MaybeSnat => Ok((None, Some(p))),
+        Pre::Reject => Err(NatStop::Reject),
     }
+}
+
+/// Why [`nat_pre`] ended a packet: an action, or a service with no backend up (the
+/// caller answers with its family's port unreachable).
+enum NatStop {
+    Act(Action),
+    Reject,
+}
+
+/// Bytes a service tunnel puts in front of the packet (outer IPv4 or IPv6 header, and for
+/// GUE its UDP header and 4-byte GUE header).
+fn tunnel_overhead(kind: Forward, v6: bool) -> usize {
+    let ip = if v6 { ipv6::HEADER_LEN } else { 20 };
+    match kind {
+        Forward::Ipip => ip,
+        Forward::Gue => ip + 8 + 4,
+        _ => 0,
+    }
+}
+
+/// Put the outer headers of `tun` in front of the IP packet at `l3` (prepending room; the
+/// L2 header in front of it is rewritten for egress afterwards, so it becomes the outer
+/// one). False if the buffer has no headroom.
+fn encap_common<B: PacketBuf>(
+    b: &mut B,
+    l3: usize,
+    hdr: usize,
+    ethertype: u16,
+) -> Option<&mut [u8]> {
+    if hdr == 0 {
+        return None;
+    }
+    if !b.prepend(hdr) {
+        return None;
+    }
+    let d = b.data_mut();
+    if d.len() < l3 + hdr {
+        return None;
+    }
+    if l3 >= 14 {
+        // The old L2 header's ethertype is now in the middle; the egress rewrite of an
+        // untagged frame keeps bytes 12..14, so put the right one there.
+        d[12..14].copy_from_slice(&ethertype.to_be_bytes());
+    }
+    Some(&mut d[l3..])
+}
+
+fn encap4<B: PacketBuf>(b: &mut B, l3: usize, tun: &nat::Tunnel<u32>, dst: u32) -> bool {
+    let hdr = tunnel_overhead(tun.kind, false);
+    if hdr == 0 {
+        return true;
+    }
+    let inner_len = b.data().len().saturating_sub(l3);
+    let tos = b.data().get(l3 + 1).copied().unwrap_or(0);
+    let Some(o) = encap_common(b, l3, hdr, ethernet::ETHERTYPE_IPV4) else {
+        return false;
+    };
+    let total = (inner_len + hdr) as u16;
+    o[0] = 0x45;
+    o[1] = tos;
+    o[2..4].copy_from_slice(&total.to_be_bytes());
+    o[4..8].fill(0);
+    o[8] = 64;
+    o[9] = if tun.kind == Forward::Gue { 17 } else { 4 };
+    o[10..12].fill(0);
+    o[12..16].copy_from_slice(&tun.src.to_be_bytes());
+    o[16..20].copy_from_slice(&dst.to_be_bytes());
+    let c = checksum::checksum(&o[..20]);
+    o[10..12].copy_from_slice(&c.to_be_bytes());
+    if tun.kind == Forward::Gue {
+        gue_header(&mut o[20..32], tun, (inner_len + 12) as u16, 4);
+        // An IPv4 UDP checksum of zero: none (RFC 768), as tunnels send.
+    }
+    true
+}
+
+fn encap6<B: PacketBuf>(b: &mut B, l3: usize, tun: &nat::Tunnel<u128>, dst: u128) -> bool {
+    let hdr = tunnel_overhead(tun.kind, true);
+    if hdr == 0 {
+        return true;
+    }
+    let inner_len = b.data().len().saturating_sub(l3);
+    let Some(o) = encap_common(b, l3, hdr, ethernet::ETHERTYPE_IPV6) else {
+        return false;
+    };
+    let plen = (inner_len + hdr - ipv6::HEADER_LEN) as u16;
+    o[0..4].copy_from_slice(&0x6000_0000u32.to_be_bytes());
+    o[4..6].copy_from_slice(&plen.to_be_bytes());
+    o[6] = if tun.kind == Forward::Gue { 17 } else { 41 };
+    o[7] = 64;
+    let (src, dst) = (tun.src.to_be_bytes(), dst.to_be_bytes());
+    o[8..24].copy_from_slice(&src);
+    o[24..40].copy_from_slice(&dst);
+    if tun.kind == Forward::Gue {
+        gue_header(&mut o[40..52], tun, plen, 41);
+        // IPv6 UDP needs its checksum (RFC 8200 8.1), over the whole datagram.
+        let sum = checksum::add(
+            checksum::pseudo_v6(&src, &dst, 17, u32::from(plen)),
+            checksum::sum(&o[40..]),
+        );
+        let c = match checksum::finish(sum) {
+            0 => 0xffff,
+            c => c,
+        };
+        o[46..48].copy_from_slice(&c.to_be_bytes());
+    }
+    true
+}
+
+/// UDP and GUE (variant 0, no options) headers; `inner`: the inner IP protocol.
+fn gue_header(o: &mut [u8], tun: &nat::Tunnel<impl Copy>, udp_len: u16, inner: u8) {
+    o[0..2].copy_from_slice(&tun.entropy.to_be_bytes());
+    o[2..4].copy_from_slice(&tun.port.to_be_bytes());
+    o[4..6].copy_from_slice(&udp_len.to_be_bytes());
+    o[6..8].fill(0);
+    o[8] = 0;
+    o[9] = inner;
+    o[10..12].fill(0);
 }
 
 /// What [`nat_pre`] leaves for after the router's checks.
@@ -950,7 +1090,19 @@ fn ipv6_in<B: PacketBuf>(
     // The NAT stage (stateful NAT66), as for IPv4.
     let (mut xlat, snat) = match nat_pre::<nat::V6>(ctx, in_port, &b.data()[l3..]) {
         Ok(x) => x,
-        Err(a) => return a,
+        Err(NatStop::Act(a)) => return a,
+        Err(NatStop::Reject) => {
+            return icmp6_error(
+                ctx,
+                in_port,
+                l3,
+                b,
+                DropReason::SvcNoBackend,
+                icmpv6::TYPE_DEST_UNREACHABLE,
+                icmpv6::CODE_PORT_UNREACHABLE,
+                0,
+            )
+        }
     };
     let route_dst = xlat.map_or(dst128, |x| x.route_dst);
     let Some(hop) = t.fib6.lookup(route_dst) else {
@@ -1026,8 +1178,11 @@ fn ipv6_in<B: PacketBuf>(
         return ctx.drop(DropReason::NoRoute);
     };
     let out_port = &t.ports[out as usize];
-    if ipv6::HEADER_LEN + plen > out_port.mtu as usize {
-        let mtu = out_port.mtu as u32;
+    let overhead = xlat
+        .and_then(|x| x.tunnel)
+        .map_or(0, |t| tunnel_overhead(t.kind, true));
+    if ipv6::HEADER_LEN + plen + overhead > out_port.mtu as usize {
+        let mtu = (out_port.mtu as usize).saturating_sub(overhead) as u32;
         return icmp6_error(
             ctx,
             in_port,
@@ -1065,6 +1220,11 @@ fn ipv6_in<B: PacketBuf>(
         let d = b.data_mut();
         let mut p = ipv6::Packet::new_unchecked(&mut d[l3..]);
         p.set_hop_limit(hop_limit - 1);
+    }
+    if let Some(tun) = xlat.and_then(|x| x.tunnel) {
+        if !encap6(b, l3, &tun, route_dst) {
+            return ctx.drop(DropReason::Malformed(Layer::Ethernet, WireError::Truncated));
+        }
     }
     let out_port = &t.ports[out as usize];
     if !rewrite_for_egress(b, l3, out_port, mac, ethernet::ETHERTYPE_IPV6) {

@@ -244,6 +244,8 @@ pub struct Worker {
     pub handoff_rx: Vec<rtrb::Consumer<Handed>>,
     /// Flow records for `ferryctl conntrack` ([`WorkerCommand::NatDump`]).
     pub dump: rtrb::Producer<FlowDump>,
+    /// Service backends' connection counts, shared by every worker and the control side.
+    pub backend_stats: Arc<crate::service::BackendStats>,
 }
 
 /// A packet handed to its flow's owner, with the port it came in by.
@@ -463,6 +465,7 @@ impl Worker {
             mut handoff_rx,
             mut dump,
             index,
+            backend_stats,
             ..
         } = self;
         let c = &*counters;
@@ -471,6 +474,7 @@ impl Worker {
         let mut scratch = Scratch::new(hz, icmp_rate);
         let tick_len = (hz / u64::from(nat::TICKS_PER_S)).max(1);
         scratch.nat = nat::NatState::new(nat_capacity, index as u16, dpdk::tsc() | 1);
+        scratch.nat.stats = backend_stats;
         // Preallocated for real: every page written now, on this core, not on the packet
         // path (a first touch there is a page fault, and a huge page's is ~100 us).
         if nat_prefault {
@@ -758,7 +762,7 @@ fn nat_chores(
     c: &WorkerCounters,
 ) {
     if let Some((from, filter)) = *sweep {
-        let dead = |r: &nat::FlowRecord| tables.is_none_or(|t| !t.is_live(r.rule));
+        let dead = |r: &nat::FlowRecord| tables.is_none_or(|t| !t.flow_live(r.rule, r.backend));
         *sweep = st
             .sweep(from, SWEEP_BUDGET, c, |r| {
                 dead(r) || filter.is_some_and(|f| f.matches(r))

@@ -90,6 +90,25 @@ enum Cmd {
         #[arg(long, default_value_t = 1000)]
         limit: u32,
     },
+    /// Virtual services and their backends, as `ipvsadm -Ln` shows them.
+    Services {
+        /// Only this service.
+        name: Option<String>,
+        /// Flows scheduled to each backend so far.
+        #[arg(long)]
+        stats: bool,
+        /// New flows per second (sampled over --interval).
+        #[arg(long)]
+        rate: bool,
+        /// Milliseconds between the two samples of --rate.
+        #[arg(long, default_value_t = 1000)]
+        interval: u64,
+    },
+    /// Change one backend of a service (a delta): drain, undrain, weight, add, del.
+    Backend {
+        #[command(subcommand)]
+        op: BackendOp,
+    },
     /// Counters, in total and per worker.
     Stats {
         /// Print again every --interval until interrupted.
@@ -111,6 +130,49 @@ enum Cmd {
         /// Give up after this many milliseconds.
         #[arg(long, default_value_t = 10_000)]
         timeout: u32,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum BackendOp {
+    /// No new flows; established ones carry on.
+    Drain {
+        service: String,
+        /// ADDR:PORT ([V6]:PORT), or ADDR for the service's port.
+        backend: String,
+        #[command(flatten)]
+        opts: ApplyOpts,
+    },
+    /// Take new flows again.
+    Undrain {
+        service: String,
+        backend: String,
+        #[command(flatten)]
+        opts: ApplyOpts,
+    },
+    /// Set the weight (0: no new flows).
+    Weight {
+        service: String,
+        backend: String,
+        weight: u32,
+        #[command(flatten)]
+        opts: ApplyOpts,
+    },
+    /// Add a backend.
+    Add {
+        service: String,
+        backend: String,
+        #[arg(long)]
+        weight: Option<u32>,
+        #[command(flatten)]
+        opts: ApplyOpts,
+    },
+    /// Remove a backend (its flows end).
+    Del {
+        service: String,
+        backend: String,
+        #[command(flatten)]
+        opts: ApplyOpts,
     },
 }
 
@@ -423,6 +485,222 @@ async fn run(cli: Cli) -> Result<(), Fail> {
                 }
                 _ => emit(out, &json!({ "neighbors": rows }))?,
             }
+        }
+        Cmd::Services {
+            name,
+            stats,
+            rate,
+            interval,
+        } => {
+            let ask = pb::ListServicesRequest {
+                name: name.clone().unwrap_or_default(),
+            };
+            let first = c
+                .list_services(ask.clone())
+                .await
+                .map_err(rpc_error)?
+                .into_inner();
+            let (r, per_s) = if *rate {
+                let ms = (*interval).max(100);
+                tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+                let second = c.list_services(ask).await.map_err(rpc_error)?.into_inner();
+                (second, Some((first, ms)))
+            } else {
+                (first, None)
+            };
+            if let Some(n) = name {
+                if r.services.is_empty() {
+                    return Err(Fail(1, format!("no service named {n:?}")));
+                }
+            }
+            // Per backend: new flows per second between the two samples.
+            let rate_of = |svc: &str, b: &pb::BackendEntry| -> Option<f64> {
+                let (before, ms) = per_s.as_ref()?;
+                let old = before
+                    .services
+                    .iter()
+                    .find(|s| s.name == svc)?
+                    .backends
+                    .iter()
+                    .find(|x| x.address == b.address && x.port == b.port)?;
+                Some(b.flows_created.saturating_sub(old.flows_created) as f64 * 1000.0 / *ms as f64)
+            };
+            let ep = |a: &str, p: u32| match a.parse::<std::net::IpAddr>() {
+                Ok(ip) => std::net::SocketAddr::new(ip, p as u16).to_string(),
+                Err(_) => format!("{a}:{p}"),
+            };
+            match out {
+                Format::Table => {
+                    outln!("Prot LocalAddress:Port Scheduler Forward [Maglev digest]");
+                    let extra = if *rate {
+                        "     Flows/s"
+                    } else if *stats {
+                        "       Flows"
+                    } else {
+                        ""
+                    };
+                    outln!(
+                        "  -> RemoteAddress:Port            Weight Eff  Health    ActiveConn{extra}"
+                    );
+                    for s in &r.services {
+                        let digest = if s.digest.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" [{} / {}]", s.digest, s.table_size)
+                        };
+                        outln!(
+                            "{:<4} {} {} {} ({}){digest}",
+                            s.protocol.to_uppercase(),
+                            ep(&s.vip, s.port),
+                            s.scheduler,
+                            s.forward,
+                            s.name
+                        );
+                        for b in &s.backends {
+                            let health = if b.drain {
+                                format!("{},drain", b.health)
+                            } else {
+                                b.health.clone()
+                            };
+                            let tail = match rate_of(&s.name, b) {
+                                Some(x) => format!(" {x:>11.1}"),
+                                None if *stats => format!(" {:>11}", b.flows_created),
+                                None => String::new(),
+                            };
+                            outln!(
+                                "  -> {:<30} {:>6} {:>4}  {:<9} {:>10}{tail}",
+                                ep(&b.address, b.port),
+                                b.weight,
+                                b.effective_weight,
+                                health,
+                                b.connections
+                            );
+                        }
+                    }
+                }
+                _ => {
+                    let mut m = serde_json::Map::new();
+                    for s in &r.services {
+                        let backends: Vec<Value> = s
+                            .backends
+                            .iter()
+                            .map(|b| {
+                                let mut v = json!({
+                                    "address": b.address, "port": b.port, "weight": b.weight,
+                                    "effective_weight": b.effective_weight, "drain": b.drain,
+                                    "health": b.health, "connections": b.connections,
+                                    "flows": b.flows_created, "changed_ms": b.changed_ms,
+                                    "last_check": b.last_check,
+                                });
+                                if let Some(x) = rate_of(&s.name, b) {
+                                    v["flows_per_s"] = json!(x);
+                                }
+                                v
+                            })
+                            .collect();
+                        m.insert(
+                            s.name.clone(),
+                            json!({
+                                "vip": s.vip, "port": s.port, "protocol": s.protocol,
+                                "scheduler": s.scheduler, "forward": s.forward,
+                                "digest": s.digest, "table_size": s.table_size,
+                                "flows": s.flows_created, "backends": backends,
+                            }),
+                        );
+                    }
+                    emit(out, &Value::Object(m))?;
+                }
+            }
+        }
+        Cmd::Backend { op } => {
+            let (service, backend, opts) = match op {
+                BackendOp::Drain {
+                    service,
+                    backend,
+                    opts,
+                }
+                | BackendOp::Undrain {
+                    service,
+                    backend,
+                    opts,
+                }
+                | BackendOp::Weight {
+                    service,
+                    backend,
+                    opts,
+                    ..
+                }
+                | BackendOp::Add {
+                    service,
+                    backend,
+                    opts,
+                    ..
+                }
+                | BackendOp::Del {
+                    service,
+                    backend,
+                    opts,
+                } => (service, backend, opts),
+            };
+            let (addr, port) = ferry_control::service::parse_endpoint(backend)
+                .ok_or_else(|| Fail(2, format!("{backend:?}: ADDR:PORT, [V6]:PORT or ADDR")))?;
+            let wanted = pb::Backend {
+                address: addr.to_string(),
+                port: port.map(u32::from),
+                ..Default::default()
+            };
+            let change = match op {
+                BackendOp::Add { weight, .. } => pb::change::Op::UpsertBackend(pb::BackendChange {
+                    service: service.clone(),
+                    backend: Some(pb::Backend {
+                        weight: *weight,
+                        ..wanted
+                    }),
+                }),
+                BackendOp::Del { .. } => pb::change::Op::DeleteBackend(pb::BackendChange {
+                    service: service.clone(),
+                    backend: Some(wanted),
+                }),
+                _ => {
+                    // Keep what the backend has, change one field.
+                    let cfg = c
+                        .get_config(pb::GetConfigRequest {})
+                        .await
+                        .map_err(rpc_error)?
+                        .into_inner();
+                    let svc = cfg
+                        .services
+                        .iter()
+                        .find(|s| &s.name == service)
+                        .ok_or_else(|| Fail(1, format!("no service named {service:?}")))?;
+                    let sport = svc.port.unwrap_or(0);
+                    let mut b = svc
+                        .backends
+                        .iter()
+                        .find(|b| {
+                            b.address.parse::<std::net::IpAddr>().ok() == Some(addr)
+                                && b.port.unwrap_or(sport) == port.map_or(sport, u32::from)
+                        })
+                        .cloned()
+                        .ok_or_else(|| {
+                            Fail(1, format!("service {service:?} has no backend {backend}"))
+                        })?;
+                    match op {
+                        BackendOp::Drain { .. } => b.drain = Some(true),
+                        BackendOp::Undrain { .. } => b.drain = Some(false),
+                        BackendOp::Weight { weight, .. } => b.weight = Some(*weight),
+                        _ => {}
+                    }
+                    pb::change::Op::UpsertBackend(pb::BackendChange {
+                        service: service.clone(),
+                        backend: Some(b),
+                    })
+                }
+            };
+            let desired = pb::apply_request::Desired::Delta(pb::Delta {
+                changes: vec![pb::Change { op: Some(change) }],
+            });
+            apply(&mut c, desired, opts, out).await?;
         }
         Cmd::Nat => {
             let r = c
