@@ -428,6 +428,7 @@ impl Config {
             Ok(s) => cfg.services = s,
             Err(e) => errors.extend(e),
         }
+        errors.extend(cfg.service_overlaps());
         if errors.is_empty() {
             Ok(cfg)
         } else {
@@ -1135,7 +1136,74 @@ impl Config {
         if addresses_changed {
             return Config::validate_all(cfg.to_raw());
         }
+        let overlaps = cfg.service_overlaps();
+        if !overlaps.is_empty() {
+            return Err(overlaps);
+        }
         Ok(cfg)
+    }
+
+    /// Addresses that two features would both claim: a FullNAT local address that is a
+    /// VIP, a VIP or local address inside an SNAT pool or on a DNAT address; and tunnels
+    /// with no port to send from.
+    fn service_overlaps(&self) -> Vec<ConfigError> {
+        use ferry_dataplane::service::Forward;
+        let mut errors = Vec::new();
+        let total: usize = self.services.iter().map(|s| s.backends.len()).sum();
+        if total > ferry_dataplane::service::MAX_BACKENDS {
+            errors.push(err(
+                "services",
+                format!(
+                    "{total} backends in all: at most {}",
+                    ferry_dataplane::service::MAX_BACKENDS
+                ),
+            ));
+        }
+        let vips: HashMap<IpAddr, &str> = self
+            .services
+            .iter()
+            .map(|s| (s.vip, s.name.as_str()))
+            .collect();
+        for (i, s) in self.services.iter().enumerate() {
+            let mut mine: Vec<(String, IpAddr)> = vec![(format!("services[{i}].vip"), s.vip)];
+            for (j, l) in s.local_addresses.iter().enumerate() {
+                let f = format!("services[{i}].local_addresses[{j}]");
+                if let Some(o) = vips.get(l) {
+                    let m = format!("{l} is the VIP of service {o:?}");
+                    errors.push(err_v(&f, &l.to_string(), m));
+                }
+                mine.push((f, *l));
+            }
+            for (f, a) in &mine {
+                for r in self
+                    .nat
+                    .snat
+                    .iter()
+                    .filter(|r| r.pool.iter().any(|p| p.contains(*a)))
+                {
+                    let m = format!("{a} is in the pool of SNAT rule {:?}", r.name);
+                    errors.push(err_v(f, &a.to_string(), m));
+                }
+                for r in self.nat.dnat.iter().filter(|r| r.address == *a) {
+                    let m = format!("{a} is the address of DNAT rule {:?}", r.name);
+                    errors.push(err_v(f, &a.to_string(), m));
+                }
+            }
+            if matches!(s.forward, Forward::Ipip | Forward::Gue) {
+                let unreachable = s.backends.iter().enumerate().find(|(_, b)| {
+                    crate::svcplan::source_for(self, b.address)
+                        .is_none_or(|a| a.is_ipv4() != b.address.is_ipv4())
+                });
+                if let Some((j, b)) = unreachable {
+                    errors.push(err_v(
+                        format!("services[{i}].backends[{j}].address"),
+                        &b.address.to_string(),
+                        "no port has an address of this family towards it (the tunnel's source)",
+                    ));
+                }
+            }
+        }
+        errors
     }
 
     /// Apply one service or backend change (checked as the file's services are).

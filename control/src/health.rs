@@ -100,8 +100,9 @@ impl HealthBook {
         self.map.retain(|k, _| keep(k));
     }
 
-    /// Whether a backend of `s` is up and the weight it schedules with now (slow start
-    /// ramps a backend that came back from 1 to its weight over `slow_start_s`).
+    /// Whether a backend of `s` is up, and the most weight it may schedule with now:
+    /// `u32::MAX` (its configured weight, whatever that becomes) unless slow start is
+    /// ramping it from 1 to `weight` over `slow_start_s`.
     pub fn state(
         &self,
         s: &Service,
@@ -111,15 +112,18 @@ impl HealthBook {
         now: Instant,
     ) -> (bool, u32) {
         if s.health.check == Check::None {
-            return (true, weight);
+            return (true, u32::MAX);
         }
         let Some(h) = self.map.get(&(s.name.clone(), addr, port)) else {
-            return (true, weight);
+            return (true, u32::MAX);
         };
         if !h.up {
-            return (false, weight);
+            return (false, u32::MAX);
         }
-        (true, ramped(weight, h.changed, s.slow_start_s, now))
+        match ramped(weight, h.changed, s.slow_start_s, now) {
+            w if w >= weight => (true, u32::MAX),
+            w => (true, w),
+        }
     }
 
     /// Whether some backend is still ramping up (the controller republishes as it does).

@@ -683,5 +683,7 @@ mod tests {
         bad("  - {name: w, vip: 10.0.2.100, port: 80, protocol: tcp, health: {interval_ms: 500, timeout_ms: 900}}\n", "services[0].health.timeout_ms");
         bad("  - {name: w, vip: 10.0.2.100, port: 80, protocol: tcp}\n  - {name: w, vip: 10.0.2.101, port: 80, protocol: tcp}\n", "services[1].name");
         bad("  - {name: w, vip: 10.0.2.100, port: 80, protocol: tcp}\n  - {name: x, vip: 10.0.2.100, port: 80, protocol: tcp}\n", "services[1].vip");
+        bad("  - {name: w, vip: 10.0.2.100, port: 80, protocol: tcp}\n  - {name: x, vip: 10.0.2.101, port: 80, protocol: tcp, forward: fullnat, local_addresses: [10.0.2.100]}\n", "services[1].local_addresses[0]");
+        bad("  - {name: t, vip: 10.0.2.100, port: 80, protocol: tcp, forward: ipip, backends: [{address: 10.9.9.9}]}\n", "services[0].backends[0].address");
     }
 }

@@ -142,17 +142,19 @@ impl SvcPlan {
                     .map_or((true, b.weight), |(up, w)| (up, w.min(b.weight)))
             })
             .collect();
-        if let Some(o) = old {
-            if o.id == id && o.cfg == *s && o.verdicts == verdicts {
-                return o.clone();
-            }
-        }
+        // (The tunnel's source follows the ports and routes, not the service alone.)
         let tunnel_src = match s.forward {
             Forward::Ipip | Forward::Gue => {
                 s.backends.first().and_then(|b| source_for(cfg, b.address))
             }
             _ => None,
         };
+        if let Some(o) = old {
+            if o.id == id && o.cfg == *s && o.verdicts == verdicts && o.svc.tunnel_src == tunnel_src
+            {
+                return o.clone();
+            }
+        }
         let backends = s
             .backends
             .iter()
@@ -187,6 +189,7 @@ impl SvcPlan {
             table: Vec::new(),
             digest: 0,
             maglev_size: s.table_size,
+            by_id: Default::default(),
         });
         Built {
             cfg: s.clone(),

@@ -1061,16 +1061,6 @@ fn classify<F: Fam>(n: &NatTables, p: &Parsed<F::A>, in_port: u16) -> Option<Cla
                 ..nothing
             });
         }
-        // A NAT-mode reply: by the client's address.
-        let back = F::svc_back(x);
-        if !back.is_empty()
-            && (back.contains(&(p.src, p.proto, p.sport)) || back.contains(&(p.src, p.proto, 0)))
-        {
-            return Some(Class {
-                owner: addr_owner::<F>(p.dst, w),
-                ..nothing
-            });
-        }
     }
     if dnat.is_some() {
         return Some(Class {
@@ -1082,9 +1072,14 @@ fn classify<F: Fam>(n: &NatTables, p: &Parsed<F::A>, in_port: u16) -> Option<Cla
         });
     }
     let back = F::back(n);
-    if !back.is_empty()
-        && (back.contains(&(p.src, p.proto, p.sport)) || back.contains(&(p.src, p.proto, 0)))
-    {
+    let sback = F::svc_back(&n.svc.index);
+    // From a DNAT target or a NAT-mode service backend: a reply, owned by the client's
+    // address (after the DNAT check: a backend may itself connect to a DNAT address).
+    let from_back = |b: &FastSet<(F::A, u8, u16)>| {
+        !b.is_empty()
+            && (b.contains(&(p.src, p.proto, p.sport)) || b.contains(&(p.src, p.proto, 0)))
+    };
+    if from_back(back) || from_back(sback) {
         return Some(Class {
             owner: addr_owner::<F>(p.dst, w),
             dnat,
@@ -1104,8 +1099,11 @@ fn classify<F: Fam>(n: &NatTables, p: &Parsed<F::A>, in_port: u16) -> Option<Cla
     }
     // Owned as the inside host's answers are: by the host's address, but by the client's
     // if the host's endpoint is a DNAT target (its answers are owned as DNAT replies).
-    let to_back = !back.is_empty()
-        && (back.contains(&(p.dst, p.proto, p.dport)) || back.contains(&(p.dst, p.proto, 0)));
+    let to_b = |b: &FastSet<(F::A, u8, u16)>| {
+        !b.is_empty()
+            && (b.contains(&(p.dst, p.proto, p.dport)) || b.contains(&(p.dst, p.proto, 0)))
+    };
+    let to_back = to_b(back) || to_b(sback);
     inbound().map(|id| Class {
         owner: addr_owner::<F>(if to_back { p.src } else { p.dst }, w),
         dnat,
@@ -1139,7 +1137,10 @@ fn flow_xlat<F: Fam>(n: &NatTables, f: &Flow<F::K>, dir: Dir, p: &Parsed<F::A>) 
     if f.rule & SVC_FLAG != 0 {
         if let Some(s) = n.svc.by_id(f.rule & !SVC_FLAG) {
             if !s.forward.two_way() {
-                let (b, _, _, _, _) = F::parts(&f.reply);
+                let b = s
+                    .backend(f.backend)
+                    .and_then(|b| F::from_ip(b.addr))
+                    .unwrap_or_default();
                 let src = s.tunnel_src.and_then(F::from_ip).unwrap_or_default();
                 return Xlat {
                     src: None,
@@ -1220,11 +1221,24 @@ pub fn pre<F: Fam>(
         if !reused && n.flow_live(f.rule, f.backend) {
             if p.error.is_none() {
                 let mut fins = f.flags & CALLER_FLAGS;
-                let s = match (p.proto, dir) {
+                let mut s = match (p.proto, dir) {
                     (TCP, _) => crate::conntrack::tcp_next(f.state, dir, p.tcp, &mut fins),
                     (_, Dir::Reply) => State::Replied,
                     _ => f.state,
                 };
+                // A one-way service flow (DR, tunnels) never sees the backend's SYN-ACK:
+                // the client's ACK establishes it (as IPVS does), so that it gets the
+                // established timeout.
+                if s == State::SynSent
+                    && p.proto == TCP
+                    && p.tcp & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::ACK
+                    && f.rule & SVC_FLAG != 0
+                    && n.svc
+                        .by_id(f.rule & !SVC_FLAG)
+                        .is_some_and(|x| !x.forward.two_way())
+                {
+                    s = State::Established;
+                }
                 if s != f.state {
                     st.by_state[f.state as usize] = st.by_state[f.state as usize].saturating_sub(1);
                     st.by_state[s as usize] += 1;
@@ -1430,8 +1444,10 @@ fn insert_flow<F: Fam>(
     let s = new_state(p.proto, p.tcp);
     let (now, to) = (st.now, n.timeouts.of(p.proto, s));
     let t = F::flows(st);
-    let mut r = if checked {
-        t.insert(key, reply, s, rule, now, to)
+    // (Every caller looked the original key up and did not find it: only the reply key
+    // may be tracked already, when `checked`.)
+    let mut r = if checked && t.lookup(&reply).is_some() {
+        Err(InsertError::Exists)
     } else {
         t.insert_new(key, reply, s, rule, now, to)
     };
@@ -1447,7 +1463,7 @@ fn insert_flow<F: Fam>(
                 st.by_state[f.state as usize] = st.by_state[f.state as usize].saturating_sub(1);
                 ended(&st.stats, f.rule, f.backend);
                 c.nat.removed.add(1);
-                r = F::flows(st).insert(key, reply, s, rule, now, to);
+                r = F::flows(st).insert_new(key, reply, s, rule, now, to);
             }
         }
     }
@@ -1540,8 +1556,13 @@ fn svc_new<F: Fam>(
         }
     } else {
         // NAT: replies come from the backend to the client. DR and tunnels: the backend
-        // answers the client itself; the reply key keeps the backend's address.
-        let reply = F::key(baddr, p.src, bport, p.sport, p.proto);
+        // answers the client itself, so the flow has one key (nothing comes back to match,
+        // and two VIPs that share a backend never clash); its backend is named by id.
+        let reply = if s.forward.two_way() {
+            F::key(baddr, p.src, bport, p.sport, p.proto)
+        } else {
+            F::key(p.src, p.dst, p.sport, p.dport, p.proto)
+        };
         match insert_flow::<F>(st, n, c, p, reply, rule, true) {
             Ok(id) => id,
             Err(r) => return Pre::Drop(r),

@@ -784,7 +784,12 @@ fn encap4<B: PacketBuf>(b: &mut B, l3: usize, tun: &nat::Tunnel<u32>, dst: u32) 
         return true;
     }
     let inner_len = b.data().len().saturating_sub(l3);
-    let tos = b.data().get(l3 + 1).copied().unwrap_or(0);
+    // The inner TOS, identification and DF go outside too: fragments of two packets never
+    // share an identification (RFC 6864), and path MTU discovery keeps working.
+    let (tos, id, df) = match b.data().get(l3..l3 + 8) {
+        Some(h) => (h[1], [h[4], h[5]], h[6] & 0x40),
+        None => (0, [0, 0], 0),
+    };
     let Some(o) = encap_common(b, l3, hdr, ethernet::ETHERTYPE_IPV4) else {
         return false;
     };
@@ -792,7 +797,9 @@ fn encap4<B: PacketBuf>(b: &mut B, l3: usize, tun: &nat::Tunnel<u32>, dst: u32) 
     o[0] = 0x45;
     o[1] = tos;
     o[2..4].copy_from_slice(&total.to_be_bytes());
-    o[4..8].fill(0);
+    o[4..6].copy_from_slice(&id);
+    o[6] = df;
+    o[7] = 0;
     o[8] = 64;
     o[9] = if tun.kind == Forward::Gue { 17 } else { 4 };
     o[10..12].fill(0);

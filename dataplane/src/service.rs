@@ -150,9 +150,17 @@ pub struct Service {
     /// backends and weights.
     pub digest: u64,
     pub maglev_size: u32,
+    /// Backend id → index in `backends` (one-way flows find their backend by it).
+    pub by_id: FastMap<u32, u32>,
 }
 
 impl Service {
+    /// The backend with this id.
+    #[inline]
+    pub fn backend(&self, id: u32) -> Option<&Backend> {
+        self.backends.get(*self.by_id.get(&id)? as usize)
+    }
+
     /// Build the scheduling table. `all`: [`WhenDown::All`] and nothing is up, so every
     /// backend that is not draining counts.
     pub fn new(mut s: Service) -> Service {
@@ -167,6 +175,12 @@ impl Service {
                 })
                 .collect();
         }
+        s.by_id = s
+            .backends
+            .iter()
+            .enumerate()
+            .map(|(i, b)| (b.id, i as u32))
+            .collect();
         let weight = |i: u32| s.backends[i as usize].effective;
         s.table = match s.sched {
             Sched::Rr | Sched::Lc | Sched::Wlc => elig.clone(),
@@ -458,6 +472,7 @@ mod tests {
             table: vec![],
             digest: 0,
             maglev_size: 251,
+            by_id: FastMap::default(),
         })
     }
 

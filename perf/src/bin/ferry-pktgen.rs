@@ -57,6 +57,8 @@ struct Args {
     src_ip: Option<IpAddr>,
     dst_ip: IpAddr,
     proto: Proto,
+    /// TCP: SYN segments (each flow a new connection) instead of ACK|PSH.
+    syn: bool,
     flows: u32,
     size: Size,
     rate: Option<u64>,
@@ -72,7 +74,7 @@ fn usage(msg: &str) -> ! {
     eprintln!("ferry-pktgen: {msg}");
     eprintln!(
         "usage: ferry-pktgen --port DEVARGS [--port DEVARGS] --dst-mac MAC [--src-mac MAC] \
-         [--dst-ip A] [--src-ip A] [--proto udp|tcp] [--flows 1..10000000] \
+         [--dst-ip A] [--src-ip A] [--proto udp|tcp] [--syn] [--flows 1..10000000] \
          [--size 64..1518|imix] [--rate PPS] [--duration S] [--search LOSS] [--queues N] \
          [--lcore CPU] [--json] [--pcap FILE]"
     );
@@ -96,6 +98,7 @@ fn parse_args() -> Args {
         src_ip: None,
         dst_ip: IpAddr::from([10, 253, 0, 1]),
         proto: Proto::Udp,
+        syn: false,
         flows: 1024,
         size: Size::Fixed(64),
         rate: None,
@@ -171,6 +174,7 @@ fn parse_args() -> Args {
             }
             "--queues" => a.queues = bounded(v(), |q| (1..=16).contains(q), "--queues: 1..=16"),
             "--json" => a.json = true,
+            "--syn" => a.syn = true,
             "--pcap" => a.pcap = Some(v()),
             other => usage(&format!("unknown argument {other:?}")),
         }
@@ -251,7 +255,7 @@ fn template(a: &Args, src_mac: [u8; 6], src: IpAddr, size: usize) -> Template {
             p[l4 + 4..l4 + 8].copy_from_slice(&1u32.to_be_bytes());
             p[l4 + 8..l4 + 12].copy_from_slice(&1u32.to_be_bytes());
             p[l4 + 12] = 5 << 4;
-            p[l4 + 13] = 0x18;
+            p[l4 + 13] = if a.syn { 0x02 } else { 0x18 };
             p[l4 + 14..l4 + 16].copy_from_slice(&65535u16.to_be_bytes());
             (l4 + 16, l4 + 20)
         }
@@ -788,6 +792,7 @@ mod tests {
             src_ip: None,
             dst_ip: dst.parse().unwrap(),
             proto,
+            syn: false,
             flows: 1,
             size: Size::Fixed(64),
             rate: None,
