@@ -166,6 +166,7 @@ services:
       - {address: 10.10.2.12, port: 8080, weight: 2}
       - {address: 10.10.2.13, port: 8080, weight: 3}
   - {name: sh, vip: 10.10.1.100, port: 82, protocol: tcp, scheduler: sh, backends: $BACK3}
+  - {name: sticky, vip: 10.10.1.100, port: 85, protocol: tcp, scheduler: rr, persistence_s: 30, backends: $BACK3}
   - {name: web, vip: 10.10.1.100, port: 83, protocol: tcp, scheduler: maglev, backends: $BACK3, health: $HEALTH}
   - {name: full, vip: 10.10.1.101, port: 80, protocol: tcp, scheduler: rr, forward: fullnat, local_addresses: [10.10.2.250], backends: $BACK3}
   - {name: dr, vip: 10.10.1.102, port: 8080, protocol: tcp, scheduler: rr, forward: dr, backends: [{address: 10.10.2.11}, {address: 10.10.2.12}]}
@@ -232,6 +233,16 @@ t_sh() {
     && [ "$(jq_ "$a" "d['failed']")" = 0 ]; then
     ok "sh: each client address always reaches one backend ($(jq_ "$a" "list(d['counts'])[0]"), $(jq_ "$b" "list(d['counts'])[0]"))"
   else fail "sh" "$a $b"; fi
+}
+
+t_persist() {
+  local a b
+  a=$(C $CLI 10.10.1.100 85 30 --src 10.10.1.2)
+  b=$(C $CLI 10.10.1.100 85 30 --src 10.10.1.3)
+  if [ "$(jq_ "$a" "len(d['counts'])")" = 1 ] && [ "$(jq_ "$b" "len(d['counts'])")" = 1 ] \
+    && [ "$(jq_ "$a" "d['failed']")" = 0 ]; then
+    ok "persistence (rr, 30 s): each client's 30 connections all reach the backend its first took ($(jq_ "$a" "list(d['counts'])[0]"), $(jq_ "$b" "list(d['counts'])[0]"))"
+  else fail "persistence" "$a $b"; fi
 }
 
 t_maglev() {
@@ -306,12 +317,20 @@ print("end" if "END" in body else "cut")
 EOF
 }
 
-t_drain() {
-  stream 10 "$WORK/stream1" ; local pid=$!
+# Start a 10 s stream into FILE and, a second later, set NAME and X to its backend's name
+# and address, and PID to the stream's.
+stream_started() { # file
+  stream 10 "$1"
+  PID=$!
   sleep 1
-  local name x
-  name=$(awk '$1 == "backend" { print $2 }' "$WORK/stream1")
+  name=$(awk '$1 == "backend" { print $2 }' "$1")
   x=10.10.2.$(( ${name#b} + 10 ))
+}
+
+t_drain() {
+  local name x PID
+  stream_started "$WORK/stream1"
+  local pid=$PID
   CTL backend drain rr "$x:8080" > /dev/null
   local o
   o=$(C $CLI 10.10.1.100 80 30)
@@ -325,11 +344,9 @@ t_drain() {
 }
 
 t_remove() {
-  stream 10 "$WORK/stream2" ; local pid=$!
-  sleep 1
-  local name x
-  name=$(awk '$1 == "backend" { print $2 }' "$WORK/stream2")
-  x=10.10.2.$(( ${name#b} + 10 ))
+  local name x PID
+  stream_started "$WORK/stream2"
+  local pid=$PID
   CTL backend del rr "$x:8080" > /dev/null
   wait $pid
   local r
@@ -424,7 +441,7 @@ if start_ferry; then
   C ping -c 1 -W 1 10.10.1.1 >/dev/null
   sleep 1
   # LB_TESTS: run only these (a debugging aid); LB_HOLD=1: keep everything up at the end.
-  for t in ${LB_TESTS:-ping rr wrr sh maglev fullnat dr ipip gue ip6ip6 v6 reject health drain remove views_and_errors}; do
+  for t in ${LB_TESTS:-ping rr wrr sh persist maglev fullnat dr ipip gue ip6ip6 v6 reject health drain remove views_and_errors}; do
     case $t in
       ipip) t_tunnel 10.10.1.103 8080 b3 m2 "ip proto 4" "ipip" ;;
       gue) t_tunnel 10.10.1.103 8081 b2 m1 "udp port 6080" "gue" ;;

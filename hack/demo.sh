@@ -3,8 +3,9 @@
 # and a server namespace through it: ping, a traceroute hop, an HTTP download, IPv6, a TCP
 # connection to the node's own kernel over the exception path; then ferryctl (status, a route
 # added while traffic runs), a Prometheus server scraping ferryd's metrics, NAT rules applied
-# live (SNAT, DNAT, traceroute through NAT, ferryctl nat and conntrack), Ferry's counters
-# and a clean stop. Run as root on Debian 12.
+# live (SNAT, DNAT, traceroute through NAT, ferryctl nat and conntrack), a virtual service
+# over two HTTP backends with health checks (one stopped: new connections avoid it), Ferry's
+# counters and a clean stop. Run as root on Debian 12.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -110,6 +111,34 @@ run ip netns exec $P-client traceroute -n -q 1 -w 1 -m 3 10.10.2.2
 run ferryctl nat
 run ferryctl conntrack
 wait "${PEERS[@]}" 2>/dev/null || true
+
+echo; echo "== A virtual service: a VIP over two HTTP backends, with health checks (issue 6)"
+cp "$WORK/demo-nat.yaml" "$WORK/demo-lb.yaml"
+cat >> "$WORK/demo-lb.yaml" <<'YAML'
+services:
+  - name: web
+    vip: 10.10.1.100
+    port: 80
+    protocol: tcp
+    scheduler: rr
+    backends: [{address: 10.10.2.2, port: 8090}, {address: 10.10.2.3, port: 8090}]
+    health: {type: http, path: /healthz, interval_ms: 500, timeout_ms: 300, rise: 2, fall: 2}
+YAML
+# Each backend answers with its name, the client it sees and the address it was reached at.
+ip netns exec $P-server /usr/bin/python3 hack/lbsrv.py server 8090 > /dev/null 2>&1 &
+LB1=$!
+ip netns exec $P-server2 /usr/bin/python3 hack/lbsrv.py server2 8090 > /dev/null 2>&1 &
+LB2=$!
+sleep 0.5
+run ferryctl apply -f "$WORK/demo-lb.yaml" --wait
+run ip netns exec $P-client /usr/bin/python3 hack/lbcli.py 10.10.1.100 80 10
+run ferryctl services
+echo "(server2's backend stops: its health checks fail twice, and new connections avoid it)"
+kill $LB2; wait $LB2 2>/dev/null || true
+sleep 2
+run ip netns exec $P-client /usr/bin/python3 hack/lbcli.py 10.10.1.100 80 10
+run ferryctl services --stats
+kill $LB1; wait $LB1 2>/dev/null || true
 
 sleep 1.2
 echo; echo "== ferryd counters (stats file)"

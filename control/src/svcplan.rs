@@ -185,6 +185,7 @@ impl SvcPlan {
             tunnel_src,
             gue_port: s.gue_port,
             when_down: s.when_down,
+            persistence: s.persistence_s * ferry_dataplane::nat::TICKS_PER_S,
             backends,
             table: Vec::new(),
             digest: 0,

@@ -51,6 +51,9 @@ const FRAG_SLOTS: usize = 4096;
 const FRAG_TICKS: u32 = 2 * TICKS_PER_S;
 /// Ports tried for a new mapping before giving up.
 const PORT_PROBES: u32 = 128;
+/// Service persistence entries per worker and family (clients past it are scheduled
+/// without affinity until entries expire).
+const AFFINITIES: usize = 1 << 16;
 
 const TCP: u8 = 6;
 const UDP: u8 = 17;
@@ -226,6 +229,9 @@ pub struct NatState {
     /// address, port, protocol); the reply key reserves the pool port.
     maps4: FlowTable<Key4>,
     maps6: FlowTable<Key6>,
+    /// Service persistence (client affinity): (client, service) → backend, one key each.
+    aff4: FlowTable<Key4>,
+    aff6: FlowTable<Key6>,
     frags: Box<[Frag]>,
     /// This worker's index.
     pub me: u16,
@@ -260,6 +266,8 @@ impl NatState {
             flows6: FlowTable::new(capacity, seed ^ 0x6666, 0),
             maps4: FlowTable::new(capacity, seed ^ 0x4444, 0),
             maps6: FlowTable::new(capacity, seed ^ 0x5555, 0),
+            aff4: FlowTable::new(AFFINITIES, seed ^ 0x7777, 0),
+            aff6: FlowTable::new(AFFINITIES, seed ^ 0x8888, 0),
             frags: vec![Frag::default(); FRAG_SLOTS].into_boxed_slice(),
             me,
             now: 0,
@@ -278,6 +286,8 @@ impl NatState {
         self.flows6.prefault();
         self.maps4.prefault();
         self.maps6.prefault();
+        self.aff4.prefault();
+        self.aff6.prefault();
     }
 
     /// Expire what is due (at most `budget` flows looked at per table).
@@ -297,8 +307,10 @@ impl NatState {
                 .flows6
                 .expire(now, budget, |_, f| gone(f.state, f.rule, f.backend));
         c.nat.expired.add(n as u64);
-        let m =
-            self.maps4.expire(now, budget, |_, _| {}) + self.maps6.expire(now, budget, |_, _| {});
+        let m = self.maps4.expire(now, budget, |_, _| {})
+            + self.maps6.expire(now, budget, |_, _| {})
+            + self.aff4.expire(now, budget, |_, _| {})
+            + self.aff6.expire(now, budget, |_, _| {});
         n + m
     }
 
@@ -458,6 +470,8 @@ pub trait Fam {
     fn parts(k: &Self::K) -> (Self::A, Self::A, u16, u16, u8);
     fn flows(st: &mut NatState) -> &mut FlowTable<Self::K>;
     fn maps(st: &mut NatState) -> &mut FlowTable<Self::K>;
+    /// Service persistence entries.
+    fn aff(st: &mut NatState) -> &mut FlowTable<Self::K>;
     fn from(r: &SnatRule) -> &[(Self::A, u8)];
     fn pool(r: &SnatRule) -> &[(Self::A, u8)];
     fn retired(r: &SnatRule) -> &[(Self::A, u8)];
@@ -519,6 +533,9 @@ impl Fam for V4 {
     }
     fn maps(st: &mut NatState) -> &mut FlowTable<Key4> {
         &mut st.maps4
+    }
+    fn aff(st: &mut NatState) -> &mut FlowTable<Key4> {
+        &mut st.aff4
     }
     fn from(r: &SnatRule) -> &[(u32, u8)] {
         &r.from4
@@ -635,6 +652,9 @@ impl Fam for V6 {
     }
     fn maps(st: &mut NatState) -> &mut FlowTable<Key6> {
         &mut st.maps6
+    }
+    fn aff(st: &mut NatState) -> &mut FlowTable<Key6> {
+        &mut st.aff6
     }
     fn from(r: &SnatRule) -> &[(u128, u8)] {
         &r.from6
@@ -1538,10 +1558,48 @@ fn svc_new<F: Fam>(
         src: mix(fs),
         dst: mix(fd),
     };
-    let cursor = &mut st.rr[usize::from(s.id) % MAX_SERVICES];
-    let bi = match Services::schedule(s, h, cursor, &st.stats) {
-        Ok(b) => b,
-        Err(NoBackend::Reject) => return Pre::Reject,
+    // Persistence: a client's new flows go to the backend its last one took, while that
+    // backend may take new flows, until `persistence` passes without one (as IPVS's
+    // persistent services, per client address).
+    let now = st.now;
+    let ak = F::key(p.src, F::A::default(), s.id, 0, 0);
+    let mut kept = None;
+    if s.persistence > 0 {
+        if let Some((id, _)) = F::aff(st).lookup(&ak) {
+            let b = F::aff(st).get(id).backend;
+            match s.by_id.get(&b).map(|&i| i as usize) {
+                Some(i) if s.backends[i].eligible() => {
+                    F::aff(st).refresh(id, State::Established, 0, now, s.persistence);
+                    kept = Some(i);
+                }
+                _ => F::aff(st).remove(id),
+            }
+        }
+    }
+    let bi = match kept {
+        Some(i) => i,
+        None => {
+            let cursor = &mut st.rr[usize::from(s.id) % MAX_SERVICES];
+            let i = match Services::schedule(s, h, cursor, &st.stats) {
+                Ok(b) => b,
+                Err(NoBackend::Reject) => return Pre::Reject,
+            };
+            if s.persistence > 0 {
+                let a = F::aff(st);
+                let r = a.insert_new(
+                    ak,
+                    ak,
+                    State::Established,
+                    SVC_FLAG | s.id,
+                    now,
+                    s.persistence,
+                );
+                if let Ok(id) = r {
+                    a.set_backend(id, s.backends[i].id);
+                }
+            }
+            i
+        }
     };
     let b = &s.backends[bi];
     let Some(baddr) = F::from_ip(b.addr) else {

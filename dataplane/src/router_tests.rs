@@ -3333,7 +3333,7 @@ mod nat_path {
         }
     }
 
-    fn udp_sum4(ip: &[u8]) -> u16 {
+    pub(super) fn udp_sum4(ip: &[u8]) -> u16 {
         let ihl = usize::from(ip[0] & 0x0f) * 4;
         let l4 = &ip[ihl..];
         let src: [u8; 4] = ip[12..16].try_into().unwrap();
@@ -3342,7 +3342,7 @@ mod nat_path {
     }
 
     /// UDP over IPv4 with a valid checksum, in a frame to the port of `from`.
-    fn udp4(from: (&str, u16), to: (&str, u16), mac: (Mac, Mac), ttl: u8) -> Vec<u8> {
+    pub(super) fn udp4(from: (&str, u16), to: (&str, u16), mac: (Mac, Mac), ttl: u8) -> Vec<u8> {
         let mut ip = ipv4_pkt(v4(from.0), v4(to.0), 17, ttl, &udp(from.1, to.1, &data(24)));
         let c = udp_sum4(&ip);
         ip[26..28].copy_from_slice(&c.to_be_bytes());
@@ -3350,7 +3350,7 @@ mod nat_path {
         eth(mac.0, mac.1, ET_IPV4, &ip)
     }
 
-    fn tuple4(f: &[u8]) -> (String, u16, String, u16) {
+    pub(super) fn tuple4(f: &[u8]) -> (String, u16, String, u16) {
         let ip = &f[14..];
         let a = |at: usize| Ipv4Addr::from(<[u8; 4]>::try_from(&ip[at..at + 4]).unwrap());
         (
@@ -3654,7 +3654,7 @@ mod nat_path {
         assert_eq!(icmp6_sum(&dst, &src, &ip[40..]), 0);
     }
 
-    fn udp_sum6(ip: &[u8]) -> u16 {
+    pub(super) fn udp_sum6(ip: &[u8]) -> u16 {
         let l4 = &ip[40..];
         let src: [u8; 16] = ip[8..24].try_into().unwrap();
         let dst: [u8; 16] = ip[24..40].try_into().unwrap();
@@ -3915,6 +3915,208 @@ mod nat_path {
                 prop_assert!(fx.total_drops() > before || fx.c.consumed.get() > 0 || fx.c.echo_replies.get() > 0 || fx.c.icmp_errors.get() > 0);
             }
             check_any(&mut fx, &frame)?;
+        }
+    }
+}
+
+/// Virtual services through the router (issue 6): the translation and encapsulation each
+/// forwarding mode gives a packet, byte for byte.
+mod svc_path {
+    use super::nat_path::{tuple4, udp4, udp_sum4, udp_sum6};
+    use super::*;
+    use crate::conntrack::Timeouts;
+    use crate::nat::NatTables;
+    use crate::service::{Backend, Forward, Sched, Service, Services, WhenDown};
+
+    /// A UDP service on port 80 of `vip` with one backend (id 42).
+    fn fx_with(
+        vip: &str,
+        forward: Forward,
+        backend: &str,
+        bport: u16,
+        local: &[&str],
+        src: Option<&str>,
+    ) -> Fx {
+        let s = Service::new(Service {
+            id: 3,
+            name: "s".into(),
+            vip: ip(vip),
+            port: 80,
+            proto: 17,
+            sched: Sched::Rr,
+            forward,
+            local: local.iter().map(|a| ip(a)).collect(),
+            tunnel_src: src.map(ip),
+            gue_port: 6080,
+            when_down: WhenDown::Reject,
+            persistence: 0,
+            backends: vec![Backend {
+                id: 42,
+                addr: ip(backend),
+                port: bport,
+                weight: 1,
+                effective: 1,
+                drain: false,
+                up: true,
+            }],
+            table: vec![],
+            digest: 0,
+            maglev_size: 251,
+            by_id: Default::default(),
+        });
+        let n = NatTables::new(vec![], vec![], Timeouts::rfc7857(10), 1, 0)
+            .with_services(Services::new(vec![Arc::new(s)]), 0b01);
+        let mut fx = Fx::new();
+        fx.t.nat = Some(Arc::new(n));
+        fx.t.index_fast();
+        fx
+    }
+
+    #[test]
+    fn fullnat_translates_both_ends_and_the_reply_back() {
+        let mut fx = fx_with(
+            "10.10.1.1",
+            Forward::FullNat,
+            "10.10.2.5",
+            8080,
+            &["10.10.2.1"],
+            None,
+        );
+        let (a, out) = fx.run(
+            0,
+            &udp4(("10.10.1.2", 5000), ("10.10.1.1", 80), (M0, H1_MAC), 64),
+        );
+        assert_eq!(a, Action::Tx(1));
+        let (s, lport, d, dp) = tuple4(&out);
+        assert_eq!(
+            (s.as_str(), d.as_str(), dp),
+            ("10.10.2.1", "10.10.2.5", 8080)
+        );
+        assert!(lport >= 1024);
+        assert!(ipv4_header_valid(&out[14..]));
+        assert_eq!(udp_sum4(&out[14..]), 0, "UDP checksum after FullNAT");
+        assert_eq!(mac_at(&out, 0), H5_MAC);
+        let (a, back) = fx.run(
+            1,
+            &udp4(("10.10.2.5", 8080), ("10.10.2.1", lport), (M1, H5_MAC), 64),
+        );
+        assert_eq!(a, Action::Tx(0));
+        assert_eq!(
+            tuple4(&back),
+            ("10.10.1.1".into(), 80, "10.10.1.2".into(), 5000)
+        );
+        assert_eq!(udp_sum4(&back[14..]), 0);
+        // The client's next datagram takes the same flow (no new scheduling).
+        let (_, again) = fx.run(
+            0,
+            &udp4(("10.10.1.2", 5000), ("10.10.1.1", 80), (M0, H1_MAC), 64),
+        );
+        assert_eq!(tuple4(&again).1, lport);
+        assert_eq!(fx.c.nat.created.get(), 1);
+    }
+
+    #[test]
+    fn ipip_puts_a_valid_outer_header_in_front_of_the_packet_unchanged() {
+        let mut fx = fx_with(
+            "10.10.1.1",
+            Forward::Ipip,
+            "10.10.2.5",
+            80,
+            &[],
+            Some("10.10.2.1"),
+        );
+        let frame = udp4(("10.10.1.2", 5000), ("10.10.1.1", 80), (M0, H1_MAC), 64);
+        let (a, out) = fx.run(0, &frame);
+        assert_eq!(a, Action::Tx(1));
+        assert_eq!(be16(&out, 12), ET_IPV4);
+        let outer = &out[14..34];
+        assert!(ipv4_header_valid(outer));
+        assert_eq!(outer[9], 4, "IP in IP");
+        assert_eq!(&outer[12..16], &v4("10.10.2.1"));
+        assert_eq!(&outer[16..20], &v4("10.10.2.5"));
+        assert_eq!(usize::from(be16(outer, 2)), out.len() - 14);
+        assert_eq!(&outer[4..6], &frame[18..20], "the inner identification");
+        let mut inner = frame[14..].to_vec();
+        inner[8] -= 1; // TTL
+        let c = be16(&inner, 10).wrapping_add(0x0100);
+        inner[10..12].copy_from_slice(&c.to_be_bytes());
+        assert!(ipv4_header_valid(&out[34..]));
+        assert_eq!(&out[34..34 + 8], &inner[..8]);
+        assert_eq!(
+            &out[34 + 12..],
+            &inner[12..],
+            "addresses and payload as sent"
+        );
+    }
+
+    #[test]
+    fn gue_over_ipv6_has_a_valid_udp_checksum() {
+        let mut fx = fx_with(
+            "fd10:1::1",
+            Forward::Gue,
+            "fd10:2::5",
+            80,
+            &[],
+            Some("fd10:2::1"),
+        );
+        let (src, vip) = (v6("fd10:1::2"), v6("fd10:1::1"));
+        let mut ip = ipv6_pkt(src, vip, 17, 64, &udp(5000, 80, &data(40)));
+        let c = udp_sum6(&ip);
+        ip[46..48].copy_from_slice(&c.to_be_bytes());
+        let (a, out) = fx.run(0, &eth(M0, H1_MAC, ET_IPV6, &ip));
+        assert_eq!(a, Action::Tx(1));
+        assert_eq!(be16(&out, 12), ET_IPV6);
+        let o = &out[14..];
+        assert_eq!(o[6], 17);
+        assert_eq!(&o[8..24], &v6("fd10:2::1"));
+        assert_eq!(&o[24..40], &v6("fd10:2::5"));
+        assert_eq!(usize::from(be16(o, 4)), o.len() - 40, "payload length");
+        assert_eq!(be16(o, 42), 6080, "GUE port");
+        assert_eq!(usize::from(be16(o, 44)), o.len() - 40, "UDP length");
+        assert_eq!(&o[48..52], &[0, 41, 0, 0], "GUE variant 0, IPv6 inside");
+        assert_eq!(udp_sum6(o), 0, "outer UDP checksum");
+        assert_eq!(&o[52 + 8..52 + 40], &ip[8..40], "inner addresses unchanged");
+        assert_eq!(udp_sum6(&o[52..]), 0, "inner UDP checksum untouched");
+    }
+
+    #[test]
+    fn no_backend_up_answers_port_unreachable() {
+        let mut fx = fx_with("10.10.1.1", Forward::Nat, "10.10.2.5", 8080, &[], None);
+        let mut n = (**fx.t.nat.as_ref().unwrap()).clone();
+        let mut s = clone_service(&n.svc.list[0]);
+        s.backends[0].up = false;
+        let s = Service::new(s);
+        n.svc = Services::new(vec![Arc::new(s)]);
+        fx.t.nat = Some(Arc::new(n));
+        let (a, out) = fx.run(
+            0,
+            &udp4(("10.10.1.2", 5000), ("10.10.1.1", 80), (M0, H1_MAC), 64),
+        );
+        assert_eq!(a, Action::Tx(0));
+        assert_eq!(out[14 + 9], 1, "ICMP");
+        assert_eq!((out[34], out[35]), (3, 3), "port unreachable");
+        assert_eq!(fx.c.drops[DropReason::SvcNoBackend.index()].get(), 1);
+    }
+
+    fn clone_service(s: &Service) -> Service {
+        Service {
+            id: s.id,
+            name: s.name.clone(),
+            vip: s.vip,
+            port: s.port,
+            proto: s.proto,
+            sched: s.sched,
+            forward: s.forward,
+            local: s.local.clone(),
+            tunnel_src: s.tunnel_src,
+            gue_port: s.gue_port,
+            when_down: s.when_down,
+            persistence: s.persistence,
+            backends: s.backends.clone(),
+            table: vec![],
+            digest: 0,
+            maglev_size: s.maglev_size,
+            by_id: Default::default(),
         }
     }
 }

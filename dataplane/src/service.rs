@@ -30,6 +30,11 @@ pub const LOCAL_PORTS: (u16, u16) = (1024, 65535);
 /// Longest smooth-WRR period kept (longer ones are scaled: see [`lb::smooth_wrr`]).
 pub const WRR_MAX: usize = 1 << 16;
 
+/// The name of `v` in a table of (name, value).
+fn name_in<T: PartialEq>(table: &[(&'static str, T)], v: T) -> &'static str {
+    table.iter().find(|(_, s)| *s == v).map_or("?", |(n, _)| n)
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Sched {
     Rr,
@@ -52,10 +57,7 @@ impl Sched {
         ("maglev", Sched::Maglev),
     ];
     pub fn name(self) -> &'static str {
-        Sched::ALL
-            .iter()
-            .find(|(_, s)| *s == self)
-            .map_or("?", |(n, _)| n)
+        name_in(&Sched::ALL, self)
     }
 }
 
@@ -82,10 +84,7 @@ impl Forward {
         ("gue", Forward::Gue),
     ];
     pub fn name(self) -> &'static str {
-        Forward::ALL
-            .iter()
-            .find(|(_, s)| *s == self)
-            .map_or("?", |(n, _)| n)
+        name_in(&Forward::ALL, self)
     }
     /// Replies come back through Ferry (and are translated).
     pub fn two_way(self) -> bool {
@@ -142,6 +141,8 @@ pub struct Service {
     pub tunnel_src: Option<IpAddr>,
     pub gue_port: u16,
     pub when_down: WhenDown,
+    /// Client affinity, in flow-table ticks (0: none).
+    pub persistence: u32,
     pub backends: Vec<Backend>,
     /// rr: the eligible backends; wrr: one smooth period; sh, dh, maglev: the Maglev
     /// table. Indices into `backends`.
@@ -456,6 +457,7 @@ mod tests {
             tunnel_src: None,
             gue_port: 6080,
             when_down: WhenDown::Reject,
+            persistence: 0,
             backends: weights
                 .iter()
                 .enumerate()
