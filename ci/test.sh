@@ -39,7 +39,10 @@ cargo build --release --bin ferryd --bin ferryctl -p ferry --bin ferry-pktgen -p
 # syntax-checked.
 /usr/bin/python3 perf/trex/check.py target/release/ferry-pktgen
 luac5.3 -p perf/pktgen-dpdk/ferry.lua
-./perf/bench --runs 1 --secs 2 --sizes 64 --no-veth --json "$(mktemp /tmp/ferry-bench-smoke.XXXXXX.json)"
+./perf/bench --runs 1 --secs 2 --sizes 64 --no-veth --lb --json "$(mktemp /tmp/ferry-bench-smoke.XXXXXX.json)"
+# Services' control side, small: a whole state of 200 services x 20 backends, then health
+# changes, each timed until every subscriber runs it.
+target/release/ferry-svcbench --services 200 --backends 20 --rounds 5
 # Two queues per port: ferryd with two workers, testpmd and l3fwd with two lcores, the
 # generator on two queues (all on CPU 1 on a 2-CPU machine: multi-queue works, not scaling).
 ./perf/bench --runs 1 --secs 2 --sizes 64 --no-veth --no-capacity --no-shared --queues 2 \

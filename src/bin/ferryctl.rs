@@ -540,7 +540,7 @@ async fn run(cli: Cli) -> Result<(), Fail> {
                         ""
                     };
                     outln!(
-                        "  -> RemoteAddress:Port            Weight Eff  Health    ActiveConn{extra}"
+                        "  -> RemoteAddress:Port            Weight Eff  Health         Conns{extra}"
                     );
                     for s in &r.services {
                         let digest = if s.digest.is_empty() {
