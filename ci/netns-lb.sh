@@ -167,6 +167,7 @@ services:
       - {address: 10.10.2.13, port: 8080, weight: 3}
   - {name: sh, vip: 10.10.1.100, port: 82, protocol: tcp, scheduler: sh, backends: $BACK3}
   - {name: sticky, vip: 10.10.1.100, port: 85, protocol: tcp, scheduler: rr, persistence_s: 30, backends: $BACK3}
+  - {name: passive, vip: 10.10.1.100, port: 86, protocol: tcp, scheduler: rr, backends: [{address: 10.10.2.11, port: 8080}, {address: 10.10.2.13, port: 8089}], health: {type: tcp, port: 8080, interval_ms: 500, timeout_ms: 300, rise: 2, fall: 2}}
   - {name: web, vip: 10.10.1.100, port: 83, protocol: tcp, scheduler: maglev, backends: $BACK3, health: $HEALTH}
   - {name: full, vip: 10.10.1.101, port: 80, protocol: tcp, scheduler: rr, forward: fullnat, local_addresses: [10.10.2.250], backends: $BACK3}
   - {name: dr, vip: 10.10.1.102, port: 8080, protocol: tcp, scheduler: rr, forward: dr, backends: [{address: 10.10.2.11}, {address: 10.10.2.12}]}
@@ -243,6 +244,21 @@ t_persist() {
     && [ "$(jq_ "$a" "d['failed']")" = 0 ]; then
     ok "persistence (rr, 30 s): each client's 30 connections all reach the backend its first took ($(jq_ "$a" "list(d['counts'])[0]"), $(jq_ "$b" "list(d['counts'])[0]"))"
   else fail "persistence" "$a $b"; fi
+}
+
+t_passive() {
+  # b3's service port refuses connections while its health port (8080) answers: the
+  # active checks pass, the resets count against it.
+  local a b j
+  a=$(C $CLI 10.10.1.100 86 20)
+  sleep 1.5
+  b=$(C $CLI 10.10.1.100 86 30)
+  j=$(CTL services passive -o json)
+  if [ "$(count "$a" b3)" = 0 ] && [ "$(jq_ "$a" "d['failed']")" -gt 0 ] && [ "$(jq_ "$b" "d['failed']")" = 0 ] \
+    && [ "$(count "$b" b1)" = 30 ] && [ "$(jq_ "$j" "d['passive']['backends'][1]['health']")" = down ] \
+    && jq_ "$j" "d['passive']['backends'][1]['last_check']" | grep -q ejected; then
+    ok "passive health: a backend whose service port refuses ($(jq_ "$a" "d['failed']") of 20) is ejected though its checks pass; the next 30 all succeed"
+  else fail "passive" "$a $b $j"; fi
 }
 
 t_maglev() {
@@ -441,7 +457,7 @@ if start_ferry; then
   C ping -c 1 -W 1 10.10.1.1 >/dev/null
   sleep 1
   # LB_TESTS: run only these (a debugging aid); LB_HOLD=1: keep everything up at the end.
-  for t in ${LB_TESTS:-ping rr wrr sh persist maglev fullnat dr ipip gue ip6ip6 v6 reject health drain remove views_and_errors}; do
+  for t in ${LB_TESTS:-ping rr wrr sh persist passive maglev fullnat dr ipip gue ip6ip6 v6 reject health drain remove views_and_errors}; do
     case $t in
       ipip) t_tunnel 10.10.1.103 8080 b3 m2 "ip proto 4" "ipip" ;;
       gue) t_tunnel 10.10.1.103 8081 b2 m1 "udp port 6080" "gue" ;;

@@ -123,6 +123,7 @@ pub struct Controller {
     /// Health transitions so far (down, up).
     pub health_transitions: (u64, u64),
     last_ramp: Instant,
+    last_passive: Instant,
 }
 
 /// How often weights ramping up (slow start) are republished.
@@ -169,6 +170,7 @@ impl Controller {
             health: Default::default(),
             health_transitions: (0, 0),
             last_ramp: now,
+            last_passive: now,
         };
         (c, subs)
     }
@@ -257,6 +259,52 @@ impl Controller {
         }
         let v = self.health.state(s, b.address, b.port, b.weight, now);
         if self.plan.set_health(&self.cfg, &key, v) {
+            self.changed = true;
+            self.urgent = true;
+            self.publish_if_due(now);
+        }
+    }
+
+    /// Passive health (every [`crate::health::PASSIVE_EVERY`]): the dataplane's counts of
+    /// connections each checked backend answered and failed; an ejection or its end
+    /// republishes the service.
+    pub fn passive(&mut self, stats: &ferry_dataplane::service::BackendStats, now: Instant) {
+        if now.duration_since(self.last_passive) < crate::health::PASSIVE_EVERY {
+            return;
+        }
+        self.last_passive = now;
+        let mut changed = false;
+        let checked = self
+            .cfg
+            .services
+            .iter()
+            .filter(|s| s.health.check != crate::service::Check::None);
+        for s in checked {
+            for b in &s.backends {
+                let key = (s.name.clone(), b.address, b.port);
+                let Some(&id) = self.plan.svc.backend_ids.get(&key) else {
+                    continue;
+                };
+                let Some(out) = self
+                    .health
+                    .passive(&key, stats.outcomes(id), s.health.fall, now)
+                else {
+                    continue;
+                };
+                if out {
+                    self.health_transitions.0 += 1;
+                    tracing::warn!(service = %s.name, backend = %b.endpoint(),
+                        "backend ejected for {} s: connections refused or unanswered",
+                        crate::health::EJECT_FOR.as_secs());
+                } else {
+                    self.health_transitions.1 += 1;
+                    tracing::info!(service = %s.name, backend = %b.endpoint(), "backend taken back after its ejection");
+                }
+                let v = self.health.state(s, b.address, b.port, b.weight, now);
+                changed |= self.plan.set_health(&self.cfg, &key, v);
+            }
+        }
+        if changed {
             self.changed = true;
             self.urgent = true;
             self.publish_if_due(now);

@@ -37,6 +37,10 @@ pub struct BackendHealth {
     pub last: String,
     ok_run: u32,
     fail_run: u32,
+    /// Passive health: the dataplane's counts of connections answered and failed when
+    /// last looked at (None: not yet), and until when the backend is ejected.
+    seen: Option<(u64, u64)>,
+    pub ejected_until: Option<Instant>,
 }
 
 impl Default for BackendHealth {
@@ -47,6 +51,8 @@ impl Default for BackendHealth {
             last: String::new(),
             ok_run: 0,
             fail_run: 0,
+            seen: None,
+            ejected_until: None,
         }
     }
 }
@@ -95,6 +101,38 @@ impl HealthBook {
         None
     }
 
+    /// Passive health, looked at every [`PASSIVE_EVERY`]: a backend that refused or left
+    /// unanswered at least `threshold` connections since the last look, and answered none,
+    /// is ejected for [`EJECT_FOR`] (whatever its active checks say), then taken back.
+    /// Some(true) when it is ejected, Some(false) when it is taken back.
+    pub fn passive(
+        &mut self,
+        key: &Key,
+        (answered, failed): (u64, u64),
+        threshold: u32,
+        now: Instant,
+    ) -> Option<bool> {
+        let h = self.map.entry(key.clone()).or_default();
+        // (The first look only primes the counts.)
+        let (a0, f0) = h.seen.replace((answered, failed))?;
+        let (da, df) = (answered.saturating_sub(a0), failed.saturating_sub(f0));
+        if let Some(t) = h.ejected_until {
+            if now < t {
+                return None;
+            }
+            h.ejected_until = None;
+            h.changed = Some(now);
+            return Some(false);
+        }
+        if h.up && da == 0 && df >= u64::from(threshold.max(1)) {
+            h.ejected_until = Some(now + EJECT_FOR);
+            h.changed = Some(now);
+            h.last = format!("passive: {df} connections refused or unanswered, none answered");
+            return Some(true);
+        }
+        None
+    }
+
     /// Forget backends no longer checked (deleted, or their service's check turned off).
     pub fn retain(&mut self, keep: impl Fn(&Key) -> bool) {
         self.map.retain(|k, _| keep(k));
@@ -117,7 +155,7 @@ impl HealthBook {
         let Some(h) = self.map.get(&(s.name.clone(), addr, port)) else {
             return (true, u32::MAX);
         };
-        if !h.up {
+        if !h.up || h.ejected_until.is_some_and(|t| now < t) {
             return (false, u32::MAX);
         }
         match ramped(weight, h.changed, s.slow_start_s, now) {
@@ -154,6 +192,11 @@ fn ramped(weight: u32, since: Option<Instant>, slow_s: u32, now: Instant) -> u32
     let w = u128::from(weight) * gone.as_millis() / span.as_millis().max(1);
     (w as u32).clamp(1, weight)
 }
+
+/// How often the dataplane's passive counts are looked at.
+pub const PASSIVE_EVERY: Duration = Duration::from_secs(1);
+/// How long a backend that passive health ejected stays out.
+pub const EJECT_FOR: Duration = Duration::from_secs(10);
 
 /// One backend's check, as the prober runs it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -387,6 +430,35 @@ mod tests {
         assert_eq!(b.report(rep(false), 2, 3, t), None, "already down");
         assert_eq!(b.report(rep(true), 2, 3, t), None);
         assert_eq!(b.report(rep(true), 2, 3, t), Some(true));
+    }
+
+    #[test]
+    fn passive_failures_eject_for_a_while() {
+        let mut b = HealthBook::default();
+        let k = rep(true).key;
+        let t = Instant::now();
+        assert_eq!(
+            b.passive(&k, (5, 9), 2, t),
+            None,
+            "the first look only primes"
+        );
+        assert_eq!(
+            b.passive(&k, (6, 12), 2, t),
+            None,
+            "answered some: not ejected"
+        );
+        assert_eq!(b.passive(&k, (6, 13), 2, t), None, "under the threshold");
+        assert_eq!(b.passive(&k, (6, 15), 2, t), Some(true));
+        let svc = crate::config::Config::from_yaml(
+            "dpdk: {lcores: [0, 1]}\nports: [{name: a, devargs: net_null0, addresses: [10.0.0.2/24]}]\nservices: [{name: web, vip: 10.0.0.9, port: 80, protocol: tcp, backends: [{address: 10.0.0.1}], health: {type: tcp}}]\n",
+        )
+        .unwrap()
+        .services
+        .remove(0);
+        assert!(!b.state(&svc, k.1, 80, 1, t).0, "ejected: down");
+        let later = t + EJECT_FOR;
+        assert_eq!(b.passive(&k, (6, 15), 2, later), Some(false), "taken back");
+        assert!(b.state(&svc, k.1, 80, 1, later).0);
     }
 
     #[test]

@@ -471,6 +471,7 @@ pub fn run(opts: Options) -> Result<(), StartError> {
                 let _ = ctl.handle(controller::Command::Health(r), now);
             }
         }
+        ctl.passive(&backend_stats, now);
         ctl.tick(now, &mut commands_tx);
         if hup.swap(false, Ordering::Relaxed) {
             let t = Instant::now();

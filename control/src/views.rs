@@ -707,7 +707,14 @@ pub fn services(s: &Sources, name: &str) -> pb::ServiceList {
                 connections: id.map_or(0, |id| u64::from(s.backend_stats.conns(id))),
                 flows_created: fc,
                 changed_ms: since(h.and_then(|h| h.changed)),
-                last_check: h.map_or(String::new(), |h| h.last.clone()),
+                last_check: h.map_or(String::new(), |h| match h.ejected_until {
+                    Some(t) if t > Instant::now() => format!(
+                        "{} (ejected for {} s more: connections refused or unanswered)",
+                        h.last,
+                        t.saturating_duration_since(Instant::now()).as_secs()
+                    ),
+                    _ => h.last.clone(),
+                }),
             });
         }
         out.push(pb::ServiceEntry {

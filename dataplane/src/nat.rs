@@ -1239,6 +1239,22 @@ pub fn pre<F: Fam>(
             && p.tcp & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN
             && matches!(f.state, State::TimeWait | State::Close);
         if !reused && n.flow_live(f.rule, f.backend) {
+            if f.rule & SVC_FLAG != 0
+                && p.proto == TCP
+                && p.error.is_none()
+                && f.state == State::SynSent
+            {
+                // Passive health: how the backend met the connection.
+                let syn = p.tcp & (tcp_flags::SYN | tcp_flags::ACK);
+                match dir {
+                    Dir::Reply if syn == tcp_flags::SYN | tcp_flags::ACK => {
+                        st.stats.outcome(f.backend, true)
+                    }
+                    Dir::Reply if p.tcp & tcp_flags::RST != 0 => st.stats.outcome(f.backend, false),
+                    Dir::Original if syn == tcp_flags::SYN => st.stats.outcome(f.backend, false),
+                    _ => {}
+                }
+            }
             if p.error.is_none() {
                 let mut fins = f.flags & CALLER_FLAGS;
                 let mut s = match (p.proto, dir) {

@@ -217,14 +217,36 @@ impl Service {
 pub struct BackendStats {
     pub conns: Box<[AtomicU32]>,
     pub created: Box<[AtomicU64]>,
+    /// Passive health: TCP connections the backend answered (SYN-ACK), and those it
+    /// refused (RST to the SYN) or left unanswered (the client sent its SYN again).
+    pub answered: Box<[AtomicU64]>,
+    pub failed: Box<[AtomicU64]>,
 }
 
 impl BackendStats {
     pub fn new(n: usize) -> Arc<BackendStats> {
+        let zeros = || (0..n).map(|_| AtomicU64::new(0)).collect();
         Arc::new(BackendStats {
             conns: (0..n).map(|_| AtomicU32::new(0)).collect(),
-            created: (0..n).map(|_| AtomicU64::new(0)).collect(),
+            created: zeros(),
+            answered: zeros(),
+            failed: zeros(),
         })
+    }
+
+    /// A connection's outcome, for passive health (`ok`: the backend answered its SYN).
+    #[inline]
+    pub fn outcome(&self, id: u32, ok: bool) {
+        let c = if ok { &self.answered } else { &self.failed };
+        if let Some(c) = c.get(id as usize) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// (answered, failed) so far.
+    pub fn outcomes(&self, id: u32) -> (u64, u64) {
+        let get = |v: &[AtomicU64]| v.get(id as usize).map_or(0, |c| c.load(Ordering::Relaxed));
+        (get(&self.answered), get(&self.failed))
     }
     #[inline]
     pub fn conns(&self, id: u32) -> u32 {
