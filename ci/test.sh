@@ -33,7 +33,7 @@ for l in sys.stdin:
 FERRY_SNAPSHOT_GENERATIONS=3000 valgrind --error-exitcode=99 -q --fair-sched=yes "$bin" snapshot::
 
 echo "== release build, benchmark smoke (fails on a crash or zero throughput, never on a number)"
-cargo build --release --bin ferryd --bin ferryctl -p ferry --bin ferry-pktgen -p ferry-perf
+cargo build --release --bin ferryd --bin ferryctl -p ferry --bin ferry-pktgen --bin ferry-svcbench -p ferry-perf
 # The lab scripts cannot run here (no NIC, no TRex): the TRex profile's packets and field
 # engine are checked against ferry-pktgen's (perf/trex/check.py), the pktgen-dpdk script is
 # syntax-checked.
