@@ -226,24 +226,23 @@ t_wrr() {
   else fail "wrr smooth" "longest run $run"; fi
 }
 
-t_sh() {
+# N connections to VIP port PORT from each of the client's two addresses: each address's
+# all reach one backend, none fails.
+one_backend_per_client() { # port n what message
   local a b
-  a=$(C $CLI 10.10.1.100 82 50 --src 10.10.1.2)
-  b=$(C $CLI 10.10.1.100 82 50 --src 10.10.1.3)
+  a=$(C $CLI 10.10.1.100 "$1" "$2" --src 10.10.1.2)
+  b=$(C $CLI 10.10.1.100 "$1" "$2" --src 10.10.1.3)
   if [ "$(jq_ "$a" "len(d['counts'])")" = 1 ] && [ "$(jq_ "$b" "len(d['counts'])")" = 1 ] \
     && [ "$(jq_ "$a" "d['failed']")" = 0 ]; then
-    ok "sh: each client address always reaches one backend ($(jq_ "$a" "list(d['counts'])[0]"), $(jq_ "$b" "list(d['counts'])[0]"))"
-  else fail "sh" "$a $b"; fi
+    ok "$4 ($(jq_ "$a" "list(d['counts'])[0]"), $(jq_ "$b" "list(d['counts'])[0]"))"
+  else fail "$3" "$a $b"; fi
 }
 
+t_sh() { one_backend_per_client 82 50 sh "sh: each client address always reaches one backend"; }
+
 t_persist() {
-  local a b
-  a=$(C $CLI 10.10.1.100 85 30 --src 10.10.1.2)
-  b=$(C $CLI 10.10.1.100 85 30 --src 10.10.1.3)
-  if [ "$(jq_ "$a" "len(d['counts'])")" = 1 ] && [ "$(jq_ "$b" "len(d['counts'])")" = 1 ] \
-    && [ "$(jq_ "$a" "d['failed']")" = 0 ]; then
-    ok "persistence (rr, 30 s): each client's 30 connections all reach the backend its first took ($(jq_ "$a" "list(d['counts'])[0]"), $(jq_ "$b" "list(d['counts'])[0]"))"
-  else fail "persistence" "$a $b"; fi
+  one_backend_per_client 85 30 persistence \
+    "persistence (rr, 30 s): each client's 30 connections all reach the backend its first took"
 }
 
 t_passive() {

@@ -1398,6 +1398,17 @@ fn later_fragment<F: Fam>(
     Pre::Xlat(flow_xlat::<F>(n, &fl, dir, &q))
 }
 
+/// This worker's share of a port range: (first port, how many); none left is
+/// `NatPortsExhausted`.
+fn share_span(range: (u16, u16), workers: u16, me: u16) -> Result<(u32, u32), DropReason> {
+    let share = port_share(range.0, range.1, workers, me);
+    if share.is_empty() {
+        return Err(DropReason::NatPortsExhausted);
+    }
+    let lo = u32::from(*share.start());
+    Ok((lo, u32::from(*share.end()) - lo + 1))
+}
+
 /// An endpoint-independent mapping for inside `src:sport` under rule `r`: the existing
 /// one, or a new pool address (paired: the same for every port of `src`) and a free port
 /// of this worker's share.
@@ -1428,17 +1439,10 @@ fn map_endpoint<F: Fam>(
     }
     let h = mix(F::fold(src) ^ st.seed);
     let addr = F::nth(F::pool(r), h).ok_or(DropReason::NatPortsExhausted)?;
-    let share = port_share(r.ports.0, r.ports.1, n.workers, st.me);
-    if share.is_empty() {
-        return Err(DropReason::NatPortsExhausted);
-    }
-    let (lo, len) = (
-        u32::from(*share.start()),
-        u32::from(*share.end()) - u32::from(*share.start()) + 1,
-    );
+    let (lo, len) = share_span(r.ports, n.workers, st.me)?;
     // Keep the inside port if this worker's share has it (as Linux tries to), else start
     // from a hash of the endpoint.
-    let first = if share.contains(&sport) {
+    let first = if (lo..lo + len).contains(&u32::from(sport)) {
         u32::from(sport) - lo
     } else {
         (mix(h ^ u64::from(sport)) % u64::from(len)) as u32
@@ -1561,7 +1565,6 @@ fn svc_new<F: Fam>(
     let Some(s) = n.svc.list.get(i as usize) else {
         return Pre::Pass;
     };
-    let s: &Service = s;
     if p.opaque {
         return Pre::Drop(DropReason::NatUntranslatable);
     }
@@ -1661,22 +1664,13 @@ fn fullnat_flow<F: Fam>(
     bport: u16,
     h: u64,
 ) -> Result<u32, DropReason> {
-    let mut locals = s.local.iter().filter_map(|a| F::from_ip(*a));
-    let count = s.local.iter().filter(|a| F::from_ip(**a).is_some()).count();
-    if count == 0 {
-        return Err(DropReason::NatPortsExhausted);
-    }
-    let laddr = locals
-        .nth((h % count as u64) as usize)
+    // (Validated: every local address is of the VIP's family.)
+    let laddr = s
+        .local
+        .get((h % s.local.len().max(1) as u64) as usize)
+        .and_then(|a| F::from_ip(*a))
         .ok_or(DropReason::NatPortsExhausted)?;
-    let share = port_share(LOCAL_PORTS.0, LOCAL_PORTS.1, n.workers, st.me);
-    if share.is_empty() {
-        return Err(DropReason::NatPortsExhausted);
-    }
-    let (lo, len) = (
-        u32::from(*share.start()),
-        u32::from(*share.end()) - u32::from(*share.start()) + 1,
-    );
+    let (lo, len) = share_span(LOCAL_PORTS, n.workers, st.me)?;
     let first = (mix(h ^ u64::from(p.sport) ^ st.seed) % u64::from(len)) as u32;
     for k in 0..PORT_PROBES.min(len) {
         let lport = (lo + (first + k) % len) as u16;
